@@ -1,0 +1,5 @@
+"""Allows ``python -m reconciler``."""
+
+from reconciler.cli.main import main
+
+main()

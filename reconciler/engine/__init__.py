@@ -1,0 +1,1 @@
+"""The pure decision engine: experiment state, and how it moves (no I/O)."""

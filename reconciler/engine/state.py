@@ -1,0 +1,210 @@
+"""An experiment's state as the state branch records it, and its JSON form.
+
+One ``ExperimentState`` is one state document (``experiments/<ns>/<name>.json``). JSON,
+pretty-printed with sorted keys, one field per line, so ``git diff`` reads well and 1,000
+of them parse in milliseconds (DESIGN.md 4.3 gives the measurements). The document carries
+the normalised spec, so recovery never re-reads the experiment's YAML. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from reconciler.spec import codec
+from reconciler.spec.model import Experiment
+
+SCHEMA = 1
+HISTORY_LIMIT = 20
+"""Iterations kept in the live document; the full record is the branch's history."""
+
+
+class Phase(StrEnum):
+    """Where an experiment stands."""
+
+    PROGRESSING = "Progressing"
+    PROMOTING = "Promoting"
+    """A winner is recorded; the promotion commit on main may not exist yet."""
+    ROLLING_BACK = "RollingBack"
+    """No winner is recorded; the rollback commit on main may not exist yet."""
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    PREEMPTED = "Preempted"
+    """A newer experiment for the same target took over; never promoted."""
+    WITHDRAWN = "Withdrawn"
+    """The experiment file left main while the experiment ran; never promoted."""
+
+    @property
+    def final(self) -> bool:
+        """Whether the experiment is over (its document goes to ``archive/``)."""
+        return self in _FINAL
+
+    @property
+    def deciding(self) -> bool:
+        """Whether an outcome commit on main is recorded as due."""
+        return self in {Phase.PROMOTING, Phase.ROLLING_BACK}
+
+
+_FINAL = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.PREEMPTED, Phase.WITHDRAWN})
+
+Pairs = tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """What one iteration observed and decided."""
+
+    iteration: int
+    time: float
+    weights: Pairs
+    """Weights the versions carried while they were observed."""
+    verdicts: tuple[tuple[str, str], ...]
+    """Version name to ``pass``, ``fail`` or ``no-data``."""
+    metrics: tuple[tuple[str, str, float | None], ...]
+    """(version, metric, value or None for no data)."""
+
+
+@dataclass(frozen=True)
+class ExperimentState:
+    """The whole recorded state of one experiment."""
+
+    spec: Experiment
+    spec_blob: str
+    """Blob id of the experiment file on main: with the key it names this run."""
+    source_commit: str
+    """The main commit the experiment was found in."""
+    phase: Phase
+    iteration: int
+    weights: Pairs
+    """Weights the cluster carries (or is about to): write-ahead of every change."""
+    started_at: float
+    updated_at: float
+    last_iteration_at: float
+    failures: int = 0
+    """Consecutive iterations whose verdict was not a pass."""
+    history: tuple[IterationRecord, ...] = ()
+    winner: str | None = None
+    reason: str = ""
+    decided_on: str | None = None
+    """Main's tip when the outcome was decided: the search for it on main stops there."""
+    outcome_commit: str | None = None
+    preempted_by: str | None = None
+
+    @property
+    def id(self) -> str:
+        """``namespace/name@<12 hex of the spec blob>``, the ``Rollout-Id`` trailer."""
+        return experiment_id(self.spec, self.spec_blob)
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``."""
+        return self.spec.key
+
+    def weight_of(self, version: str) -> int:
+        """The recorded weight of one version (0 when absent)."""
+        return dict(self.weights).get(version, 0)
+
+
+def experiment_id(spec: Experiment, spec_blob: str) -> str:
+    """The id of a run: the experiment's key plus the first 12 hex of its file's blob."""
+    return f"{spec.key}@{spec_blob[:12]}"
+
+
+def to_json(state: ExperimentState) -> bytes:
+    """The state document's bytes: sorted keys, two-space indent, trailing newline."""
+    data = {
+        "schema": SCHEMA,
+        "id": state.id,
+        "experiment": state.key,
+        "target": state.spec.target,
+        "specBlob": state.spec_blob,
+        "sourceCommit": state.source_commit,
+        "phase": state.phase.value,
+        "iteration": state.iteration,
+        "iterations": state.spec.duration.iterations,
+        "weights": dict(state.weights),
+        "versionOrder": [name for name, _ in state.weights],
+        "failures": state.failures,
+        "winner": state.winner,
+        "reason": state.reason,
+        "decidedOn": state.decided_on,
+        "outcomeCommit": state.outcome_commit,
+        "preemptedBy": state.preempted_by,
+        "startedAt": _iso(state.started_at),
+        "updatedAt": _iso(state.updated_at),
+        "lastIterationAt": _iso(state.last_iteration_at),
+        "history": [
+            {
+                "iteration": r.iteration,
+                "time": _iso(r.time),
+                "weights": dict(r.weights),
+                "verdicts": dict(r.verdicts),
+                "metrics": _nest(r.metrics),
+            }
+            for r in state.history
+        ],
+        "spec": codec.to_data(state.spec),
+    }
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def from_json(raw: bytes) -> ExperimentState:
+    """Parse a state document written by ``to_json``.
+
+    Raises:
+        ValueError: when the bytes are not a state document of a schema we know.
+    """
+    data = json.loads(raw)
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise ValueError(f"not a state document of schema {SCHEMA}")
+    order = data["versionOrder"]
+    weights = data["weights"]
+    return ExperimentState(
+        spec=codec.from_data(data["spec"]),
+        spec_blob=data["specBlob"],
+        source_commit=data["sourceCommit"],
+        phase=Phase(data["phase"]),
+        iteration=data["iteration"],
+        weights=tuple((name, int(weights[name])) for name in order),
+        started_at=_epoch(data["startedAt"]),
+        updated_at=_epoch(data["updatedAt"]),
+        last_iteration_at=_epoch(data["lastIterationAt"]),
+        failures=data["failures"],
+        history=tuple(
+            IterationRecord(
+                iteration=r["iteration"],
+                time=_epoch(r["time"]),
+                weights=tuple((n, int(w)) for n, w in r["weights"].items()),
+                verdicts=tuple(r["verdicts"].items()),
+                metrics=tuple(
+                    (version, metric, value)
+                    for version, values in r["metrics"].items()
+                    for metric, value in values.items()
+                ),
+            )
+            for r in data["history"]
+        ),
+        winner=data["winner"],
+        reason=data["reason"],
+        decided_on=data["decidedOn"],
+        outcome_commit=data["outcomeCommit"],
+        preempted_by=data["preemptedBy"],
+    )
+
+
+def _nest(metrics: tuple[tuple[str, str, float | None], ...]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for version, metric, value in metrics:
+        out.setdefault(version, {})[metric] = value
+    return out
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()

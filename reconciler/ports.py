@@ -1,0 +1,159 @@
+"""The seams between the controller and the outside world, as small Protocols.
+
+Each Protocol has one real implementation per backend (``reconciler.gitstore`` for Git,
+``reconciler.cluster`` for Kubernetes, ``reconciler.metrics`` for Prometheus) and an
+in-process one for the demo. The value types that cross a seam live here too, so that
+neither side imports the other. Nothing in this module does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from reconciler.spec.model import WeightObjRef
+
+
+@dataclass(frozen=True)
+class Heads:
+    """Tips of the two branches after a fetch (hex commit ids; None: branch absent)."""
+
+    main: str | None
+    state: str | None
+
+
+@dataclass(frozen=True)
+class CommitSpec:
+    """One commit to build on top of the previous one: file changes and a message.
+
+    ``changes`` maps a repository path to its new content, or to None to delete it.
+    """
+
+    message: str
+    changes: Mapping[str, bytes | None]
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What a compare-and-swap branch update did."""
+
+    branch: str
+    commits: tuple[str, ...]
+    """New commits, oldest first (empty when the plan asked for none)."""
+    tip: str | None
+    """The branch tip on the remote afterwards."""
+    attempts: int
+    """Push attempts made, 1 when the first push was accepted."""
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """A commit as the audit commands and recovery read it."""
+
+    id: str
+    message: str
+    time: int
+    """Committer time, seconds since the epoch."""
+    trailers: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def subject(self) -> str:
+        """First line of the message."""
+        return self.message.split("\n", 1)[0]
+
+    def trailer(self, key: str) -> str | None:
+        """Value of the last trailer named ``key`` (case-insensitive), if any."""
+        found = None
+        for k, v in self.trailers:
+            if k.lower() == key.lower():
+                found = v
+        return found
+
+
+Plan = Callable[[str | None], Sequence[CommitSpec]]
+"""Given the branch's current tip (None: absent), the commits to add on top of it."""
+
+
+class EnvStore(Protocol):
+    """The Env repo: main holds manifests and experiment files, the state branch our state."""
+
+    @property
+    def main_branch(self) -> str:
+        """Name of the branch the GitOps operator syncs (``main``)."""
+        ...
+
+    @property
+    def state_branch(self) -> str:
+        """Name of the orphan state branch (``reconciler-state``)."""
+        ...
+
+    def fetch(self) -> Heads:
+        """Fetch main and the state branch in one fetch; return their tips."""
+        ...
+
+    def read_file(self, commit: str, path: str) -> bytes | None:
+        """Content of ``path`` at ``commit``, or None when it is absent."""
+        ...
+
+    def blob_id(self, commit: str, path: str) -> str | None:
+        """Blob id of ``path`` at ``commit``, or None when it is absent."""
+        ...
+
+    def list_files(self, commit: str, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """Recursively list ``(path, blob id)`` under ``prefix`` (a directory) at ``commit``."""
+        ...
+
+    def changed_paths(self, old: str | None, new: str) -> list[str]:
+        """Paths added, modified or deleted between two commits (all of ``new`` if old is None)."""
+        ...
+
+    def update_branch(self, branch: str, plan: Plan) -> UpdateResult:
+        """Add ``plan(tip)``'s commits to ``branch`` with a compare-and-swap push.
+
+        On rejection the branch is fetched again and ``plan`` called with the new tip;
+        bounded attempts with exponential backoff and jitter. Never forces.
+        """
+        ...
+
+    def log(self, tip: str, *, hide: str | None = None) -> Iterator[CommitInfo]:
+        """Commits reachable from ``tip`` (newest first), stopping at ``hide``'s ancestry."""
+        ...
+
+
+class Cluster(Protocol):
+    """The Kubernetes side the loop needs: weights and readiness."""
+
+    def get_weight(self, ref: WeightObjRef) -> int | None:
+        """The weight ``ref`` points at, or None when the object or field is absent."""
+        ...
+
+    def set_weights(self, weights: Sequence[tuple[WeightObjRef, int]]) -> None:
+        """Set every weight; all weights in one object change in one request."""
+        ...
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """One metric for one version: a value and its sample size, or no data."""
+
+    value: float | None
+    sample_size: int | None = None
+    status: str = "ok"
+    """``ok``, ``no-data`` or ``unavailable`` (the source failed after its retries)."""
+
+
+class MetricsSource(Protocol):
+    """Where metric values come from (Prometheus, or the demo's profiles)."""
+
+    def observe(
+        self,
+        metric: str,
+        *,
+        version: str,
+        namespace: str,
+        elapsed_seconds: float,
+        variables: Mapping[str, str],
+    ) -> MetricValue:
+        """Evaluate ``metric`` for one version over the time the experiment has run."""
+        ...

@@ -1,0 +1,1 @@
+"""Pure transforms from main's tree to the promotion or rollback commit."""

@@ -1,0 +1,1 @@
+"""Experiment documents: the typed model, the YAML loader, and field paths (pure)."""

@@ -1,0 +1,170 @@
+"""The normalised experiment as plain JSON-ready data, and back.
+
+The state document carries the normalised spec so that recovery never re-parses YAML
+(DESIGN.md 4.3): ``to_data`` and ``from_data`` are exact inverses for every ``Experiment``
+(source locations excepted, which only matter while the file is being read). Pure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.spec.model import (
+    CopyEdit,
+    Criteria,
+    DeleteEdit,
+    DeploymentPattern,
+    Duration,
+    Edit,
+    Experiment,
+    GitOps,
+    Objective,
+    Replacement,
+    Reward,
+    TestingPattern,
+    Version,
+    WeightObjRef,
+    Weights,
+)
+
+
+def to_data(exp: Experiment) -> dict[str, Any]:
+    """The experiment as JSON-ready data."""
+    return {
+        "apiVersion": exp.api_version,
+        "name": exp.name,
+        "namespace": exp.namespace,
+        "path": exp.path,
+        "target": exp.target,
+        "testingPattern": exp.testing_pattern.value,
+        "deploymentPattern": exp.deployment_pattern.value,
+        "weights": {
+            "maxCandidateWeight": exp.weights.max_candidate_weight,
+            "maxCandidateWeightIncrement": exp.weights.max_candidate_weight_increment,
+        },
+        "criteria": {
+            "requestCount": exp.criteria.request_count,
+            "objectives": [
+                {"metric": o.metric, "upperLimit": o.upper_limit, "lowerLimit": o.lower_limit}
+                for o in exp.criteria.objectives
+            ],
+            "rewards": [
+                {"metric": r.metric, "preferredDirection": r.preferred_direction}
+                for r in exp.criteria.rewards
+            ],
+            "indicators": list(exp.criteria.indicators),
+            "failureLimit": exp.criteria.failure_limit,
+        },
+        "duration": {
+            "intervalSeconds": exp.duration.interval_seconds,
+            "iterationsPerLoop": exp.duration.iterations_per_loop,
+            "maxLoops": exp.duration.max_loops,
+        },
+        "baseline": _version_data(exp.baseline),
+        "candidates": [_version_data(c) for c in exp.candidates],
+        "gitops": {
+            "promote": [_edit_data(e) for e in exp.gitops.promote],
+            "rollback": [_edit_data(e) for e in exp.gitops.rollback],
+            "cleanup": list(exp.gitops.cleanup),
+        },
+    }
+
+
+def from_data(data: dict[str, Any]) -> Experiment:
+    """Rebuild the experiment from ``to_data``'s output."""
+    criteria = data["criteria"]
+    gitops = data["gitops"]
+    return Experiment(
+        name=data["name"],
+        namespace=data["namespace"],
+        target=data["target"],
+        testing_pattern=TestingPattern(data["testingPattern"]),
+        deployment_pattern=DeploymentPattern(data["deploymentPattern"]),
+        criteria=Criteria(
+            request_count=criteria["requestCount"],
+            objectives=tuple(
+                Objective(o["metric"], o["upperLimit"], o["lowerLimit"])
+                for o in criteria["objectives"]
+            ),
+            rewards=tuple(
+                Reward(r["metric"], r["preferredDirection"]) for r in criteria["rewards"]
+            ),
+            indicators=tuple(criteria["indicators"]),
+            failure_limit=criteria["failureLimit"],
+        ),
+        duration=Duration(
+            interval_seconds=data["duration"]["intervalSeconds"],
+            iterations_per_loop=data["duration"]["iterationsPerLoop"],
+            max_loops=data["duration"]["maxLoops"],
+        ),
+        weights=Weights(
+            max_candidate_weight=data["weights"]["maxCandidateWeight"],
+            max_candidate_weight_increment=data["weights"]["maxCandidateWeightIncrement"],
+        ),
+        baseline=_version(data["baseline"]),
+        candidates=tuple(_version(c) for c in data["candidates"]),
+        gitops=GitOps(
+            promote=tuple(_edit(e) for e in gitops["promote"]),
+            rollback=tuple(_edit(e) for e in gitops["rollback"]),
+            cleanup=tuple(gitops["cleanup"]),
+        ),
+        api_version=data["apiVersion"],
+        path=data["path"],
+    )
+
+
+def _version_data(version: Version) -> dict[str, Any]:
+    ref = version.weight_obj_ref
+    return {
+        "name": version.name,
+        "variables": [{"name": k, "value": v} for k, v in version.variables],
+        "weightObjRef": None
+        if ref is None
+        else {
+            "apiVersion": ref.api_version,
+            "kind": ref.kind,
+            "namespace": ref.namespace,
+            "name": ref.name,
+            "fieldPath": ref.field_path,
+        },
+    }
+
+
+def _version(data: dict[str, Any]) -> Version:
+    ref = data["weightObjRef"]
+    return Version(
+        name=data["name"],
+        variables=tuple((v["name"], v["value"]) for v in data["variables"]),
+        weight_obj_ref=None
+        if ref is None
+        else WeightObjRef(
+            api_version=ref["apiVersion"],
+            kind=ref["kind"],
+            name=ref["name"],
+            field_path=ref["fieldPath"],
+            namespace=ref["namespace"],
+        ),
+    )
+
+
+def _edit_data(edit: Edit) -> dict[str, Any]:
+    if isinstance(edit, CopyEdit):
+        return {
+            "copy": {
+                "from": edit.source,
+                "to": edit.destination,
+                "replace": [{"old": r.old, "new": r.new} for r in edit.replacements],
+            }
+        }
+    return {"delete": list(edit.paths)}
+
+
+def _edit(data: dict[str, Any]) -> Edit:
+    if "copy" in data:
+        body = data["copy"]
+        return CopyEdit(
+            source=body["from"],
+            destination=body["to"],
+            replacements=tuple(Replacement(r["old"], r["new"]) for r in body["replace"]),
+        )
+    return DeleteEdit(tuple(data["delete"]))

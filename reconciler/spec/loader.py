@@ -1,0 +1,516 @@
+"""Load Experiment documents (Iter8 ``v2alpha2`` and our ``reconciler/v1alpha1``) from YAML.
+
+Parsing happens here, at the edge: YAML bytes in, typed ``Experiment`` values and a list of
+``Problem``s (``file:line:column: severity: message``) out. A document with an error is
+left out of the result and never half-loaded; warnings (unknown fields, Iter8 actions
+that we never run) keep the document. This module never executes anything a document
+says and never reads a file itself: the caller passes the bytes.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from reconciler.errors import Location
+from reconciler.spec import fieldpath
+from reconciler.spec.model import (
+    CopyEdit,
+    Criteria,
+    DeleteEdit,
+    DeploymentPattern,
+    Duration,
+    Edit,
+    Experiment,
+    GitOps,
+    Objective,
+    Replacement,
+    Reward,
+    TestingPattern,
+    Version,
+    WeightObjRef,
+    Weights,
+)
+
+API_VERSIONS = frozenset({"iter8.tools/v2alpha2", "reconciler/v1alpha1"})
+_KIND_LINE = re.compile(rb"^kind:[ \t]*[\"']?Experiment[\"']?[ \t]*(#.*)?$", re.MULTILINE)
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong (error) or doubtful (warning) in a document, and where."""
+
+    location: Location
+    severity: Severity
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.severity}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """Experiments that loaded, and every problem found on the way."""
+
+    experiments: tuple[Experiment, ...]
+    problems: tuple[Problem, ...]
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        """Only the problems that kept a document out."""
+        return tuple(p for p in self.problems if p.severity == "error")
+
+
+def looks_like_experiment(data: bytes) -> bool:
+    """Cheap pre-filter: does the file have a top-level ``kind: Experiment`` line?
+
+    Lets discovery skip parsing the many manifests that cannot be experiments.
+    """
+    return _KIND_LINE.search(data) is not None
+
+
+def load_experiments(path: str, data: bytes) -> LoadResult:
+    """Parse every Experiment document in one file of the Env repo.
+
+    Args:
+        path: the file's path in the repository (used in messages and to resolve
+            ``spec.gitops`` paths, which are relative to the file's directory).
+        data: the file's content.
+    """
+    problems: list[Problem] = []
+    experiments: list[Experiment] = []
+    yaml = YAML(typ="rt")
+    try:
+        text = data.decode("utf-8")
+        documents = list(yaml.load_all(text))
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(Location(path), "error", f"not UTF-8 text ({exc.reason})"))
+        return LoadResult((), tuple(problems))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
+        what = exc.problem or exc.context or "invalid YAML"
+        problems.append(Problem(where, "error", f"not valid YAML: {what}"))
+        return LoadResult((), tuple(problems))
+    except YAMLError as exc:
+        problems.append(Problem(Location(path), "error", f"not valid YAML: {exc}"))
+        return LoadResult((), tuple(problems))
+    for document in documents:
+        if not isinstance(document, CommentedMap) or document.get("kind") != "Experiment":
+            continue
+        if document.get("apiVersion") not in API_VERSIONS:
+            continue
+        reader = _Reader(path)
+        experiment = reader.experiment(document)
+        problems.extend(reader.problems)
+        if experiment is not None and not any(p.severity == "error" for p in reader.problems):
+            experiments.append(experiment)
+    return LoadResult(tuple(experiments), tuple(problems))
+
+
+class _Invalid(Exception):
+    """Internal: stops reading a document after an error has been recorded."""
+
+
+class _Reader:
+    """Reads one document, recording problems with their locations."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.problems: list[Problem] = []
+        self.locations: dict[str, Location] = {}
+
+    # -- locations and problems ------------------------------------------------------------
+
+    def _at(self, node: CommentedMap | CommentedSeq, key: Any = None) -> Location:  # noqa: ANN401
+        try:
+            if key is None:
+                line, col = node.lc.line, node.lc.col
+            elif isinstance(node, CommentedSeq):
+                line, col = node.lc.item(key)
+            else:
+                line, col = node.lc.key(key)
+        except (AttributeError, KeyError, TypeError):
+            return Location(self.path)
+        return Location(self.path, line + 1, col + 1)
+
+    def _error(self, where: Location, message: str) -> _Invalid:
+        self.problems.append(Problem(where, "error", message))
+        return _Invalid(message)
+
+    def _warn(self, where: Location, message: str) -> None:
+        self.problems.append(Problem(where, "warning", message))
+
+    def _unknown(self, node: CommentedMap, where: str, known: set[str]) -> None:
+        for key in node:
+            if key not in known:
+                self._warn(
+                    self._at(node, key),
+                    f"unknown field '{where}.{key}' is ignored (known here: "
+                    f"{', '.join(sorted(known))})",
+                )
+
+    # -- typed field readers -------------------------------------------------------------
+
+    def _map(self, node: CommentedMap, key: str, where: str, *, required: bool) -> CommentedMap:
+        value = node.get(key)
+        if value is None:
+            if required:
+                raise self._error(self._at(node), f"'{where}.{key}' is missing")
+            return CommentedMap()
+        if not isinstance(value, CommentedMap):
+            raise self._error(self._at(node, key), f"'{where}.{key}' must be a mapping")
+        self.locations[f"{where}.{key}"] = self._at(node, key)
+        return value
+
+    def _seq(self, node: CommentedMap, key: str, where: str) -> CommentedSeq:
+        value = node.get(key)
+        if value is None:
+            return CommentedSeq()
+        if not isinstance(value, CommentedSeq):
+            raise self._error(self._at(node, key), f"'{where}.{key}' must be a list")
+        return value
+
+    def _str(
+        self, node: CommentedMap, key: str, where: str, *, required: bool = False
+    ) -> str | None:
+        value = node.get(key)
+        if value is None:
+            if required:
+                raise self._error(self._at(node), f"'{where}.{key}' is missing")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self._error(self._at(node, key), f"'{where}.{key}' must be a non-empty string")
+        self.locations[f"{where}.{key}"] = self._at(node, key)
+        return str(value)
+
+    def _int(
+        self, node: CommentedMap, key: str, where: str, default: int, low: int, high: int
+    ) -> int:
+        value = node.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self._error(
+                self._at(node, key), f"'{where}.{key}' must be an integer from {low} to {high}"
+            )
+        return int(value)
+
+    def _number(self, node: CommentedMap, key: str, where: str) -> float | None:
+        value = node.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise self._error(self._at(node, key), f"'{where}.{key}' must be a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise self._error(
+                self._at(node, key),
+                f"'{where}.{key}' must be a number or a quoted number like \"0.01\", "
+                f"not {value!r}",
+            ) from None
+
+    def _each_map(
+        self, seq: CommentedSeq, where: str, read: Callable[[CommentedMap, str], Any]
+    ) -> list[Any]:
+        out = []
+        for index, item in enumerate(seq):
+            if not isinstance(item, CommentedMap):
+                raise self._error(self._at(seq, index), f"'{where}[{index}]' must be a mapping")
+            out.append(read(item, f"{where}[{index}]"))
+        return out
+
+    # -- the document --------------------------------------------------------------------
+
+    def experiment(self, doc: CommentedMap) -> Experiment | None:
+        try:
+            return self._experiment(doc)
+        except _Invalid:
+            return None
+
+    def _experiment(self, doc: CommentedMap) -> Experiment:
+        api_version = str(doc["apiVersion"])
+        self._unknown(doc, "", {"apiVersion", "kind", "metadata", "spec"})
+        metadata = self._map(doc, "metadata", "", required=True)
+        name = self._str(metadata, "name", "metadata", required=True)
+        assert name is not None  # noqa: S101 - required=True guarantees it
+        spec = self._map(doc, "spec", "", required=True)
+        target = self._str(spec, "target", "spec", required=True)
+        assert target is not None  # noqa: S101
+        target_namespace = target.split("/", 1)[0] if "/" in target else None
+        namespace = self._str(metadata, "namespace", "metadata") or target_namespace or "default"
+        for label, value in (("metadata.name", name), ("metadata.namespace", namespace)):
+            if not _NAME.match(value) or len(value) > 253:  # noqa: PLR2004 - Kubernetes' limit
+                raise self._error(
+                    self.locations.get(label, self._at(metadata)),
+                    f"'{label}' must be a Kubernetes name (lower-case letters, digits, '-' "
+                    f"and '.'), not {value!r}",
+                )
+        known = {"target", "strategy", "criteria", "duration", "versionInfo"}
+        if api_version == "reconciler/v1alpha1":
+            known.add("gitops")
+        self._unknown(spec, "spec", known)
+        testing, deployment, weights = self._strategy(spec)
+        baseline, candidates = self._versions(self._map(spec, "versionInfo", "spec", required=True))
+        return Experiment(
+            name=name,
+            namespace=namespace,
+            target=target,
+            testing_pattern=testing,
+            deployment_pattern=deployment,
+            criteria=self._criteria(self._map(spec, "criteria", "spec", required=False)),
+            duration=self._duration(self._map(spec, "duration", "spec", required=False)),
+            weights=weights,
+            baseline=baseline,
+            candidates=candidates,
+            gitops=self._gitops(spec) if "gitops" in known else GitOps(),
+            api_version=api_version,
+            path=self.path,
+            locations=self.locations,
+        )
+
+    def _strategy(self, spec: CommentedMap) -> tuple[TestingPattern, DeploymentPattern, Weights]:
+        strategy = self._map(spec, "strategy", "spec", required=True)
+        self._unknown(
+            strategy, "spec.strategy", {"testingPattern", "deploymentPattern", "weights", "actions"}
+        )
+        if "actions" in strategy:
+            self._warn(
+                self._at(strategy, "actions"),
+                "'spec.strategy.actions' is never executed (nothing in the Env repo runs as "
+                "code); describe the promotion and rollback commits in 'spec.gitops' with "
+                "apiVersion reconciler/v1alpha1",
+            )
+        testing_text = self._str(strategy, "testingPattern", "spec.strategy", required=True)
+        try:
+            testing = TestingPattern(testing_text)
+        except ValueError:
+            raise self._error(
+                self._at(strategy, "testingPattern"),
+                f"'spec.strategy.testingPattern' {testing_text!r} is not one of "
+                f"{', '.join(p.value for p in TestingPattern)}",
+            ) from None
+        deployment_text = self._str(strategy, "deploymentPattern", "spec.strategy") or "Progressive"
+        try:
+            deployment = DeploymentPattern(deployment_text)
+        except ValueError:
+            raise self._error(
+                self._at(strategy, "deploymentPattern"),
+                f"'spec.strategy.deploymentPattern' {deployment_text!r} is not one of "
+                f"{', '.join(p.value for p in DeploymentPattern)}",
+            ) from None
+        if (testing, deployment) != (TestingPattern.CANARY, DeploymentPattern.PROGRESSIVE):
+            raise self._error(
+                self._at(strategy, "testingPattern"),
+                f"{testing.value} with {deployment.value} is not supported by this version; "
+                "use testingPattern Canary with deploymentPattern Progressive",
+            )
+        node = self._map(strategy, "weights", "spec.strategy", required=False)
+        self._unknown(
+            node, "spec.strategy.weights", {"maxCandidateWeight", "maxCandidateWeightIncrement"}
+        )
+        weights = Weights(
+            max_candidate_weight=self._int(
+                node, "maxCandidateWeight", "spec.strategy.weights", 100, 0, 100
+            ),
+            max_candidate_weight_increment=self._int(
+                node, "maxCandidateWeightIncrement", "spec.strategy.weights", 10, 1, 100
+            ),
+        )
+        return testing, deployment, weights
+
+    def _criteria(self, node: CommentedMap) -> Criteria:
+        where = "spec.criteria"
+        self._unknown(
+            node, where, {"requestCount", "objectives", "rewards", "indicators", "failureLimit"}
+        )
+
+        def objective(item: CommentedMap, at: str) -> Objective:
+            self._unknown(item, at, {"metric", "upperLimit", "lowerLimit"})
+            metric = self._str(item, "metric", at, required=True)
+            assert metric is not None  # noqa: S101
+            upper = self._number(item, "upperLimit", at)
+            lower = self._number(item, "lowerLimit", at)
+            if upper is None and lower is None:
+                raise self._error(
+                    self._at(item), f"'{at}' has neither 'upperLimit' nor 'lowerLimit'"
+                )
+            return Objective(metric=metric, upper_limit=upper, lower_limit=lower)
+
+        def reward(item: CommentedMap, at: str) -> Reward:
+            self._unknown(item, at, {"metric", "preferredDirection"})
+            metric = self._str(item, "metric", at, required=True)
+            direction = self._str(item, "preferredDirection", at, required=True)
+            if direction not in {"High", "Low"}:
+                raise self._error(
+                    self._at(item, "preferredDirection"),
+                    f"'{at}.preferredDirection' must be High or Low, not {direction!r}",
+                )
+            assert metric is not None  # noqa: S101
+            return Reward(metric=metric, preferred_direction=direction)
+
+        indicators = []
+        for index, item in enumerate(self._seq(node, "indicators", where)):
+            if not isinstance(item, str):
+                raise self._error(
+                    self._at(node, "indicators"), f"'{where}.indicators[{index}]' must be a name"
+                )
+            indicators.append(item)
+        return Criteria(
+            request_count=self._str(node, "requestCount", where),
+            objectives=tuple(
+                self._each_map(self._seq(node, "objectives", where), f"{where}.objectives", objective)
+            ),
+            rewards=tuple(
+                self._each_map(self._seq(node, "rewards", where), f"{where}.rewards", reward)
+            ),
+            indicators=tuple(indicators),
+            failure_limit=self._int(node, "failureLimit", where, 3, 1, 1000),
+        )
+
+    def _duration(self, node: CommentedMap) -> Duration:
+        where = "spec.duration"
+        self._unknown(node, where, {"intervalSeconds", "iterationsPerLoop", "maxLoops"})
+        return Duration(
+            interval_seconds=self._int(node, "intervalSeconds", where, 20, 1, 86400),
+            iterations_per_loop=self._int(node, "iterationsPerLoop", where, 15, 1, 10000),
+            max_loops=self._int(node, "maxLoops", where, 1, 1, 1000),
+        )
+
+    def _versions(self, node: CommentedMap) -> tuple[Version, tuple[Version, ...]]:
+        where = "spec.versionInfo"
+        self._unknown(node, where, {"baseline", "candidates"})
+        baseline = self._version(self._map(node, "baseline", where, required=True), f"{where}.baseline")
+        candidates = tuple(
+            self._each_map(self._seq(node, "candidates", where), f"{where}.candidates", self._version)
+        )
+        if len(candidates) != 1:
+            raise self._error(
+                self._at(node), f"'{where}.candidates' must list exactly one version for a Canary"
+            )
+        names = [baseline.name, *(c.name for c in candidates)]
+        if len(set(names)) != len(names):
+            raise self._error(self._at(node), f"version names must be unique, got {names}")
+        return baseline, candidates
+
+    def _version(self, node: CommentedMap, at: str) -> Version:
+        self._unknown(node, at, {"name", "variables", "weightObjRef"})
+        name = self._str(node, "name", at, required=True)
+        assert name is not None  # noqa: S101
+
+        def variable(item: CommentedMap, vat: str) -> tuple[str, str]:
+            self._unknown(item, vat, {"name", "value"})
+            key = self._str(item, "name", vat, required=True)
+            value = item.get("value")
+            if value is None or isinstance(value, (CommentedMap, CommentedSeq)):
+                raise self._error(self._at(item), f"'{vat}.value' must be a scalar")
+            assert key is not None  # noqa: S101
+            return key, str(value)
+
+        variables = tuple(
+            self._each_map(self._seq(node, "variables", at), f"{at}.variables", variable)
+        )
+        ref = None
+        if "weightObjRef" in node:
+            ref = self._weight_ref(self._map(node, "weightObjRef", at, required=True), f"{at}.weightObjRef")
+        return Version(name=name, variables=variables, weight_obj_ref=ref)
+
+    def _weight_ref(self, node: CommentedMap, at: str) -> WeightObjRef:
+        self._unknown(node, at, {"apiVersion", "kind", "namespace", "name", "fieldPath"})
+        values = {
+            key: self._str(node, key, at, required=True)
+            for key in ("apiVersion", "kind", "name", "fieldPath")
+        }
+        path = values["fieldPath"]
+        assert path is not None  # noqa: S101
+        try:
+            fieldpath.parse(path)
+        except fieldpath.FieldPathError as exc:
+            raise self._error(self._at(node, "fieldPath"), str(exc)) from None
+        return WeightObjRef(
+            api_version=str(values["apiVersion"]),
+            kind=str(values["kind"]),
+            name=str(values["name"]),
+            field_path=path,
+            namespace=self._str(node, "namespace", at),
+        )
+
+    def _gitops(self, spec: CommentedMap) -> GitOps:
+        where = "spec.gitops"
+        node = self._map(spec, "gitops", "spec", required=False)
+        self._unknown(node, where, {"promote", "rollback", "cleanup"})
+        return GitOps(
+            promote=self._edits(node, "promote", where),
+            rollback=self._edits(node, "rollback", where),
+            cleanup=tuple(self._paths(node, "cleanup", where)),
+        )
+
+    def _edits(self, node: CommentedMap, key: str, where: str) -> tuple[Edit, ...]:
+        def edit(item: CommentedMap, at: str) -> Edit:
+            if set(item) == {"copy"}:
+                body = self._map(item, "copy", at, required=True)
+                self._unknown(body, f"{at}.copy", {"from", "to", "replace"})
+                source = self._repo_path(body, "from", f"{at}.copy")
+                destination = self._repo_path(body, "to", f"{at}.copy")
+                replacements = []
+                for index, rep in enumerate(self._seq(body, "replace", f"{at}.copy")):
+                    rat = f"{at}.copy.replace[{index}]"
+                    if not isinstance(rep, CommentedMap):
+                        raise self._error(self._at(body, "replace"), f"'{rat}' must be a mapping")
+                    self._unknown(rep, rat, {"old", "new"})
+                    old = self._str(rep, "old", rat, required=True)
+                    new = rep.get("new")
+                    if not isinstance(new, str):
+                        raise self._error(self._at(rep), f"'{rat}.new' must be a string")
+                    assert old is not None  # noqa: S101
+                    replacements.append(Replacement(old=old, new=new))
+                return CopyEdit(source, destination, tuple(replacements))
+            if set(item) == {"delete"}:
+                return DeleteEdit(tuple(self._paths(item, "delete", at)))
+            raise self._error(
+                self._at(item),
+                f"'{at}' must have exactly one of 'copy' (with 'from', 'to' and optional "
+                f"'replace') or 'delete' (a list of paths), got {sorted(item)}",
+            )
+
+        return tuple(self._each_map(self._seq(node, key, where), f"{where}.{key}", edit))
+
+    def _paths(self, node: CommentedMap, key: str, where: str) -> list[str]:
+        seq = self._seq(node, key, where)
+        out = []
+        for index in range(len(seq)):
+            out.append(self._normalise(seq, index, f"{where}.{key}[{index}]"))
+        return out
+
+    def _repo_path(self, node: CommentedMap, key: str, where: str) -> str:
+        self._str(node, key, where, required=True)
+        return self._normalise(node, key, f"{where}.{key}")
+
+    def _normalise(self, node: CommentedMap | CommentedSeq, key: Any, at: str) -> str:  # noqa: ANN401
+        raw = node[key]
+        if not isinstance(raw, str) or not raw:
+            raise self._error(self._at(node, key), f"'{at}' must be a path")
+        if raw.startswith("/"):
+            raise self._error(
+                self._at(node, key),
+                f"'{at}' is absolute ({raw!r}); write it relative to the experiment file's "
+                "directory",
+            )
+        joined = posixpath.normpath(posixpath.join(posixpath.dirname(self.path), raw))
+        if joined == ".." or joined.startswith("../") or joined == ".":
+            raise self._error(
+                self._at(node, key), f"'{at}' ({raw!r}) points outside the repository"
+            )
+        return joined
+

@@ -1,0 +1,187 @@
+"""The experiment as a typed value: what the loader produces and the engine consumes.
+
+Frozen dataclasses only; every field that a person wrote keeps the location it came from
+(in ``Experiment.locations``) so that errors can say ``file:line:column``. This module does
+no I/O and parses nothing: ``reconciler.spec.loader`` builds these values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from reconciler.errors import Location
+
+
+class TestingPattern(StrEnum):
+    """How versions are judged (Iter8 ``spec.strategy.testingPattern``)."""
+
+    CANARY = "Canary"
+    AB = "A/B"
+    ABN = "A/B/n"
+    CONFORMANCE = "Conformance"
+
+
+class DeploymentPattern(StrEnum):
+    """How traffic moves (Iter8 ``spec.strategy.deploymentPattern`` plus our BlueGreen)."""
+
+    PROGRESSIVE = "Progressive"
+    FIXED_SPLIT = "FixedSplit"
+    BLUE_GREEN = "BlueGreen"
+
+
+@dataclass(frozen=True)
+class WeightObjRef:
+    """The field in a Kubernetes object that carries a version's weight."""
+
+    api_version: str
+    kind: str
+    name: str
+    field_path: str
+    namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class Version:
+    """A baseline or candidate version."""
+
+    name: str
+    variables: tuple[tuple[str, str], ...] = ()
+    weight_obj_ref: WeightObjRef | None = None
+
+    def variable(self, name: str) -> str | None:
+        """Value of the variable ``name``, if the version defines it."""
+        for key, value in self.variables:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A metric that must stay within limits for a version to be valid."""
+
+    metric: str
+    upper_limit: float | None = None
+    lower_limit: float | None = None
+
+    def holds(self, value: float) -> bool:
+        """Whether ``value`` is within both limits (limits are inclusive)."""
+        if self.upper_limit is not None and value > self.upper_limit:
+            return False
+        return not (self.lower_limit is not None and value < self.lower_limit)
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A metric to optimise: the winner is best on the first reward."""
+
+    metric: str
+    preferred_direction: str  # "High" | "Low"
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """What a version must meet and what it should maximise."""
+
+    request_count: str | None = None
+    objectives: tuple[Objective, ...] = ()
+    rewards: tuple[Reward, ...] = ()
+    indicators: tuple[str, ...] = ()
+    failure_limit: int = 3
+    """Consecutive checks that are not a pass (fail or no data) before a rollback."""
+
+
+@dataclass(frozen=True)
+class Duration:
+    """How often and how long the experiment runs."""
+
+    interval_seconds: int = 20
+    iterations_per_loop: int = 15
+    max_loops: int = 1
+
+    @property
+    def iterations(self) -> int:
+        """Total number of iterations."""
+        return self.iterations_per_loop * self.max_loops
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Bounds on the candidate's traffic (Iter8 ``spec.strategy.weights``)."""
+
+    max_candidate_weight: int = 100
+    max_candidate_weight_increment: int = 10
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A literal text replacement applied while copying a file."""
+
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class CopyEdit:
+    """Copy ``source`` to ``destination`` with literal replacements."""
+
+    source: str
+    destination: str
+    replacements: tuple[Replacement, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeleteEdit:
+    """Delete files."""
+
+    paths: tuple[str, ...]
+
+
+Edit = CopyEdit | DeleteEdit
+
+
+@dataclass(frozen=True)
+class GitOps:
+    """What the outcome commit does to main (``spec.gitops``).
+
+    Paths are relative to the repository root, already normalised by the loader.
+    ``cleanup`` is deleted by both outcomes; ``promote`` runs before it when a candidate
+    wins, ``rollback`` when none does.
+    """
+
+    promote: tuple[Edit, ...] = ()
+    rollback: tuple[Edit, ...] = ()
+    cleanup: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment document, validated."""
+
+    name: str
+    namespace: str
+    target: str
+    testing_pattern: TestingPattern
+    deployment_pattern: DeploymentPattern
+    criteria: Criteria
+    duration: Duration
+    weights: Weights
+    baseline: Version
+    candidates: tuple[Version, ...]
+    gitops: GitOps = GitOps()
+    api_version: str = "reconciler/v1alpha1"
+    path: str = ""
+    """Repository path of the file the experiment came from."""
+    locations: dict[str, Location] = field(default_factory=dict, compare=False, hash=False)
+    """Where each field was written, keyed by its dotted path (``spec.target``)."""
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``: the experiment's name in the state branch."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def versions(self) -> tuple[Version, ...]:
+        """Baseline first, then the candidates in the order written."""
+        return (self.baseline, *self.candidates)

@@ -1,0 +1,81 @@
+from dataclasses import replace
+from importlib import resources
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reconciler.errors import PromotionError
+from reconciler.promote import edits
+from reconciler.spec.loader import load_experiments
+from reconciler.spec.model import CopyEdit, GitOps, Replacement
+
+DATA = resources.files("reconciler.demo").joinpath("data", "apps", "bookinfo")
+SPEC = load_experiments(
+    "apps/bookinfo/experiment.yaml", DATA.joinpath("experiment.yaml").read_bytes()
+).experiments[0]
+MAIN = {
+    f"apps/bookinfo/{name}": DATA.joinpath(name).read_bytes()
+    for name in ("productpage.yaml", "productpage-candidate.yaml", "routing.yaml", "experiment.yaml")
+}
+
+
+def test_promotion_makes_the_candidate_stable_and_removes_the_experiment() -> None:
+    changes = edits.apply(SPEC, edits.PROMOTED, "productpage-v2", MAIN)
+    assert set(changes) == {
+        "apps/bookinfo/productpage.yaml",
+        "apps/bookinfo/productpage-candidate.yaml",
+        "apps/bookinfo/experiment.yaml",
+    }
+    assert changes["apps/bookinfo/productpage-candidate.yaml"] is None
+    assert changes["apps/bookinfo/experiment.yaml"] is None
+    stable = changes["apps/bookinfo/productpage.yaml"]
+    assert stable is not None
+    assert b"productpage-v2:1.18.0" in stable
+    assert b"name: productpage-stable" in stable
+    assert b"candidate" not in stable
+
+
+def test_rollback_only_removes_the_candidate_and_the_experiment() -> None:
+    changes = edits.apply(SPEC, edits.ROLLED_BACK, None, MAIN)
+    assert changes == {
+        "apps/bookinfo/productpage-candidate.yaml": None,
+        "apps/bookinfo/experiment.yaml": None,
+    }
+
+
+def test_needed_paths_are_what_the_copies_read() -> None:
+    assert edits.needed_paths(SPEC, edits.PROMOTED) == {"apps/bookinfo/productpage-candidate.yaml"}
+    assert edits.needed_paths(SPEC, edits.ROLLED_BACK) == set()
+
+
+def test_a_missing_copy_source_is_an_error_naming_it() -> None:
+    main = {k: v for k, v in MAIN.items() if "candidate" not in k}
+    with pytest.raises(PromotionError, match=r"productpage-candidate\.yaml' is not on main"):
+        edits.apply(SPEC, edits.PROMOTED, "productpage-v2", main)
+
+
+def test_variables_of_the_winner_expand_in_replacements() -> None:
+    copy = CopyEdit(
+        "apps/bookinfo/productpage.yaml",
+        "apps/bookinfo/productpage.yaml",
+        (Replacement("docker.io/istio/examples-bookinfo-productpage-v1:1.18.0", "{{ variables.image }}"),),
+    )
+    spec = replace(SPEC, gitops=GitOps(promote=(copy,)))
+    changes = edits.apply(spec, edits.PROMOTED, "productpage-v2", MAIN)
+    result = changes["apps/bookinfo/productpage.yaml"]
+    assert result is not None
+    assert b"image: docker.io/istio/examples-bookinfo-productpage-v2:1.18.0" in result
+    missing = replace(copy, replacements=(Replacement("x", "{{ variables.tag }}"),))
+    with pytest.raises(PromotionError, match="defines no variable 'tag'"):
+        edits.apply(replace(SPEC, gitops=GitOps(promote=(missing,))), edits.PROMOTED, "productpage-v2", MAIN)
+
+
+@given(st.dictionaries(st.sampled_from(["apps/other/a.yaml", "README.md", "x/y.yaml"]), st.binary()))
+def test_the_same_edits_on_another_tip_give_the_same_result_for_untouched_files(
+    unrelated: dict[str, bytes],
+) -> None:
+    moved = {**MAIN, **unrelated}
+    assert edits.apply(SPEC, edits.PROMOTED, "productpage-v2", moved) == edits.apply(
+        SPEC, edits.PROMOTED, "productpage-v2", MAIN
+    )

@@ -1,0 +1,143 @@
+from importlib import resources
+
+import pytest
+
+from reconciler.spec import codec
+from reconciler.spec.loader import load_experiments, looks_like_experiment
+from reconciler.spec import model
+from reconciler.spec.model import CopyEdit, DeleteEdit
+
+DEMO = resources.files("reconciler.demo").joinpath("data", "apps", "bookinfo", "experiment.yaml")
+
+ITER8 = b"""\
+apiVersion: iter8.tools/v2alpha2
+kind: Experiment
+metadata:
+  name: quickstart-exp
+spec:
+  target: bookinfo-iter8/productpage
+  strategy:
+    testingPattern: Canary
+    deploymentPattern: Progressive
+    actions:
+      finish:
+      - task: common/exec
+        with:
+          cmd: /bin/bash
+          args: ["-c", "rm -rf /"]
+  criteria:
+    requestCount: iter8-istio/request-count
+    objectives:
+    - metric: iter8-istio/mean-latency
+      upperLimit: 300
+    - metric: iter8-istio/error-rate
+      upperLimit: "0.01"
+  duration:
+    intervalSeconds: 10
+    iterationsPerLoop: 10
+  versionInfo:
+    baseline:
+      name: productpage-v1
+      weightObjRef:
+        apiVersion: networking.istio.io/v1beta1
+        kind: VirtualService
+        namespace: bookinfo-iter8
+        name: bookinfo
+        fieldPath: .spec.http[0].route[0].weight
+    candidates:
+    - name: productpage-v2
+      variables:
+      - name: image
+        value: bookinfo/productpage:v2
+      weightObjRef:
+        apiVersion: networking.istio.io/v1beta1
+        kind: VirtualService
+        namespace: bookinfo-iter8
+        name: bookinfo
+        fieldPath: .spec.http[0].route[1].weight
+"""
+
+
+def test_iter8_experiment_loads_with_one_warning_about_actions() -> None:
+    result = load_experiments("env/experiment.yaml", ITER8)
+    assert result.errors == ()
+    (experiment,) = result.experiments
+    assert experiment.key == "bookinfo-iter8/quickstart-exp"
+    assert experiment.testing_pattern is model.TestingPattern.CANARY
+    assert experiment.criteria.objectives[1].upper_limit == 0.01
+    assert experiment.candidates[0].variable("image") == "bookinfo/productpage:v2"
+    warnings = [str(p) for p in result.problems]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("env/experiment.yaml:10:5: warning: 'spec.strategy.actions'")
+    assert "spec.gitops" in warnings[0]
+
+
+def test_gitops_paths_resolve_relative_to_the_experiment_file() -> None:
+    result = load_experiments("apps/bookinfo/experiment.yaml", DEMO.read_bytes())
+    assert result.problems == ()
+    (experiment,) = result.experiments
+    copy, = experiment.gitops.promote
+    assert isinstance(copy, CopyEdit)
+    assert (copy.source, copy.destination) == (
+        "apps/bookinfo/productpage-candidate.yaml",
+        "apps/bookinfo/productpage.yaml",
+    )
+    assert experiment.gitops.cleanup == ("apps/bookinfo/productpage-candidate.yaml",)
+
+
+def test_normalised_spec_survives_a_round_trip_through_data() -> None:
+    (experiment,) = load_experiments("apps/bookinfo/experiment.yaml", DEMO.read_bytes()).experiments
+    assert codec.from_data(codec.to_data(experiment)) == experiment
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b"kind: Experiment\nspec: [unclosed\n", "f.yaml:3:1: error: not valid YAML"),
+        (
+            b"apiVersion: reconciler/v1alpha1\nkind: Experiment\nmetadata:\n  name: x\nspec:\n"
+            b"  strategy:\n    testingPattern: Canary\n",
+            "f.yaml:6:3: error: 'spec.target' is missing",
+        ),
+        (
+            ITER8.replace(b"fieldPath: .spec.http[0].route[1].weight", b"fieldPath: spec..http"),
+            "f.yaml:45:9: error: fieldPath 'spec..http' does not parse",
+        ),
+        (
+            ITER8.replace(b'upperLimit: "0.01"', b"upperLimit: lots"),
+            "f.yaml:22:7: error: 'spec.criteria.objectives[1].upperLimit' must be a number",
+        ),
+    ],
+)
+def test_broken_files_report_file_line_and_column(text: bytes, expected: str) -> None:
+    result = load_experiments("f.yaml", text)
+    assert result.experiments == ()
+    assert any(str(p).startswith(expected) for p in result.errors), [str(p) for p in result.problems]
+
+
+def test_unknown_fields_are_warnings_with_their_line() -> None:
+    text = ITER8.replace(b"  duration:\n", b"  durashun: 3\n  duration:\n")
+    result = load_experiments("f.yaml", text)
+    assert len(result.experiments) == 1
+    assert any(
+        str(p).startswith("f.yaml:23:3: warning: unknown field 'spec.durashun'") for p in result.problems
+    )
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../../../outside.yaml", "../../.."])
+def test_gitops_paths_that_leave_the_repository_are_errors(bad: str) -> None:
+    text = DEMO.read_bytes().replace(b"    - productpage-candidate.yaml\n", f"    - {bad}\n".encode())
+    result = load_experiments("apps/bookinfo/experiment.yaml", text)
+    assert result.experiments == ()
+    assert any("cleanup[0]" in p.message for p in result.errors)
+
+
+def test_delete_edit_and_prefilter() -> None:
+    text = DEMO.read_bytes().replace(
+        b"    promote:\n",
+        b"    rollback:\n    - delete: [old.yaml]\n    promote:\n",
+    )
+    (experiment,) = load_experiments("apps/bookinfo/experiment.yaml", text).experiments
+    assert experiment.gitops.rollback == (DeleteEdit(("apps/bookinfo/old.yaml",)),)
+    assert looks_like_experiment(text)
+    assert not looks_like_experiment(b"kind: Deployment\nmetadata:\n  name: kind: Experiment\n")
