@@ -26,6 +26,7 @@ Observations = Mapping[str, Mapping[str, MetricValue]]
 
 PASS, FAIL, NO_DATA = "pass", "fail", "no-data"
 PROMOTED, ROLLED_BACK = "promoted", "rolled-back"
+_WORDS = {PASS: "objectives met", FAIL: "objectives failed", NO_DATA: "not enough data"}
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,10 @@ def step(state: ExperimentState, observations: Observations, now: float) -> Tran
     )
     of_total = f"iteration {iteration}/{spec.duration.iterations}"
     if failures >= spec.criteria.failure_limit:
-        reason = f"{failures} consecutive iterations without a pass (limit {spec.criteria.failure_limit})"
-        return _decide(base, None, reason, f"{_short(spec)}: {of_total}, {result}, rolling back")
+        limit = spec.criteria.failure_limit
+        reason = f"{failures} consecutive iterations without a pass (limit {limit})"
+        summary = f"{_short(spec)}: {of_total}, {_WORDS[result]}, rolling back"
+        return _decide(base, None, reason, summary)
     if iteration >= spec.duration.iterations:
         if result == PASS:
             return _decide(
@@ -136,7 +139,7 @@ def step(state: ExperimentState, observations: Observations, now: float) -> Tran
             base,
             None,
             f"last iteration's verdict was {result}",
-            f"{_short(spec)}: {of_total}, {result}, rolling back",
+            f"{_short(spec)}: {of_total}, {_WORDS[result]}, rolling back",
         )
     weights = state.weights
     if result == PASS:
@@ -149,8 +152,7 @@ def step(state: ExperimentState, observations: Observations, now: float) -> Tran
     new_state = replace(base, weights=weights, reason=f"candidate verdict {result}")
     actions: tuple[Action, ...] = (SetWeights(weights),) if weights != state.weights else ()
     candidate_weight = new_state.weight_of(candidate.name)
-    words = "objectives met" if result == PASS else ("objectives failed" if result == FAIL else "not enough data")
-    summary = f"{_short(spec)}: {of_total}, candidate at {candidate_weight}%, {words}"
+    summary = f"{_short(spec)}: {of_total}, candidate at {candidate_weight}%, {_WORDS[result]}"
     return Transition(new_state, actions, summary)
 
 

@@ -39,7 +39,9 @@ def parse(path: str) -> tuple[Step, ...]:
         steps.append(name if name is not None else int(index))
         position = match.end()
     if not steps:
-        raise FieldPathError("fieldPath is empty: expected something like '.spec.traffic[1].percent'")
+        raise FieldPathError(
+            "fieldPath is empty: expected something like '.spec.traffic[1].percent'"
+        )
     return tuple(steps)
 
 

@@ -118,7 +118,7 @@ def load_experiments(path: str, data: bytes) -> LoadResult:
     return LoadResult(tuple(experiments), tuple(problems))
 
 
-class _Invalid(Exception):
+class _InvalidError(Exception):
     """Internal: stops reading a document after an error has been recorded."""
 
 
@@ -129,6 +129,8 @@ class _Reader:
         self.path = path
         self.problems: list[Problem] = []
         self.locations: dict[str, Location] = {}
+        self._owner: dict[int, Location] = {}
+        """Where the key that holds each mapping was written (for 'missing' errors)."""
 
     # -- locations and problems ------------------------------------------------------------
 
@@ -144,9 +146,13 @@ class _Reader:
             return Location(self.path)
         return Location(self.path, line + 1, col + 1)
 
-    def _error(self, where: Location, message: str) -> _Invalid:
+    def _parent(self, node: CommentedMap) -> Location:
+        """Where a field missing from ``node`` should be reported: at the key holding it."""
+        return self._owner.get(id(node)) or self._at(node)
+
+    def _error(self, where: Location, message: str) -> _InvalidError:
         self.problems.append(Problem(where, "error", message))
-        return _Invalid(message)
+        return _InvalidError(message)
 
     def _warn(self, where: Location, message: str) -> None:
         self.problems.append(Problem(where, "warning", message))
@@ -166,11 +172,11 @@ class _Reader:
         value = node.get(key)
         if value is None:
             if required:
-                raise self._error(self._at(node), f"'{where}.{key}' is missing")
+                raise self._error(self._parent(node), f"'{_join(where, key)}' is missing")
             return CommentedMap()
         if not isinstance(value, CommentedMap):
-            raise self._error(self._at(node, key), f"'{where}.{key}' must be a mapping")
-        self.locations[f"{where}.{key}"] = self._at(node, key)
+            raise self._error(self._at(node, key), f"'{_join(where, key)}' must be a mapping")
+        self.locations[_join(where, key)] = self._owner[id(value)] = self._at(node, key)
         return value
 
     def _seq(self, node: CommentedMap, key: str, where: str) -> CommentedSeq:
@@ -187,15 +193,21 @@ class _Reader:
         value = node.get(key)
         if value is None:
             if required:
-                raise self._error(self._at(node), f"'{where}.{key}' is missing")
+                raise self._error(self._parent(node), f"'{where}.{key}' is missing")
             return None
         if not isinstance(value, str) or not value.strip():
             raise self._error(self._at(node, key), f"'{where}.{key}' must be a non-empty string")
         self.locations[f"{where}.{key}"] = self._at(node, key)
         return str(value)
 
+    def _req(self, node: CommentedMap, key: str, where: str) -> str:
+        value = self._str(node, key, where, required=True)
+        if value is None:  # _str raised already; this keeps the type precise
+            raise self._error(self._parent(node), f"'{_join(where, key)}' is missing")
+        return value
+
     def _int(
-        self, node: CommentedMap, key: str, where: str, default: int, low: int, high: int
+        self, node: CommentedMap, key: str, where: str, default: int, *, low: int, high: int
     ) -> int:
         value = node.get(key)
         if value is None:
@@ -217,8 +229,7 @@ class _Reader:
         except (TypeError, ValueError):
             raise self._error(
                 self._at(node, key),
-                f"'{where}.{key}' must be a number or a quoted number like \"0.01\", "
-                f"not {value!r}",
+                f"'{where}.{key}' must be a number or a quoted number like \"0.01\", not {value!r}",
             ) from None
 
     def _each_map(
@@ -236,18 +247,16 @@ class _Reader:
     def experiment(self, doc: CommentedMap) -> Experiment | None:
         try:
             return self._experiment(doc)
-        except _Invalid:
+        except _InvalidError:
             return None
 
     def _experiment(self, doc: CommentedMap) -> Experiment:
         api_version = str(doc["apiVersion"])
         self._unknown(doc, "", {"apiVersion", "kind", "metadata", "spec"})
         metadata = self._map(doc, "metadata", "", required=True)
-        name = self._str(metadata, "name", "metadata", required=True)
-        assert name is not None  # noqa: S101 - required=True guarantees it
+        name = self._req(metadata, "name", "metadata")
         spec = self._map(doc, "spec", "", required=True)
-        target = self._str(spec, "target", "spec", required=True)
-        assert target is not None  # noqa: S101
+        target = self._req(spec, "target", "spec")
         target_namespace = target.split("/", 1)[0] if "/" in target else None
         namespace = self._str(metadata, "namespace", "metadata") or target_namespace or "default"
         for label, value in (("metadata.name", name), ("metadata.namespace", namespace)):
@@ -292,7 +301,7 @@ class _Reader:
                 "code); describe the promotion and rollback commits in 'spec.gitops' with "
                 "apiVersion reconciler/v1alpha1",
             )
-        testing_text = self._str(strategy, "testingPattern", "spec.strategy", required=True)
+        testing_text = self._req(strategy, "testingPattern", "spec.strategy")
         try:
             testing = TestingPattern(testing_text)
         except ValueError:
@@ -322,10 +331,10 @@ class _Reader:
         )
         weights = Weights(
             max_candidate_weight=self._int(
-                node, "maxCandidateWeight", "spec.strategy.weights", 100, 0, 100
+                node, "maxCandidateWeight", "spec.strategy.weights", 100, low=0, high=100
             ),
             max_candidate_weight_increment=self._int(
-                node, "maxCandidateWeightIncrement", "spec.strategy.weights", 10, 1, 100
+                node, "maxCandidateWeightIncrement", "spec.strategy.weights", 10, low=1, high=100
             ),
         )
         return testing, deployment, weights
@@ -338,8 +347,7 @@ class _Reader:
 
         def objective(item: CommentedMap, at: str) -> Objective:
             self._unknown(item, at, {"metric", "upperLimit", "lowerLimit"})
-            metric = self._str(item, "metric", at, required=True)
-            assert metric is not None  # noqa: S101
+            metric = self._req(item, "metric", at)
             upper = self._number(item, "upperLimit", at)
             lower = self._number(item, "lowerLimit", at)
             if upper is None and lower is None:
@@ -350,14 +358,13 @@ class _Reader:
 
         def reward(item: CommentedMap, at: str) -> Reward:
             self._unknown(item, at, {"metric", "preferredDirection"})
-            metric = self._str(item, "metric", at, required=True)
-            direction = self._str(item, "preferredDirection", at, required=True)
+            metric = self._req(item, "metric", at)
+            direction = self._req(item, "preferredDirection", at)
             if direction not in {"High", "Low"}:
                 raise self._error(
                     self._at(item, "preferredDirection"),
                     f"'{at}.preferredDirection' must be High or Low, not {direction!r}",
                 )
-            assert metric is not None  # noqa: S101
             return Reward(metric=metric, preferred_direction=direction)
 
         indicators = []
@@ -370,30 +377,36 @@ class _Reader:
         return Criteria(
             request_count=self._str(node, "requestCount", where),
             objectives=tuple(
-                self._each_map(self._seq(node, "objectives", where), f"{where}.objectives", objective)
+                self._each_map(
+                    self._seq(node, "objectives", where), f"{where}.objectives", objective
+                )
             ),
             rewards=tuple(
                 self._each_map(self._seq(node, "rewards", where), f"{where}.rewards", reward)
             ),
             indicators=tuple(indicators),
-            failure_limit=self._int(node, "failureLimit", where, 3, 1, 1000),
+            failure_limit=self._int(node, "failureLimit", where, 3, low=1, high=1000),
         )
 
     def _duration(self, node: CommentedMap) -> Duration:
         where = "spec.duration"
         self._unknown(node, where, {"intervalSeconds", "iterationsPerLoop", "maxLoops"})
         return Duration(
-            interval_seconds=self._int(node, "intervalSeconds", where, 20, 1, 86400),
-            iterations_per_loop=self._int(node, "iterationsPerLoop", where, 15, 1, 10000),
-            max_loops=self._int(node, "maxLoops", where, 1, 1, 1000),
+            interval_seconds=self._int(node, "intervalSeconds", where, 20, low=1, high=86400),
+            iterations_per_loop=self._int(node, "iterationsPerLoop", where, 15, low=1, high=10000),
+            max_loops=self._int(node, "maxLoops", where, 1, low=1, high=1000),
         )
 
     def _versions(self, node: CommentedMap) -> tuple[Version, tuple[Version, ...]]:
         where = "spec.versionInfo"
         self._unknown(node, where, {"baseline", "candidates"})
-        baseline = self._version(self._map(node, "baseline", where, required=True), f"{where}.baseline")
+        baseline = self._version(
+            self._map(node, "baseline", where, required=True), f"{where}.baseline"
+        )
         candidates = tuple(
-            self._each_map(self._seq(node, "candidates", where), f"{where}.candidates", self._version)
+            self._each_map(
+                self._seq(node, "candidates", where), f"{where}.candidates", self._version
+            )
         )
         if len(candidates) != 1:
             raise self._error(
@@ -406,16 +419,14 @@ class _Reader:
 
     def _version(self, node: CommentedMap, at: str) -> Version:
         self._unknown(node, at, {"name", "variables", "weightObjRef"})
-        name = self._str(node, "name", at, required=True)
-        assert name is not None  # noqa: S101
+        name = self._req(node, "name", at)
 
         def variable(item: CommentedMap, vat: str) -> tuple[str, str]:
             self._unknown(item, vat, {"name", "value"})
-            key = self._str(item, "name", vat, required=True)
+            key = self._req(item, "name", vat)
             value = item.get("value")
             if value is None or isinstance(value, (CommentedMap, CommentedSeq)):
                 raise self._error(self._at(item), f"'{vat}.value' must be a scalar")
-            assert key is not None  # noqa: S101
             return key, str(value)
 
         variables = tuple(
@@ -423,17 +434,17 @@ class _Reader:
         )
         ref = None
         if "weightObjRef" in node:
-            ref = self._weight_ref(self._map(node, "weightObjRef", at, required=True), f"{at}.weightObjRef")
+            ref = self._weight_ref(
+                self._map(node, "weightObjRef", at, required=True), f"{at}.weightObjRef"
+            )
         return Version(name=name, variables=variables, weight_obj_ref=ref)
 
     def _weight_ref(self, node: CommentedMap, at: str) -> WeightObjRef:
         self._unknown(node, at, {"apiVersion", "kind", "namespace", "name", "fieldPath"})
         values = {
-            key: self._str(node, key, at, required=True)
-            for key in ("apiVersion", "kind", "name", "fieldPath")
+            key: self._req(node, key, at) for key in ("apiVersion", "kind", "name", "fieldPath")
         }
         path = values["fieldPath"]
-        assert path is not None  # noqa: S101
         try:
             fieldpath.parse(path)
         except fieldpath.FieldPathError as exc:
@@ -469,11 +480,10 @@ class _Reader:
                     if not isinstance(rep, CommentedMap):
                         raise self._error(self._at(body, "replace"), f"'{rat}' must be a mapping")
                     self._unknown(rep, rat, {"old", "new"})
-                    old = self._str(rep, "old", rat, required=True)
+                    old = self._req(rep, "old", rat)
                     new = rep.get("new")
                     if not isinstance(new, str):
                         raise self._error(self._at(rep), f"'{rat}.new' must be a string")
-                    assert old is not None  # noqa: S101
                     replacements.append(Replacement(old=old, new=new))
                 return CopyEdit(source, destination, tuple(replacements))
             if set(item) == {"delete"}:
@@ -488,13 +498,10 @@ class _Reader:
 
     def _paths(self, node: CommentedMap, key: str, where: str) -> list[str]:
         seq = self._seq(node, key, where)
-        out = []
-        for index in range(len(seq)):
-            out.append(self._normalise(seq, index, f"{where}.{key}[{index}]"))
-        return out
+        return [self._normalise(seq, i, f"{where}.{key}[{i}]") for i in range(len(seq))]
 
     def _repo_path(self, node: CommentedMap, key: str, where: str) -> str:
-        self._str(node, key, where, required=True)
+        self._req(node, key, where)
         return self._normalise(node, key, f"{where}.{key}")
 
     def _normalise(self, node: CommentedMap | CommentedSeq, key: Any, at: str) -> str:  # noqa: ANN401
@@ -514,3 +521,6 @@ class _Reader:
             )
         return joined
 
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key

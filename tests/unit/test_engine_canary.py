@@ -11,7 +11,9 @@ from reconciler.spec.loader import load_experiments
 from reconciler.spec.model import Experiment
 
 DEMO = resources.files("reconciler.demo").joinpath("data", "apps", "bookinfo", "experiment.yaml")
-SPEC: Experiment = load_experiments("apps/bookinfo/experiment.yaml", DEMO.read_bytes()).experiments[0]
+SPEC: Experiment = load_experiments("apps/bookinfo/experiment.yaml", DEMO.read_bytes()).experiments[
+    0
+]
 BLOB = "0123456789abcdef0123456789abcdef01234567"
 
 Sample = tuple[str, float, float, int]  # kind, error rate, latency, requests
@@ -86,7 +88,9 @@ def test_a_candidate_that_fails_or_lacks_data_never_gains_weight(seq: list[Sampl
     transitions, _ = run(SPEC, seq)
     for before, after, sample in zip(transitions, transitions[1:], seq, strict=False):
         if not passes(sample):
-            assert after.state.weight_of("productpage-v2") <= before.state.weight_of("productpage-v2")
+            assert after.state.weight_of("productpage-v2") <= before.state.weight_of(
+                "productpage-v2"
+            )
 
 
 @settings(max_examples=300)

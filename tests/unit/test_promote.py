@@ -16,7 +16,12 @@ SPEC = load_experiments(
 ).experiments[0]
 MAIN = {
     f"apps/bookinfo/{name}": DATA.joinpath(name).read_bytes()
-    for name in ("productpage.yaml", "productpage-candidate.yaml", "routing.yaml", "experiment.yaml")
+    for name in (
+        "productpage.yaml",
+        "productpage-candidate.yaml",
+        "routing.yaml",
+        "experiment.yaml",
+    )
 }
 
 
@@ -59,7 +64,11 @@ def test_variables_of_the_winner_expand_in_replacements() -> None:
     copy = CopyEdit(
         "apps/bookinfo/productpage.yaml",
         "apps/bookinfo/productpage.yaml",
-        (Replacement("docker.io/istio/examples-bookinfo-productpage-v1:1.18.0", "{{ variables.image }}"),),
+        (
+            Replacement(
+                "docker.io/istio/examples-bookinfo-productpage-v1:1.18.0", "{{ variables.image }}"
+            ),
+        ),
     )
     spec = replace(SPEC, gitops=GitOps(promote=(copy,)))
     changes = edits.apply(spec, edits.PROMOTED, "productpage-v2", MAIN)
@@ -68,10 +77,14 @@ def test_variables_of_the_winner_expand_in_replacements() -> None:
     assert b"image: docker.io/istio/examples-bookinfo-productpage-v2:1.18.0" in result
     missing = replace(copy, replacements=(Replacement("x", "{{ variables.tag }}"),))
     with pytest.raises(PromotionError, match="defines no variable 'tag'"):
-        edits.apply(replace(SPEC, gitops=GitOps(promote=(missing,))), edits.PROMOTED, "productpage-v2", MAIN)
+        edits.apply(
+            replace(SPEC, gitops=GitOps(promote=(missing,))), edits.PROMOTED, "productpage-v2", MAIN
+        )
 
 
-@given(st.dictionaries(st.sampled_from(["apps/other/a.yaml", "README.md", "x/y.yaml"]), st.binary()))
+@given(
+    st.dictionaries(st.sampled_from(["apps/other/a.yaml", "README.md", "x/y.yaml"]), st.binary())
+)
 def test_the_same_edits_on_another_tip_give_the_same_result_for_untouched_files(
     unrelated: dict[str, bytes],
 ) -> None:

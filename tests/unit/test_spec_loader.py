@@ -2,9 +2,8 @@ from importlib import resources
 
 import pytest
 
-from reconciler.spec import codec
+from reconciler.spec import codec, model
 from reconciler.spec.loader import load_experiments, looks_like_experiment
-from reconciler.spec import model
 from reconciler.spec.model import CopyEdit, DeleteEdit
 
 DEMO = resources.files("reconciler.demo").joinpath("data", "apps", "bookinfo", "experiment.yaml")
@@ -76,7 +75,7 @@ def test_gitops_paths_resolve_relative_to_the_experiment_file() -> None:
     result = load_experiments("apps/bookinfo/experiment.yaml", DEMO.read_bytes())
     assert result.problems == ()
     (experiment,) = result.experiments
-    copy, = experiment.gitops.promote
+    (copy,) = experiment.gitops.promote
     assert isinstance(copy, CopyEdit)
     assert (copy.source, copy.destination) == (
         "apps/bookinfo/productpage-candidate.yaml",
@@ -95,9 +94,11 @@ def test_normalised_spec_survives_a_round_trip_through_data() -> None:
     [
         (b"kind: Experiment\nspec: [unclosed\n", "f.yaml:3:1: error: not valid YAML"),
         (
-            b"apiVersion: reconciler/v1alpha1\nkind: Experiment\nmetadata:\n  name: x\nspec:\n"
-            b"  strategy:\n    testingPattern: Canary\n",
-            "f.yaml:6:3: error: 'spec.target' is missing",
+            (
+                b"apiVersion: reconciler/v1alpha1\nkind: Experiment\nmetadata:\n  name: x\n"
+                b"spec:\n  strategy:\n    testingPattern: Canary\n"
+            ),
+            "f.yaml:5:1: error: 'spec.target' is missing",
         ),
         (
             ITER8.replace(b"fieldPath: .spec.http[0].route[1].weight", b"fieldPath: spec..http"),
@@ -112,7 +113,9 @@ def test_normalised_spec_survives_a_round_trip_through_data() -> None:
 def test_broken_files_report_file_line_and_column(text: bytes, expected: str) -> None:
     result = load_experiments("f.yaml", text)
     assert result.experiments == ()
-    assert any(str(p).startswith(expected) for p in result.errors), [str(p) for p in result.problems]
+    assert any(str(p).startswith(expected) for p in result.errors), [
+        str(p) for p in result.problems
+    ]
 
 
 def test_unknown_fields_are_warnings_with_their_line() -> None:
@@ -120,13 +123,16 @@ def test_unknown_fields_are_warnings_with_their_line() -> None:
     result = load_experiments("f.yaml", text)
     assert len(result.experiments) == 1
     assert any(
-        str(p).startswith("f.yaml:23:3: warning: unknown field 'spec.durashun'") for p in result.problems
+        str(p).startswith("f.yaml:23:3: warning: unknown field 'spec.durashun'")
+        for p in result.problems
     )
 
 
 @pytest.mark.parametrize("bad", ["/etc/passwd", "../../../outside.yaml", "../../.."])
 def test_gitops_paths_that_leave_the_repository_are_errors(bad: str) -> None:
-    text = DEMO.read_bytes().replace(b"    - productpage-candidate.yaml\n", f"    - {bad}\n".encode())
+    text = DEMO.read_bytes().replace(
+        b"    - productpage-candidate.yaml\n", f"    - {bad}\n".encode()
+    )
     result = load_experiments("apps/bookinfo/experiment.yaml", text)
     assert result.experiments == ()
     assert any("cleanup[0]" in p.message for p in result.errors)

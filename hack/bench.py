@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Benchmarks that print a table and a final JSON line. Not tests: nothing is asserted.
+
+    python hack/bench.py recovery --experiments 1000 --history 100000
+
+``recovery`` builds a state branch with N live experiments and H commits of history
+(with ``git fast-import``, so building is quick), then, in a fresh Python process, times
+what recovery does: open the Env repo's cache, read the tip's ``experiments/`` and parse
+every state document into ``ExperimentState`` values. It runs the same measurement at a
+short history (1,000 commits) for comparison: the cost must not grow with history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+
+from reconciler.engine import canary
+from reconciler.engine.state import to_json
+from reconciler.gitstore.state_branch import live_path
+from reconciler.spec.loader import load_experiments
+
+BRANCH = "reconciler-state"
+
+FETCHER = """
+import sys, pathlib
+from reconciler.gitstore.repo import GitEnvStore
+GitEnvStore.open(sys.argv[1], pathlib.Path(sys.argv[2]), author=("b", "b@b")).fetch()
+"""
+
+LOADER = """
+import json, sys, time
+t0 = time.perf_counter()
+from reconciler.engine.state import from_json
+from reconciler.gitstore.repo import GitEnvStore
+from reconciler.gitstore.state_branch import load_live
+t1 = time.perf_counter()
+store = GitEnvStore.open(sys.argv[1], __import__('pathlib').Path(sys.argv[2]), author=("b", "b@b"))
+tip = store.tip(store.state_branch)
+t2 = time.perf_counter()
+raw = load_live(store, tip)
+t3 = time.perf_counter()
+states = [from_json(b) for b in raw.values()]
+t4 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "open": t2 - t1, "read": t3 - t2, "parse": t4 - t3,
+                  "load": t4 - t1, "experiments": len(states)}))
+"""
+
+
+def _documents(count: int) -> list[tuple[str, bytes]]:
+    data = resources.files("reconciler.demo").joinpath(
+        "data", "apps", "bookinfo", "experiment.yaml"
+    )
+    spec = load_experiments("apps/bookinfo/experiment.yaml", data.read_bytes()).experiments[0]
+    docs = []
+    for i in range(count):
+        one = replace(spec, name=f"exp-{i:05d}", namespace=f"team-{i % 10}")
+        state = canary.start(one, spec_blob=f"{i:040x}", source_commit="a" * 40, now=1.7e9).state
+        docs.append((live_path(one.namespace, one.name), to_json(state)))
+    return docs
+
+
+def build(repo: Path, experiments: int, history: int) -> None:
+    """A bare repo whose state branch has ``experiments`` live docs and ``history`` commits."""
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
+    docs = _documents(experiments)
+    proc = subprocess.Popen(
+        ["git", "--git-dir", str(repo), "fast-import", "--quiet"], stdin=subprocess.PIPE
+    )
+    if proc.stdin is None:
+        raise SystemExit("git fast-import has no stdin")
+    out = proc.stdin
+
+    def commit(mark: int, message: str, files: list[tuple[str, bytes]], parent: int | None) -> None:
+        out.write(f"commit refs/heads/{BRANCH}\nmark :{mark}\n".encode())
+        out.write(
+            f"committer bench <bench@example.invalid> {1_700_000_000 + mark} +0000\n".encode()
+        )
+        out.write(f"data {len(message)}\n{message}\n".encode())
+        if parent is not None:
+            out.write(f"from :{parent}\n".encode())
+        for path, content in files:
+            out.write(f"M 100644 inline {path}\ndata {len(content)}\n".encode() + content + b"\n")
+
+    commit(1, "initial state", docs, None)
+    for n in range(2, history + 1):
+        path, content = docs[n % len(docs)]
+        bumped = content.replace(b'"iteration": 0', f'"iteration": {n % 7}'.encode(), 1)
+        commit(n, f"iteration {n}\n\nRollout-Iteration: {n % 7}", [(path, bumped)], n - 1)
+    out.close()
+    if proc.wait() != 0:
+        raise SystemExit("git fast-import failed")
+
+
+def measure(repo: Path, work: Path, runs: int) -> list[dict[str, float]]:
+    results = []
+    for run in range(runs):
+        cache = work / f"cache-{repo.name}-{run}"
+        # Fill the cache first (a fetch grows with history; recovery's read must not).
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                FETCHER,
+                str(repo),
+                str(cache),
+            ],
+            check=True,
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", LOADER, str(repo), str(cache)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        results.append(json.loads(out))
+    return results
+
+
+def recovery(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
+        work = Path(tmp)
+        rows = []
+        for history in sorted({min(1000, args.history), args.history}):
+            repo = work / f"state-{history}.git"
+            started = time.perf_counter()
+            build(repo, args.experiments, history)
+            built = time.perf_counter() - started
+            runs = measure(repo, work, args.runs)
+            rows.append((history, built, runs))
+    print(
+        f"recovery: {args.experiments} live experiments, median of {args.runs} fresh processes each"
+    )
+    columns = ("history", "build s", "open ms", "read ms", "parse ms", "load ms")
+    print(" ".join(f"{c:>9}" for c in columns))
+    for history, built, runs in rows:
+        med = {
+            k: statistics.median(r[k] for r in runs) * 1000
+            for k in ("open", "read", "parse", "load")
+        }
+        cells = (built, med["open"], med["read"], med["parse"], med["load"])
+        print(f"{history:>9} " + " ".join(f"{c:>9.1f}" for c in cells))
+    history, _, runs = rows[-1]
+    print(
+        json.dumps(
+            {
+                "bench": "recovery",
+                "experiments": args.experiments,
+                "history": history,
+                "seconds": round(statistics.median(r["load"] for r in runs), 4),
+                "seconds_at_history_1000": round(
+                    statistics.median(r["load"] for r in rows[0][2]), 4
+                ),
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="bench", required=True)
+    rec = sub.add_parser("recovery", help="load all live state from a fresh process")
+    rec.add_argument("--experiments", type=int, default=1000)
+    rec.add_argument("--history", type=int, default=100_000)
+    rec.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    if args.bench == "recovery":
+        recovery(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The Kubernetes side: weights and readiness (the demo's in-memory cluster for now)."""

@@ -1,0 +1,115 @@
+"""An in-process cluster for the demo: objects in memory, weights patched by ``fieldPath``.
+
+It behaves like the API server where the loop can tell: weights of one object change
+together (one "request" per object), setting what is already there sends nothing, and a
+path that does not resolve is an error naming the object. ``sync`` plays the GitOps
+operator: it applies the manifests found in main's files. Never talks to a network.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from reconciler.errors import PermanentError
+from reconciler.spec import fieldpath
+from reconciler.spec.model import WeightObjRef
+
+ObjectKey = tuple[str, str, str | None, str]
+
+
+class ObjectNotFoundError(PermanentError):
+    """The object a weight points at does not exist."""
+
+
+class MemoryCluster:
+    """Kubernetes objects held in a dict, keyed by apiVersion, kind, namespace and name."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self._objects: dict[ObjectKey, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self.requests = 0
+        """Write requests served (a no-op set sends none)."""
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        """Create or replace one object, as ``kubectl apply`` would."""
+        metadata = manifest.get("metadata") or {}
+        key = (
+            str(manifest["apiVersion"]),
+            str(manifest["kind"]),
+            metadata.get("namespace"),
+            str(metadata["name"]),
+        )
+        with self._lock:
+            self._objects[key] = copy.deepcopy(manifest)
+            self.requests += 1
+
+    def sync(self, files: Iterable[tuple[str, bytes]], namespace: str = "default") -> int:
+        """Apply every Kubernetes object in these YAML files, skipping experiments.
+
+        Returns:
+            The number of objects applied.
+        """
+        yaml = YAML(typ="safe")
+        count = 0
+        for _path, data in files:
+            for document in yaml.load_all(data.decode()):
+                if not isinstance(document, dict) or "kind" not in document:
+                    continue
+                if document["kind"] in {"Experiment", "Metric", "Kustomization"}:
+                    continue
+                document.setdefault("metadata", {}).setdefault("namespace", namespace)
+                self.apply(document)
+                count += 1
+        return count
+
+    def get(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
+        """A deep copy of one object, or None."""
+        with self._lock:
+            found = self._objects.get((api_version, kind, namespace, name))
+            return copy.deepcopy(found) if found is not None else None
+
+    def get_weight(self, ref: WeightObjRef) -> int | None:
+        """The weight at ``ref``, or None when the object or the field is absent."""
+        obj = self.get(ref.api_version, ref.kind, ref.namespace, ref.name)
+        if obj is None:
+            return None
+        try:
+            value = fieldpath.get(obj, fieldpath.parse(ref.field_path))
+        except fieldpath.FieldPathError:
+            return None
+        return int(value) if value is not None else None
+
+    def set_weights(self, weights: Sequence[tuple[WeightObjRef, int]]) -> None:
+        """Set the weights; one write per object whose weights change."""
+        by_object: dict[ObjectKey, list[tuple[WeightObjRef, int]]] = {}
+        for ref, weight in weights:
+            key = (ref.api_version, ref.kind, ref.namespace, ref.name)
+            by_object.setdefault(key, []).append((ref, weight))
+        with self._lock:
+            for key, pairs in by_object.items():
+                current = self._objects.get(key)
+                if current is None:
+                    raise ObjectNotFoundError(
+                        f"{key[1]} {key[2]}/{key[3]} ({key[0]}) does not exist; the weights "
+                        "of this experiment point at it"
+                    )
+                updated = copy.deepcopy(current)
+                for ref, weight in pairs:
+                    steps = fieldpath.parse(ref.field_path)
+                    try:
+                        fieldpath.set_value(updated, steps, weight)
+                    except fieldpath.FieldPathError as exc:
+                        raise ObjectNotFoundError(
+                            f"{key[1]} {key[2]}/{key[3]}: {ref.field_path}: {exc}"
+                        ) from None
+                if updated != current:
+                    self._objects[key] = updated
+                    self.requests += 1

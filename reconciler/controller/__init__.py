@@ -1,0 +1,1 @@
+"""The reconcile loop: the one place that sequences I/O."""

@@ -1,0 +1,340 @@
+"""The reconcile loop of DESIGN.md section 5: fetch, discover, load, observe, plan, record, act.
+
+The only module that sequences I/O. Write-ahead everywhere: every transition is committed
+and pushed to the state branch before its weights are set or its outcome is pushed to
+main, and a rejected state push acts on nothing. Outcomes are exactly-once: before an
+outcome commit is built, main is searched (back to the commit the decision was taken on)
+for one carrying the experiment's ``Rollout-Id``. A fresh process is recovery: it re-applies
+every recorded weight on its first tick and finishes every recorded decision. The clock is
+passed in; nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import structlog
+
+from reconciler.controller import records
+from reconciler.controller.discovery import Discovery, Found, Scan
+from reconciler.engine import canary
+from reconciler.engine.canary import Observations, PushOutcome, SetWeights, Transition
+from reconciler.engine.state import ExperimentState, Phase, experiment_id, from_json
+from reconciler.errors import ReconcilerError
+from reconciler.gitstore.state_branch import archive_path, with_readme
+from reconciler.ports import Cluster, CommitSpec, EnvStore, Heads, MetricsSource, MetricValue
+from reconciler.promote import edits
+from reconciler.spec.loader import Problem
+from reconciler.spec.model import Experiment, WeightObjRef
+
+log = structlog.get_logger("reconciler.controller")
+
+LIVE_PREFIX = "experiments"
+
+
+@dataclass
+class TickReport:
+    """What one tick saw and did (for logs, the demo's progress and tests)."""
+
+    heads: Heads
+    recorded: list[tuple[Transition, str]] = field(default_factory=list)
+    """Each transition with the state commit that records it, in order."""
+    outcomes: list[tuple[str, str]] = field(default_factory=list)
+    """(experiment id, outcome commit on main) for outcomes landed or confirmed."""
+    problems: list[Problem] = field(default_factory=list)
+    """Problems in experiment files seen for the first time by this process."""
+    errors: list[str] = field(default_factory=list)
+
+
+class Reconciler:
+    """Drives every experiment of one Env repo through the loop."""
+
+    def __init__(
+        self,
+        store: EnvStore,
+        cluster: Cluster,
+        metrics: MetricsSource,
+        *,
+        clock: Callable[[], float],
+        paths: tuple[str, ...] = ("",),
+    ) -> None:
+        """Wire the loop to its three adapters and a clock (seconds since the epoch)."""
+        self._store = store
+        self._cluster = cluster
+        self._metrics = metrics
+        self._clock = clock
+        self._discovery = Discovery(store, paths)
+        self._reported: set[tuple[str, str]] = set()
+        self._recovered = False
+
+    def tick(self) -> TickReport:
+        """One pass of the loop; raises only for faults of the Env repo as a whole."""
+        heads = self._store.fetch()
+        report = TickReport(heads)
+        if heads.main is None:
+            log.warning("main_missing", branch=self._store.main_branch)
+            return report
+        scan = self._discovery.scan(heads.main)
+        self._report_problems(scan, report)
+        states = self._load(heads.state)
+        if not self._recovered:
+            for state in states.values():
+                self._apply_weights(state, report)
+            self._recovered = True
+        now = self._clock()
+        observations = self._observe(states, now)
+        planned: list[Transition] = []
+
+        def plan(tip: str | None) -> list[CommitSpec]:
+            current = states if tip == heads.state else self._load(tip)
+            planned[:] = self._plan(scan, current, observations, now, tip)
+            commits = [records.state_commit(t) for t in planned]
+            if commits and tip is None:
+                first = commits[0]
+                commits[0] = CommitSpec(first.message, with_readme(None, first.changes))
+            return commits
+
+        result = self._store.update_branch(self._store.state_branch, plan)
+        recorded = list(zip(planned, result.commits, strict=True))
+        report.recorded.extend(recorded)
+        for transition, commit in recorded:
+            self._log_transition(transition, commit)
+        for transition, commit in recorded:
+            self._act(transition, commit, report)
+        acted = {t.state.key for t, _ in recorded}
+        for state in states.values():
+            if state.phase.deciding and state.key not in acted:
+                self._finish(state, None, report)
+        return report
+
+    # -- load, discover, observe -------------------------------------------------------
+
+    def _load(self, tip: str | None) -> dict[str, ExperimentState]:
+        states: dict[str, ExperimentState] = {}
+        if tip is None:
+            return states
+        for path, _blob in self._store.list_files(tip, LIVE_PREFIX):
+            raw = self._store.read_file(tip, path) or b""
+            try:
+                state = from_json(raw)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("state_document_invalid", path=path, commit=tip, error=str(exc))
+                continue
+            states[state.key] = state
+        return states
+
+    def _report_problems(self, scan: Scan, report: TickReport) -> None:
+        for blob, problem in scan.problems:
+            marker = (blob, str(problem))
+            if marker in self._reported:
+                continue
+            self._reported.add(marker)
+            report.problems.append(problem)
+            emit = log.error if problem.severity == "error" else log.warning
+            emit("experiment_file_problem", problem=str(problem))
+
+    def _observe(self, states: dict[str, ExperimentState], now: float) -> dict[str, Observations]:
+        out: dict[str, Observations] = {}
+        for key, state in states.items():
+            if canary.is_due(state, now):
+                elapsed = now - state.started_at
+                out[key] = {
+                    version.name: {
+                        metric: self._measure(state, metric, version.name, elapsed)
+                        for metric in _metrics_of(state.spec)
+                    }
+                    for version in state.spec.versions
+                }
+        return out
+
+    def _measure(
+        self, state: ExperimentState, metric: str, version: str, elapsed: float
+    ) -> MetricValue:
+        variables = {}
+        for v in state.spec.versions:
+            if v.name == version:
+                variables = dict(v.variables)
+        try:
+            return self._metrics.observe(
+                metric,
+                version=version,
+                namespace=state.spec.namespace,
+                elapsed_seconds=elapsed,
+                variables=variables,
+            )
+        except ReconcilerError as exc:
+            log.warning("metric_unavailable", experiment=state.id, metric=metric, error=str(exc))
+            return MetricValue(None, None, "unavailable")
+
+    # -- plan ------------------------------------------------------------------------
+
+    def _plan(
+        self,
+        scan: Scan,
+        states: dict[str, ExperimentState],
+        observations: dict[str, Observations],
+        now: float,
+        state_tip: str | None,
+    ) -> list[Transition]:
+        to_start = self._new_runs(scan, states, state_tip)
+        on_main = {f.spec.key: f for f in scan.experiments}
+        transitions: list[Transition] = []
+        busy: set[str] = set()
+        for key in sorted(states):
+            state = states[key]
+            if state.phase.deciding:
+                busy.update((key, state.spec.target))
+                continue
+            newer = to_start.get(state.spec.target) or next(
+                (f for f in to_start.values() if f.spec.key == key), None
+            )
+            if newer is not None:
+                transitions.append(
+                    canary.preempt(state, experiment_id(newer.spec, newer.blob), now)
+                )
+            elif key not in on_main or on_main[key].blob != state.spec_blob:
+                transitions.append(canary.withdraw(state, now))
+            elif key in observations:
+                stepped = canary.step(state, observations[key], now)
+                if stepped is not None:
+                    if stepped.state.phase.deciding:
+                        decided = replace(stepped.state, decided_on=scan.main)
+                        stepped = replace(stepped, state=decided)
+                    transitions.append(stepped)
+        for found in to_start.values():
+            if found.spec.key in busy or found.spec.target in busy:
+                continue  # starts once the pending outcome for its target has landed
+            transitions.append(
+                canary.start(found.spec, spec_blob=found.blob, source_commit=scan.main, now=now)
+            )
+        return transitions
+
+    def _new_runs(
+        self, scan: Scan, states: dict[str, ExperimentState], state_tip: str | None
+    ) -> dict[str, Found]:
+        """Experiments on main not yet run, by target; the last one per target wins."""
+        live_ids = {s.id for s in states.values()}
+        to_start: dict[str, Found] = {}
+        for found in scan.experiments:
+            run_id = experiment_id(found.spec, found.blob)
+            if run_id in live_ids or self._archived(state_tip, found):
+                continue
+            previous = to_start.get(found.spec.target)
+            if previous is not None:
+                log.warning(
+                    "experiments_share_target",
+                    target=found.spec.target,
+                    starting=found.spec.key,
+                    ignored=previous.spec.key,
+                )
+            to_start[found.spec.target] = found
+        return to_start
+
+    def _archived(self, state_tip: str | None, found: Found) -> bool:
+        if state_tip is None:
+            return False
+        path = archive_path(found.spec.namespace, found.spec.name, found.blob[:12])
+        return self._store.blob_id(state_tip, path) is not None
+
+    # -- act -------------------------------------------------------------------------
+
+    def _act(self, transition: Transition, commit: str, report: TickReport) -> None:
+        for action in transition.actions:
+            if isinstance(action, SetWeights):
+                self._apply_weights(transition.state, report)
+            elif isinstance(action, PushOutcome):
+                self._finish(transition.state, commit, report)
+
+    def _apply_weights(self, state: ExperimentState, report: TickReport) -> None:
+        pairs = _weight_pairs(state)
+        if not pairs:
+            return
+        try:
+            self._cluster.set_weights(pairs)
+        except ReconcilerError as exc:
+            report.errors.append(f"{state.id}: setting weights failed: {exc}")
+            log.error("weights_failed", experiment=state.id, error=str(exc))
+            return
+        log.info("weights_set", experiment=state.id, weights=dict(state.weights))
+
+    def _finish(self, state: ExperimentState, decision: str | None, report: TickReport) -> None:
+        """Push the recorded outcome to main (once), then record that it landed."""
+        outcome = edits.PROMOTED if state.phase is Phase.PROMOTING else edits.ROLLED_BACK
+        existing: list[str] = []
+
+        def plan_main(tip: str | None) -> list[CommitSpec]:
+            existing.clear()
+            if tip is None:
+                return []
+            found = self._find_outcome(tip, state)
+            if found is not None:
+                existing.append(found)
+                return []
+            files = {
+                p: self._store.read_file(tip, p) for p in edits.needed_paths(state.spec, outcome)
+            }
+            changes = edits.apply(state.spec, outcome, state.winner, files)
+            return [records.outcome_commit(state, changes, decision)]
+
+        try:
+            pushed = self._store.update_branch(self._store.main_branch, plan_main)
+        except ReconcilerError as exc:
+            report.errors.append(f"{state.id}: outcome {outcome} not pushed: {exc}")
+            log.error("outcome_failed", experiment=state.id, outcome=outcome, error=str(exc))
+            return
+        commit = pushed.commits[-1] if pushed.commits else (existing[0] if existing else None)
+        if commit is None:
+            report.errors.append(f"{state.id}: main branch is missing")
+            return
+        log.info(
+            "outcome_on_main",
+            experiment=state.id,
+            outcome=outcome,
+            commit=commit,
+            attempts=pushed.attempts,
+            already_there=not pushed.commits,
+        )
+        landed = canary.outcome_landed(state, commit, self._clock())
+        result = self._store.update_branch(
+            self._store.state_branch, lambda _tip: [records.state_commit(landed)]
+        )
+        report.recorded.append((landed, result.commits[-1]))
+        report.outcomes.append((state.id, commit))
+        self._log_transition(landed, result.commits[-1])
+
+    def _find_outcome(self, main_tip: str, state: ExperimentState) -> str | None:
+        for commit in self._store.log(main_tip, hide=state.decided_on):
+            if commit.trailer(records.ID) == state.id and commit.trailer(records.OUTCOME):
+                return commit.id
+        return None
+
+    def _log_transition(self, transition: Transition, commit: str) -> None:
+        state = transition.state
+        log.info(
+            "transition_recorded",
+            experiment=state.id,
+            phase=state.phase.value,
+            iteration=state.iteration,
+            weights=dict(state.weights),
+            commit=commit,
+            summary=transition.summary,
+        )
+
+
+def _metrics_of(spec: Experiment) -> list[str]:
+    names = [spec.criteria.request_count] if spec.criteria.request_count else []
+    names += [o.metric for o in spec.criteria.objectives]
+    names += [r.metric for r in spec.criteria.rewards]
+    names += list(spec.criteria.indicators)
+    return list(dict.fromkeys(names))
+
+
+def _weight_pairs(state: ExperimentState) -> list[tuple[WeightObjRef, int]]:
+    pairs = []
+    for version in state.spec.versions:
+        ref = version.weight_obj_ref
+        if ref is not None:
+            resolved = replace(ref, namespace=ref.namespace or state.spec.namespace)
+            pairs.append((resolved, state.weight_of(version.name)))
+    return pairs

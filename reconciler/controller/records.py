@@ -1,0 +1,75 @@
+"""What the controller writes to Git: state commits and outcome commits, with trailers.
+
+Pure builders: a transition becomes a ``CommitSpec`` for the state branch (the state
+document under ``experiments/``, or moved to ``archive/`` when the experiment is over), an
+outcome becomes the promotion or rollback ``CommitSpec`` for main. The trailers are the
+ones DESIGN.md 4.3 lists, so plain ``git log --format='%(trailers:...)'`` can query them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from reconciler.engine.canary import Transition
+from reconciler.engine.state import ExperimentState, to_json
+from reconciler.gitstore.state_branch import archive_path, live_path
+from reconciler.gitstore.trailers import encode_mapping, format_message
+from reconciler.ports import CommitSpec
+
+EXPERIMENT = "Rollout-Experiment"
+ID = "Rollout-Id"
+PHASE = "Rollout-Phase"
+ITERATION = "Rollout-Iteration"
+WEIGHTS = "Rollout-Weights"
+VERDICT = "Rollout-Verdict"
+WINNER = "Rollout-Winner"
+OUTCOME = "Rollout-Outcome"
+STATE = "Rollout-State"
+OUTCOME_COMMIT = "Rollout-Outcome-Commit"
+
+
+def state_commit(transition: Transition) -> CommitSpec:
+    """The state-branch commit that records one transition."""
+    state = transition.state
+    trailers = [
+        (EXPERIMENT, state.key),
+        (ID, state.id),
+        (PHASE, state.phase.value),
+        (ITERATION, str(state.iteration)),
+        (WEIGHTS, encode_mapping(dict(state.weights))),
+    ]
+    last = state.history[-1] if state.history else None
+    if last is not None and last.iteration == state.iteration and state.iteration > 0:
+        trailers.append((VERDICT, encode_mapping(dict(last.verdicts))))
+    if state.winner:
+        trailers.append((WINNER, state.winner))
+    if state.outcome_commit:
+        trailers.append((OUTCOME_COMMIT, state.outcome_commit))
+    live = live_path(state.spec.namespace, state.spec.name)
+    changes: dict[str, bytes | None]
+    if state.phase.final:
+        archived = archive_path(state.spec.namespace, state.spec.name, state.spec_blob[:12])
+        changes = {live: None, archived: to_json(state)}
+    else:
+        changes = {live: to_json(state)}
+    body = state.reason
+    return CommitSpec(format_message(transition.summary, trailers, body=body), changes)
+
+
+def outcome_commit(
+    state: ExperimentState, changes: Mapping[str, bytes | None], state_commit_id: str | None
+) -> CommitSpec:
+    """The one commit on main that promotes the winner or rolls the candidate back."""
+    outcome = "promoted" if state.winner else "rolled-back"
+    short = state.spec.target.rsplit("/", 1)[-1]
+    if state.winner:
+        subject = f"{short}: promote {state.winner} ({state.spec.key})"
+    else:
+        candidates = ", ".join(c.name for c in state.spec.candidates)
+        subject = f"{short}: roll back {candidates} ({state.spec.key})"
+    trailers = [(ID, state.id), (EXPERIMENT, state.key), (OUTCOME, outcome)]
+    if state.winner:
+        trailers.append((WINNER, state.winner))
+    if state_commit_id:
+        trailers.append((STATE, state_commit_id))
+    return CommitSpec(format_message(subject, trailers, body=state.reason), dict(changes))

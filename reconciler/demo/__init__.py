@@ -1,0 +1,1 @@
+"""The embedded demo: a canary end to end with in-process adapters."""

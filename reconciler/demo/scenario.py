@@ -1,0 +1,194 @@
+"""``reconciler demo``: a whole canary against a real (bare, local) Env repo, in seconds.
+
+Builds an Env repo with a small bookinfo-like app (stable Deployment, candidate Deployment,
+an Istio VirtualService at 100/0, a canary experiment), then runs the real loop with the
+in-process adapters: a cluster in memory, synced from main the way Argo CD would, and
+metrics derived from each version's weight and a profile. ``pass`` gives the candidate a
+healthy profile, ``fail`` an error rate above its objective. Prints progress and, at the
+end, the audit trail of both branches.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TextIO
+
+from reconciler.cluster.memory import MemoryCluster
+from reconciler.controller.loop import Reconciler, TickReport
+from reconciler.engine.state import ExperimentState
+from reconciler.gitstore.admin import init_bare_repository
+from reconciler.gitstore.repo import GitEnvStore
+from reconciler.metrics.profile import Profile, ProfileMetrics
+from reconciler.ports import CommitSpec
+from reconciler.spec.loader import load_experiments
+
+APP_DIR = "apps/bookinfo"
+BASE_FILES = ("productpage.yaml", "routing.yaml")
+CI_FILES = ("productpage-candidate.yaml", "experiment.yaml")
+AUTHOR = ("reconciler demo", "reconciler-demo@example.invalid")
+PROFILES = {
+    "pass": {
+        "productpage-v1": Profile(error_rate=0.004, mean_latency_ms=95.0),
+        "productpage-v2": Profile(error_rate=0.002, mean_latency_ms=80.0),
+    },
+    "fail": {
+        "productpage-v1": Profile(error_rate=0.004, mean_latency_ms=95.0),
+        "productpage-v2": Profile(error_rate=0.06, mean_latency_ms=85.0),
+    },
+}
+EXPECTED = {"pass": "promoted", "fail": "rolled-back"}
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """How the demo ended."""
+
+    outcome: str | None
+    """``promoted``, ``rolled-back`` or None when it did not finish in time."""
+    expected: str
+    workdir: Path
+
+    @property
+    def ok(self) -> bool:
+        """Whether the scenario ended as it should."""
+        return self.outcome == self.expected
+
+
+def demo_file(name: str) -> bytes:
+    """One of the demo app's files, as shipped in the package."""
+    return resources.files("reconciler.demo").joinpath("data", APP_DIR, name).read_bytes()
+
+
+def build_env_repo(workdir: Path) -> GitEnvStore:
+    """Create ``workdir/env.git`` with two commits on main: the app, then CI's candidate."""
+    remote = init_bare_repository(workdir / "env.git")
+    store = GitEnvStore.open(str(remote), workdir / "cache.git", author=AUTHOR)
+    store.fetch()
+    for message, names in (
+        ("bookinfo: productpage v1 stable behind an Istio VirtualService", BASE_FILES),
+        ("ci: productpage v2 candidate with its canary experiment", CI_FILES),
+    ):
+        files = {f"{APP_DIR}/{name}": demo_file(name) for name in names}
+        store.update_branch(store.main_branch, _constant([CommitSpec(message, files)]))
+    return store
+
+
+def _constant(commits: list[CommitSpec]) -> Callable[[str | None], list[CommitSpec]]:
+    return lambda _tip: commits
+
+
+@contextmanager
+def _workdir(path: Path | None) -> Iterator[Path]:
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="reconciler-demo-") as tmp:
+        yield Path(tmp)
+
+
+def run(
+    scenario: str,
+    out: TextIO,
+    *,
+    workdir: Path | None = None,
+    timeout: float = 60.0,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DemoResult:
+    """Run the demo scenario (``pass`` or ``fail``) and print what happens to ``out``."""
+    with _workdir(workdir) as where:
+        if (where / "env.git").exists():
+            raise FileExistsError(f"{where / 'env.git'} exists; give an empty --workdir")
+        store = build_env_repo(where)
+        heads = store.fetch()
+        assert heads.main is not None  # noqa: S101 - build_env_repo just pushed it
+        cluster = MemoryCluster()
+        cluster.sync(
+            ((p, store.read_file(heads.main, p) or b"") for p, _ in store.list_files(heads.main)),
+            namespace="bookinfo",
+        )
+        experiment = load_experiments(
+            f"{APP_DIR}/experiment.yaml", demo_file("experiment.yaml")
+        ).experiments[0]
+        refs = {v.name: v.weight_obj_ref for v in experiment.versions}
+
+        def weight_of(version: str) -> int:
+            ref = refs.get(version)
+            return (cluster.get_weight(ref) or 0) if ref is not None else 0
+
+        metrics = ProfileMetrics(PROFILES[scenario], weight_of, clock)
+        reconciler = Reconciler(store, cluster, metrics, clock=clock)
+        out.write(f"Env repo: {where / 'env.git'}  scenario: {scenario}\n")
+        out.write(f"Candidate profile: {PROFILES[scenario]['productpage-v2']}\n\n")
+        outcome = _drive(reconciler, out, timeout, clock, sleep)
+        _print_end(store, cluster, out)
+        return DemoResult(outcome, EXPECTED[scenario], where)
+
+
+def _drive(
+    reconciler: Reconciler,
+    out: TextIO,
+    timeout: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> str | None:
+    deadline = clock() + timeout
+    while clock() < deadline:
+        report = reconciler.tick()
+        _print_report(report, out)
+        for transition, _commit in report.recorded:
+            if transition.state.phase.final and transition.state.outcome_commit:
+                return "promoted" if transition.state.winner else "rolled-back"
+        sleep(0.2)
+    out.write(f"the experiment did not finish within {timeout:.0f} s\n")
+    return None
+
+
+def _print_report(report: TickReport, out: TextIO) -> None:
+    out.writelines(f"  {problem}\n" for problem in report.problems)
+    out.writelines(f"  error: {error}\n" for error in report.errors)
+    for transition, commit in report.recorded:
+        state = transition.state
+        out.write(f"[{commit[:7]}] {transition.summary}\n")
+        out.write(f"          phase {state.phase.value}, weights {_weights(state)}")
+        record = state.history[-1] if state.history else None
+        if record is not None and record.time == state.updated_at:
+            verdicts = " ".join(f"{v}={r}" for v, r in record.verdicts)
+            values = ", ".join(
+                f"{v} {m.rsplit('/', 1)[-1]}={x:g}"
+                for v, m, x in record.metrics
+                if x is not None and not m.endswith("request-count")
+            )
+            out.write(f"\n          verdict {verdicts}; {values}")
+        out.write("\n")
+
+
+def _weights(state: ExperimentState) -> str:
+    return " ".join(f"{name}={weight}" for name, weight in state.weights)
+
+
+def _print_end(store: GitEnvStore, cluster: MemoryCluster, out: TextIO) -> None:
+    heads = store.fetch()
+    vs = cluster.get("networking.istio.io/v1beta1", "VirtualService", "bookinfo", "productpage")
+    if vs is not None:
+        routes = vs["spec"]["http"][0]["route"]
+        split = ", ".join(f"{r['destination']['subset']}={r.get('weight', 0)}" for r in routes)
+        out.write(f"\nVirtualService productpage now routes: {split}\n")
+    for branch, tip in ((store.state_branch, heads.state), (store.main_branch, heads.main)):
+        out.write(f"\n$ git log --oneline {branch}\n")
+        if tip is None:
+            continue
+        out.writelines(f"{commit.id[:7]} {commit.subject}\n" for commit in store.log(tip))
+    if heads.main is not None:
+        names = sorted(p for p, _ in store.list_files(heads.main, APP_DIR))
+        out.write(f"\nmain now holds: {', '.join(names)}\n")
+        stable = store.read_file(heads.main, f"{APP_DIR}/productpage.yaml") or b""
+        images = [line.strip() for line in stable.decode().splitlines() if "image:" in line]
+        out.write(f"the stable Deployment runs: {', '.join(images)}\n")

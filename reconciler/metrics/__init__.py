@@ -1,0 +1,1 @@
+"""Metric values for the engine (the demo's profile-based source for now)."""

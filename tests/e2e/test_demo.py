@@ -1,0 +1,86 @@
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reconciler.demo import scenario
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("name", "outcome"), [("pass", "promoted"), ("fail", "rolled-back")])
+def test_demo_scenario_ends_as_it_should_and_git_shows_the_audit_trail(
+    tmp_path: Path, name: str, outcome: str
+) -> None:
+    out = io.StringIO()
+    result = scenario.run(name, out, workdir=tmp_path)
+    assert result.ok, out.getvalue()
+    assert result.outcome == outcome
+    git = ["git", "--git-dir", str(tmp_path / "env.git")]
+    # exactly one outcome commit on main, carrying the trailers, queried with plain git
+    outcomes = subprocess.run(
+        [*git, "log", "main", "--format=%(trailers:key=Rollout-Outcome,valueonly)"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert outcomes == [outcome]
+    files = subprocess.run(
+        [*git, "ls-tree", "-r", "--name-only", "main"], check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert files == ["apps/bookinfo/productpage.yaml", "apps/bookinfo/routing.yaml"]
+    stable = subprocess.run(
+        [*git, "show", "main:apps/bookinfo/productpage.yaml"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    expected_image = "productpage-v2" if outcome == "promoted" else "productpage-v1"
+    assert f"examples-bookinfo-{expected_image}:1.18.0" in stable
+    weights = subprocess.run(
+        [*git, "log", "reconciler-state", "--format=%(trailers:key=Rollout-Weights,valueonly)"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert weights[0] == "productpage-v1=100,productpage-v2=0"
+    assert "productpage-v1=80,productpage-v2=20" in weights
+    printed = out.getvalue()
+    assert "$ git log --oneline reconciler-state" in printed
+    assert "VirtualService productpage now routes: stable=100, candidate=0" in printed
+
+
+@pytest.mark.e2e
+def test_status_lists_the_archived_experiment_as_json(tmp_path: Path) -> None:
+    scenario.run("pass", io.StringIO(), workdir=tmp_path)
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "status",
+            "--repo",
+            str(tmp_path / "env.git"),
+            "-o",
+            "json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    (row,) = json.loads(shown.stdout)
+    main_tip = subprocess.run(
+        ["git", "--git-dir", str(tmp_path / "env.git"), "rev-parse", "main"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert row["id"].startswith("bookinfo/productpage-canary@")
+    assert row["target"] == "bookinfo/productpage"
+    assert row["phase"] == "Promoted"
+    assert row["iteration"] == 6
+    assert row["weights"] == {"productpage-v1": 100, "productpage-v2": 0}
+    assert row["winner"] == "productpage-v2"
+    assert row["outcome_commit"] == main_tip
