@@ -23,7 +23,7 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-from reconciler.engine import canary
+from reconciler.engine import experiment
 from reconciler.engine.state import to_json
 from reconciler.gitstore.state_branch import live_path
 from reconciler.spec.loader import load_experiments
@@ -63,7 +63,9 @@ def _documents(count: int) -> list[tuple[str, bytes]]:
     docs = []
     for i in range(count):
         one = replace(spec, name=f"exp-{i:05d}", namespace=f"team-{i % 10}")
-        state = canary.start(one, spec_blob=f"{i:040x}", source_commit="a" * 40, now=1.7e9).state
+        state = experiment.start(
+            one, spec_blob=f"{i:040x}", source_commit="a" * 40, now=1.7e9
+        ).state
         docs.append((live_path(one.namespace, one.name), to_json(state)))
     return docs
 

@@ -68,6 +68,11 @@ class MemoryCluster:
                 count += 1
         return count
 
+    def clear(self) -> None:
+        """Forget every object, as a rebuilt cluster would."""
+        with self._lock:
+            self._objects.clear()
+
     def get(
         self, api_version: str, kind: str, namespace: str | None, name: str
     ) -> dict[str, Any] | None:

@@ -18,15 +18,15 @@ import structlog
 
 from reconciler.controller import records
 from reconciler.controller.discovery import Discovery, Found, Scan
-from reconciler.engine import canary
-from reconciler.engine.canary import Observations, PushOutcome, SetWeights, Transition
-from reconciler.engine.state import ExperimentState, Phase, experiment_id, from_json
+from reconciler.engine import experiment
+from reconciler.engine.experiment import Observations, PushOutcome, SetWeights, Transition
+from reconciler.engine.state import ExperimentState, experiment_id, from_json
 from reconciler.errors import ReconcilerError
 from reconciler.gitstore.state_branch import archive_path, with_readme
 from reconciler.ports import Cluster, CommitSpec, EnvStore, Heads, MetricsSource, MetricValue
 from reconciler.promote import edits
 from reconciler.spec.loader import Problem
-from reconciler.spec.model import Experiment, WeightObjRef
+from reconciler.spec.model import DeploymentPattern, Experiment, WeightObjRef
 
 log = structlog.get_logger("reconciler.controller")
 
@@ -137,7 +137,7 @@ class Reconciler:
     def _observe(self, states: dict[str, ExperimentState], now: float) -> dict[str, Observations]:
         out: dict[str, Observations] = {}
         for key, state in states.items():
-            if canary.is_due(state, now):
+            if experiment.is_due(state, now):
                 elapsed = now - state.started_at
                 out[key] = {
                     version.name: {
@@ -186,29 +186,53 @@ class Reconciler:
             if state.phase.deciding:
                 busy.update((key, state.spec.target))
                 continue
-            newer = to_start.get(state.spec.target) or next(
-                (f for f in to_start.values() if f.spec.key == key), None
+            planned = self._plan_running(
+                state, to_start, on_main, observations, main=scan.main, now=now
             )
-            if newer is not None:
-                transitions.append(
-                    canary.preempt(state, experiment_id(newer.spec, newer.blob), now)
-                )
-            elif key not in on_main or on_main[key].blob != state.spec_blob:
-                transitions.append(canary.withdraw(state, now))
-            elif key in observations:
-                stepped = canary.step(state, observations[key], now)
-                if stepped is not None:
-                    if stepped.state.phase.deciding:
-                        decided = replace(stepped.state, decided_on=scan.main)
-                        stepped = replace(stepped, state=decided)
-                    transitions.append(stepped)
+            if planned is not None:
+                transitions.append(planned)
         for found in to_start.values():
             if found.spec.key in busy or found.spec.target in busy:
                 continue  # starts once the pending outcome for its target has landed
+            current = None
+            if found.spec.deployment_pattern is DeploymentPattern.FIXED_SPLIT:
+                current = self._read_weights(found.spec)
             transitions.append(
-                canary.start(found.spec, spec_blob=found.blob, source_commit=scan.main, now=now)
+                experiment.start(
+                    found.spec,
+                    spec_blob=found.blob,
+                    source_commit=scan.main,
+                    now=now,
+                    current=current,
+                )
             )
         return transitions
+
+    def _plan_running(
+        self,
+        state: ExperimentState,
+        to_start: dict[str, Found],
+        on_main: dict[str, Found],
+        observations: dict[str, Observations],
+        *,
+        main: str,
+        now: float,
+    ) -> Transition | None:
+        """The next transition of a running experiment: preempted, withdrawn or stepped."""
+        key = state.key
+        newer = to_start.get(state.spec.target) or next(
+            (f for f in to_start.values() if f.spec.key == key), None
+        )
+        if newer is not None:
+            return experiment.preempt(state, experiment_id(newer.spec, newer.blob), now)
+        if key not in on_main or on_main[key].blob != state.spec_blob:
+            return experiment.withdraw(state, now)
+        if key not in observations:
+            return None
+        stepped = experiment.step(state, observations[key], now)
+        if stepped is not None and stepped.state.phase.deciding:
+            stepped = replace(stepped, state=replace(stepped.state, decided_on=main))
+        return stepped
 
     def _new_runs(
         self, scan: Scan, states: dict[str, ExperimentState], state_tip: str | None
@@ -230,6 +254,23 @@ class Reconciler:
                 )
             to_start[found.spec.target] = found
         return to_start
+
+    def _read_weights(self, spec: Experiment) -> dict[str, int] | None:
+        """The weights the cluster carries now, or None when any cannot be read."""
+        found: dict[str, int] = {}
+        for version in spec.versions:
+            ref = version.weight_obj_ref
+            if ref is None:
+                return None
+            try:
+                weight = self._cluster.get_weight(_resolve(ref, spec))
+            except ReconcilerError as exc:
+                log.warning("weights_unreadable", experiment=spec.key, error=str(exc))
+                return None
+            if weight is None:
+                return None
+            found[version.name] = weight
+        return found
 
     def _archived(self, state_tip: str | None, found: Found) -> bool:
         if state_tip is None:
@@ -260,7 +301,7 @@ class Reconciler:
 
     def _finish(self, state: ExperimentState, decision: str | None, report: TickReport) -> None:
         """Push the recorded outcome to main (once), then record that it landed."""
-        outcome = edits.PROMOTED if state.phase is Phase.PROMOTING else edits.ROLLED_BACK
+        outcome = experiment.outcome_of(state)
         existing: list[str] = []
 
         def plan_main(tip: str | None) -> list[CommitSpec]:
@@ -295,13 +336,15 @@ class Reconciler:
             attempts=pushed.attempts,
             already_there=not pushed.commits,
         )
-        landed = canary.outcome_landed(state, commit, self._clock())
+        landed = experiment.outcome_landed(state, commit, self._clock())
         result = self._store.update_branch(
             self._store.state_branch, lambda _tip: [records.state_commit(landed)]
         )
         report.recorded.append((landed, result.commits[-1]))
         report.outcomes.append((state.id, commit))
         self._log_transition(landed, result.commits[-1])
+        if any(isinstance(a, SetWeights) for a in landed.actions):
+            self._apply_weights(landed.state, report)
 
     def _find_outcome(self, main_tip: str, state: ExperimentState) -> str | None:
         for commit in self._store.log(main_tip, hide=state.decided_on):
@@ -330,11 +373,16 @@ def _metrics_of(spec: Experiment) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _resolve(ref: WeightObjRef, spec: Experiment) -> WeightObjRef:
+    """The reference with the experiment's namespace when it names none."""
+    return replace(ref, namespace=ref.namespace or spec.namespace)
+
+
 def _weight_pairs(state: ExperimentState) -> list[tuple[WeightObjRef, int]]:
-    pairs = []
-    for version in state.spec.versions:
-        ref = version.weight_obj_ref
-        if ref is not None:
-            resolved = replace(ref, namespace=ref.namespace or state.spec.namespace)
-            pairs.append((resolved, state.weight_of(version.name)))
-    return pairs
+    if not state.weights:
+        return []
+    return [
+        (_resolve(version.weight_obj_ref, state.spec), state.weight_of(version.name))
+        for version in state.spec.versions
+        if version.weight_obj_ref is not None
+    ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from reconciler.engine.canary import Transition
+from reconciler.engine.experiment import PROMOTED, Transition, outcome_of
 from reconciler.engine.state import ExperimentState, to_json
 from reconciler.gitstore.state_branch import archive_path, live_path
 from reconciler.gitstore.trailers import encode_mapping, format_message
@@ -36,8 +36,9 @@ def state_commit(transition: Transition) -> CommitSpec:
         (ID, state.id),
         (PHASE, state.phase.value),
         (ITERATION, str(state.iteration)),
-        (WEIGHTS, encode_mapping(dict(state.weights))),
     ]
+    if state.weights:
+        trailers.append((WEIGHTS, encode_mapping(dict(state.weights))))
     last = state.history[-1] if state.history else None
     if last is not None and last.iteration == state.iteration and state.iteration > 0:
         trailers.append((VERDICT, encode_mapping(dict(last.verdicts))))
@@ -60,12 +61,14 @@ def outcome_commit(
     state: ExperimentState, changes: Mapping[str, bytes | None], state_commit_id: str | None
 ) -> CommitSpec:
     """The one commit on main that promotes the winner or rolls the candidate back."""
-    outcome = "promoted" if state.winner else "rolled-back"
+    outcome = outcome_of(state)
     short = state.spec.target.rsplit("/", 1)[-1]
-    if state.winner:
+    candidates = ", ".join(c.name for c in state.spec.candidates) or state.spec.baseline.name
+    if outcome == PROMOTED:
         subject = f"{short}: promote {state.winner} ({state.spec.key})"
+    elif state.winner:
+        subject = f"{short}: keep {state.winner}, remove {candidates} ({state.spec.key})"
     else:
-        candidates = ", ".join(c.name for c in state.spec.candidates)
         subject = f"{short}: roll back {candidates} ({state.spec.key})"
     trailers = [(ID, state.id), (EXPERIMENT, state.key), (OUTCOME, outcome)]
     if state.winner:

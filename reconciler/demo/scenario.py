@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler.cluster.memory import MemoryCluster
-from reconciler.controller.loop import Reconciler, TickReport
+from reconciler.controller.loop import TickReport
 from reconciler.engine.state import ExperimentState
-from reconciler.gitstore.admin import init_bare_repository
 from reconciler.gitstore.repo import GitEnvStore
-from reconciler.metrics.profile import Profile, ProfileMetrics
-from reconciler.ports import CommitSpec
-from reconciler.spec.loader import load_experiments
+from reconciler.metrics.profile import Profile
+from reconciler.testing import Harness
 
 APP_DIR = "apps/bookinfo"
 BASE_FILES = ("productpage.yaml", "routing.yaml")
@@ -43,6 +41,9 @@ PROFILES = {
     },
 }
 EXPECTED = {"pass": "promoted", "fail": "rolled-back"}
+REQUEST_RATE = 2000.0
+"""Requests per second the app gets: enough for the error-rate objective to be decided
+with 95 % confidence within the first iterations."""
 
 
 @dataclass(frozen=True)
@@ -65,22 +66,15 @@ def demo_file(name: str) -> bytes:
     return resources.files("reconciler.demo").joinpath("data", APP_DIR, name).read_bytes()
 
 
-def build_env_repo(workdir: Path) -> GitEnvStore:
-    """Create ``workdir/env.git`` with two commits on main: the app, then CI's candidate."""
-    remote = init_bare_repository(workdir / "env.git")
-    store = GitEnvStore.open(str(remote), workdir / "cache.git", author=AUTHOR)
-    store.fetch()
-    for message, names in (
-        ("bookinfo: productpage v1 stable behind an Istio VirtualService", BASE_FILES),
-        ("ci: productpage v2 candidate with its canary experiment", CI_FILES),
-    ):
-        files = {f"{APP_DIR}/{name}": demo_file(name) for name in names}
-        store.update_branch(store.main_branch, _constant([CommitSpec(message, files)]))
-    return store
-
-
-def _constant(commits: list[CommitSpec]) -> Callable[[str | None], list[CommitSpec]]:
-    return lambda _tip: commits
+def app_commits() -> list[tuple[str, dict[str, bytes]]]:
+    """Main's history before the experiment: the app, then CI's candidate and experiment."""
+    return [
+        (message, {f"{APP_DIR}/{name}": demo_file(name) for name in names})
+        for message, names in (
+            ("bookinfo: productpage v1 stable behind an Istio VirtualService", BASE_FILES),
+            ("ci: productpage v2 candidate with its canary experiment", CI_FILES),
+        )
+    ]
 
 
 @contextmanager
@@ -106,34 +100,23 @@ def run(
     with _workdir(workdir) as where:
         if (where / "env.git").exists():
             raise FileExistsError(f"{where / 'env.git'} exists; give an empty --workdir")
-        store = build_env_repo(where)
-        heads = store.fetch()
-        assert heads.main is not None  # noqa: S101 - build_env_repo just pushed it
-        cluster = MemoryCluster()
-        cluster.sync(
-            ((p, store.read_file(heads.main, p) or b"") for p, _ in store.list_files(heads.main)),
+        harness = Harness.create(
+            where,
+            app_commits(),
+            PROFILES[scenario],
             namespace="bookinfo",
+            clock=clock,
+            requests_per_second=REQUEST_RATE,
         )
-        experiment = load_experiments(
-            f"{APP_DIR}/experiment.yaml", demo_file("experiment.yaml")
-        ).experiments[0]
-        refs = {v.name: v.weight_obj_ref for v in experiment.versions}
-
-        def weight_of(version: str) -> int:
-            ref = refs.get(version)
-            return (cluster.get_weight(ref) or 0) if ref is not None else 0
-
-        metrics = ProfileMetrics(PROFILES[scenario], weight_of, clock)
-        reconciler = Reconciler(store, cluster, metrics, clock=clock)
-        out.write(f"Env repo: {where / 'env.git'}  scenario: {scenario}\n")
+        out.write(f"Env repo: {harness.remote}  scenario: {scenario}\n")
         out.write(f"Candidate profile: {PROFILES[scenario]['productpage-v2']}\n\n")
-        outcome = _drive(reconciler, out, timeout, clock, sleep)
-        _print_end(store, cluster, out)
+        outcome = _drive(harness, out, timeout, clock, sleep)
+        _print_end(harness.store, harness.cluster, out)
         return DemoResult(outcome, EXPECTED[scenario], where)
 
 
 def _drive(
-    reconciler: Reconciler,
+    harness: Harness,
     out: TextIO,
     timeout: float,
     clock: Callable[[], float],
@@ -141,7 +124,7 @@ def _drive(
 ) -> str | None:
     deadline = clock() + timeout
     while clock() < deadline:
-        report = reconciler.tick()
+        report = harness.tick()
         _print_report(report, out)
         for transition, _commit in report.recorded:
             if transition.state.phase.final and transition.state.outcome_commit:
@@ -162,9 +145,7 @@ def _print_report(report: TickReport, out: TextIO) -> None:
         if record is not None and record.time == state.updated_at:
             verdicts = " ".join(f"{v}={r}" for v, r in record.verdicts)
             values = ", ".join(
-                f"{v} {m.rsplit('/', 1)[-1]}={x:g}"
-                for v, m, x in record.metrics
-                if x is not None and not m.endswith("request-count")
+                f"{v} {m.rsplit('/', 1)[-1]}={x:g}" for v, m, x in record.metrics if x is not None
             )
             out.write(f"\n          verdict {verdicts}; {values}")
         out.write("\n")

@@ -65,6 +65,8 @@ class IterationRecord:
     """Version name to ``pass``, ``fail`` or ``no-data``."""
     metrics: tuple[tuple[str, str, float | None], ...]
     """(version, metric, value or None for no data)."""
+    chances: tuple[tuple[str, float], ...] = ()
+    """Candidate to the probability that it beats the baseline on the first reward."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,9 @@ class ExperimentState:
     updated_at: float
     last_iteration_at: float
     failures: int = 0
-    """Consecutive iterations whose verdict was not a pass."""
+    """Consecutive failed iterations."""
+    no_data: int = 0
+    """Consecutive iterations without enough data."""
     history: tuple[IterationRecord, ...] = ()
     winner: str | None = None
     reason: str = ""
@@ -128,6 +132,7 @@ def to_json(state: ExperimentState) -> bytes:
         "weights": dict(state.weights),
         "versionOrder": [name for name, _ in state.weights],
         "failures": state.failures,
+        "noData": state.no_data,
         "winner": state.winner,
         "reason": state.reason,
         "decidedOn": state.decided_on,
@@ -143,6 +148,7 @@ def to_json(state: ExperimentState) -> bytes:
                 "weights": dict(r.weights),
                 "verdicts": dict(r.verdicts),
                 "metrics": _nest(r.metrics),
+                "chances": dict(r.chances),
             }
             for r in state.history
         ],
@@ -173,6 +179,7 @@ def from_json(raw: bytes) -> ExperimentState:
         updated_at=_epoch(data["updatedAt"]),
         last_iteration_at=_epoch(data["lastIterationAt"]),
         failures=data["failures"],
+        no_data=data["noData"],
         history=tuple(
             IterationRecord(
                 iteration=r["iteration"],
@@ -184,6 +191,7 @@ def from_json(raw: bytes) -> ExperimentState:
                     for version, values in r["metrics"].items()
                     for metric, value in values.items()
                 ),
+                chances=tuple(r["chances"].items()),
             )
             for r in data["history"]
         ),

@@ -35,12 +35,19 @@ class ProfileMetrics:
         weight_of: Callable[[str], int],
         clock: Callable[[], float],
         requests_per_second: float = 100.0,
+        load_per_version: float = 0.0,
     ) -> None:
-        """Versions not in ``profiles`` report no data."""
+        """Versions not in ``profiles`` report no data.
+
+        ``load_per_version`` is traffic each version gets whatever its weight, as a load
+        generator aimed at each version's own Service would send (what a blue/green
+        candidate at 0 % is validated with).
+        """
         self._profiles = dict(profiles)
         self._weight_of = weight_of
         self._clock = clock
         self._rate = requests_per_second
+        self._load = load_per_version
         self._requests: dict[str, float] = {}
         self._last = clock()
         self._lock = threading.Lock()
@@ -50,7 +57,7 @@ class ProfileMetrics:
         elapsed = max(0.0, now - self._last)
         for version in self._profiles:
             share = self._weight_of(version) / 100
-            gained = share * self._rate * elapsed
+            gained = (share * self._rate + self._load) * elapsed
             self._requests[version] = self._requests.get(version, 0.0) + gained
         self._last = now
 

@@ -54,6 +54,9 @@ def to_data(exp: Experiment) -> dict[str, Any]:
             ],
             "indicators": list(exp.criteria.indicators),
             "failureLimit": exp.criteria.failure_limit,
+            "noDataLimit": exp.criteria.no_data_limit,
+            "method": exp.criteria.method,
+            "confidence": exp.criteria.confidence,
         },
         "duration": {
             "intervalSeconds": exp.duration.interval_seconds,
@@ -91,6 +94,9 @@ def from_data(data: dict[str, Any]) -> Experiment:
             ),
             indicators=tuple(criteria["indicators"]),
             failure_limit=criteria["failureLimit"],
+            no_data_limit=criteria["noDataLimit"],
+            method=criteria["method"],
+            confidence=criteria["confidence"],
         ),
         duration=Duration(
             interval_seconds=data["duration"]["intervalSeconds"],

@@ -271,8 +271,9 @@ class _Reader:
             known.add("gitops")
         self._unknown(spec, "spec", known)
         testing, deployment, weights = self._strategy(spec)
-        baseline, candidates = self._versions(self._map(spec, "versionInfo", "spec", required=True))
-        return Experiment(
+        version_info = self._map(spec, "versionInfo", "spec", required=True)
+        baseline, candidates = self._versions(version_info)
+        experiment = Experiment(
             name=name,
             namespace=namespace,
             target=target,
@@ -288,6 +289,58 @@ class _Reader:
             path=self.path,
             locations=self.locations,
         )
+        self._check_pattern(experiment, spec, version_info)
+        return experiment
+
+    def _check_pattern(
+        self, experiment: Experiment, spec: CommentedMap, version_info: CommentedMap
+    ) -> None:
+        """Rules that tie the testing pattern to the versions and criteria."""
+        testing = experiment.testing_pattern
+        pattern_at = self.locations.get("spec.strategy.testingPattern", self._at(spec))
+        count = len(experiment.candidates)
+        if testing is TestingPattern.CONFORMANCE and count:
+            raise self._error(
+                self._owner.get(id(version_info), pattern_at),
+                "Conformance tests one version: remove 'spec.versionInfo.candidates' or use "
+                "testingPattern Canary",
+            )
+        if testing in {TestingPattern.CANARY, TestingPattern.AB} and count != 1:
+            raise self._error(
+                self._owner.get(id(version_info), pattern_at),
+                f"{testing.value} needs exactly one candidate in "
+                f"'spec.versionInfo.candidates', found {count}; use A/B/n for several",
+            )
+        if testing is TestingPattern.ABN and count < 1:
+            raise self._error(
+                self._owner.get(id(version_info), pattern_at),
+                "A/B/n needs at least one candidate in 'spec.versionInfo.candidates'",
+            )
+        if testing in {TestingPattern.AB, TestingPattern.ABN} and not experiment.criteria.rewards:
+            raise self._error(
+                self.locations.get("spec.criteria", pattern_at),
+                f"{testing.value} picks the version that is best on a reward: add "
+                "'spec.criteria.rewards' with a metric and preferredDirection High or Low",
+            )
+        if testing is TestingPattern.CONFORMANCE:
+            return
+        missing = [v.name for v in experiment.versions if v.weight_obj_ref is None]
+        if not missing:
+            return
+        message = (
+            f"versions {', '.join(missing)} have no 'weightObjRef', so their traffic cannot be set"
+        )
+        if experiment.deployment_pattern is DeploymentPattern.FIXED_SPLIT:
+            self._warn(
+                self._owner.get(id(version_info), pattern_at),
+                f"{message}: a rollback cannot return traffic to the baseline",
+            )
+        else:
+            raise self._error(
+                self._owner.get(id(version_info), pattern_at),
+                f"{message}; {experiment.deployment_pattern.value} shifts traffic, add a "
+                "weightObjRef (apiVersion, kind, name, fieldPath) to each version",
+            )
 
     def _strategy(self, spec: CommentedMap) -> tuple[TestingPattern, DeploymentPattern, Weights]:
         strategy = self._map(spec, "strategy", "spec", required=True)
@@ -319,12 +372,6 @@ class _Reader:
                 f"'spec.strategy.deploymentPattern' {deployment_text!r} is not one of "
                 f"{', '.join(p.value for p in DeploymentPattern)}",
             ) from None
-        if (testing, deployment) != (TestingPattern.CANARY, DeploymentPattern.PROGRESSIVE):
-            raise self._error(
-                self._at(strategy, "testingPattern"),
-                f"{testing.value} with {deployment.value} is not supported by this version; "
-                "use testingPattern Canary with deploymentPattern Progressive",
-            )
         node = self._map(strategy, "weights", "spec.strategy", required=False)
         self._unknown(
             node, "spec.strategy.weights", {"maxCandidateWeight", "maxCandidateWeightIncrement"}
@@ -342,7 +389,18 @@ class _Reader:
     def _criteria(self, node: CommentedMap) -> Criteria:
         where = "spec.criteria"
         self._unknown(
-            node, where, {"requestCount", "objectives", "rewards", "indicators", "failureLimit"}
+            node,
+            where,
+            {
+                "requestCount",
+                "objectives",
+                "rewards",
+                "indicators",
+                "failureLimit",
+                "noDataLimit",
+                "method",
+                "confidence",
+            },
         )
 
         def objective(item: CommentedMap, at: str) -> Objective:
@@ -386,7 +444,31 @@ class _Reader:
             ),
             indicators=tuple(indicators),
             failure_limit=self._int(node, "failureLimit", where, 3, low=1, high=1000),
+            no_data_limit=self._int(node, "noDataLimit", where, 5, low=1, high=1000),
+            method=self._method(node, where),
+            confidence=self._confidence(node, where),
         )
+
+    def _method(self, node: CommentedMap, where: str) -> str:
+        method = self._str(node, "method", where) or "wilson"
+        if method not in {"wilson", "point"}:
+            raise self._error(
+                self._at(node, "method"),
+                f"'{where}.method' must be 'wilson' (proportions judged with a Wilson "
+                f"interval) or 'point' (plain thresholds), not {method!r}",
+            )
+        return method
+
+    def _confidence(self, node: CommentedMap, where: str) -> float:
+        value = self._number(node, "confidence", where)
+        if value is None:
+            return 0.95
+        if not 0.5 <= value < 1.0:  # noqa: PLR2004 - the meaningful range of a confidence
+            raise self._error(
+                self._at(node, "confidence"),
+                f"'{where}.confidence' must be at least 0.5 and below 1, such as 0.95",
+            )
+        return value
 
     def _duration(self, node: CommentedMap) -> Duration:
         where = "spec.duration"
@@ -408,10 +490,6 @@ class _Reader:
                 self._seq(node, "candidates", where), f"{where}.candidates", self._version
             )
         )
-        if len(candidates) != 1:
-            raise self._error(
-                self._at(node), f"'{where}.candidates' must list exactly one version for a Canary"
-            )
         names = [baseline.name, *(c.name for c in candidates)]
         if len(set(names)) != len(names):
             raise self._error(self._at(node), f"version names must be unique, got {names}")

@@ -89,7 +89,13 @@ class Criteria:
     rewards: tuple[Reward, ...] = ()
     indicators: tuple[str, ...] = ()
     failure_limit: int = 3
-    """Consecutive checks that are not a pass (fail or no data) before a rollback."""
+    """Consecutive failed iterations before a rollback (ours: ``failureLimit``)."""
+    no_data_limit: int = 5
+    """Consecutive iterations without enough data before failing safe (``noDataLimit``)."""
+    method: str = "wilson"
+    """``wilson`` (proportions judged with a Wilson interval) or ``point`` (``method``)."""
+    confidence: float = 0.95
+    """Confidence for proportion objectives and for declaring a reward winner."""
 
 
 @dataclass(frozen=True)

@@ -4,16 +4,18 @@ from importlib import resources
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.engine import canary
+from reconciler.engine import experiment as engine
 from reconciler.engine.state import ExperimentState, Phase, from_json, to_json
 from reconciler.ports import MetricValue
 from reconciler.spec.loader import load_experiments
 from reconciler.spec.model import Experiment
 
 DEMO = resources.files("reconciler.demo").joinpath("data", "apps", "bookinfo", "experiment.yaml")
-SPEC: Experiment = load_experiments("apps/bookinfo/experiment.yaml", DEMO.read_bytes()).experiments[
-    0
-]
+DEMO_SPEC: Experiment = load_experiments(
+    "apps/bookinfo/experiment.yaml", DEMO.read_bytes()
+).experiments[0]
+# Plain thresholds here, so a test can say which samples pass; the statistics have their own.
+SPEC = replace(DEMO_SPEC, criteria=replace(DEMO_SPEC.criteria, method="point"))
 BLOB = "0123456789abcdef0123456789abcdef01234567"
 
 Sample = tuple[str, float, float, int]  # kind, error rate, latency, requests
@@ -46,15 +48,15 @@ samples = st.tuples(
 )
 
 
-def run(spec: Experiment, seq: list[Sample]) -> tuple[list[canary.Transition], ExperimentState]:
+def run(spec: Experiment, seq: list[Sample]) -> tuple[list[engine.Transition], ExperimentState]:
     now = 1_000.0
-    transitions = [canary.start(spec, spec_blob=BLOB, source_commit="c" * 40, now=now)]
+    transitions = [engine.start(spec, spec_blob=BLOB, source_commit="c" * 40, now=now)]
     state = transitions[0].state
     for sample in seq:
         if state.phase is not Phase.PROGRESSING:
             break
         now += spec.duration.interval_seconds
-        step = canary.step(state, observations(sample), now)
+        step = engine.step(state, observations(sample), now)
         assert step is not None
         transitions.append(step)
         state = step.state
@@ -134,7 +136,7 @@ def test_failure_limit_consecutive_fails_roll_back_early() -> None:
     transitions, state = run(SPEC, [bad, bad, bad, bad])
     assert state.phase is Phase.ROLLING_BACK
     assert state.iteration == SPEC.criteria.failure_limit == 3
-    assert isinstance(transitions[-1].actions[-1], canary.PushOutcome)
+    assert isinstance(transitions[-1].actions[-1], engine.PushOutcome)
 
 
 def test_a_pass_resets_the_failure_count() -> None:
@@ -143,22 +145,33 @@ def test_a_pass_resets_the_failure_count() -> None:
     assert state.phase is Phase.PROMOTING
 
 
+def test_missing_data_for_longer_than_the_limit_fails_safe() -> None:
+    gone = ("missing", 0.0, 0.0, 0)
+    good = ("ok", 0.001, 10.0, 100)
+    spec = replace(SPEC, duration=replace(SPEC.duration, iterations_per_loop=20))
+    _, state = run(spec, [good, gone, gone, gone, gone, gone, good])
+    assert state.phase is Phase.ROLLING_BACK
+    assert state.iteration == 6
+    assert state.winner is None
+    assert "without enough data" in state.reason
+
+
 def test_not_due_before_the_interval() -> None:
-    start = canary.start(SPEC, spec_blob=BLOB, source_commit="c" * 40, now=0.0)
-    assert canary.step(start.state, observations(("ok", 0, 0, 1)), 0.5) is None
+    start = engine.start(SPEC, spec_blob=BLOB, source_commit="c" * 40, now=0.0)
+    assert engine.step(start.state, observations(("ok", 0, 0, 1)), 0.5) is None
 
 
 def test_preempt_and_withdraw_return_traffic_to_the_baseline_and_never_promote() -> None:
-    start = canary.start(SPEC, spec_blob=BLOB, source_commit="c" * 40, now=0.0).state
-    for t in (canary.preempt(start, "ns/other@abc", 5.0), canary.withdraw(start, 5.0)):
+    start = engine.start(SPEC, spec_blob=BLOB, source_commit="c" * 40, now=0.0).state
+    for t in (engine.preempt(start, "ns/other@abc", 5.0), engine.withdraw(start, 5.0)):
         assert t.state.phase.final
         assert t.state.winner is None
-        assert t.actions == (canary.SetWeights((("productpage-v1", 100), ("productpage-v2", 0))),)
+        assert t.actions == (engine.SetWeights((("productpage-v1", 100), ("productpage-v2", 0))),)
 
 
 def test_outcome_landed_records_the_commit() -> None:
     _, state = run(SPEC, [("ok", 0.001, 10.0, 100)] * 6)
-    landed = canary.outcome_landed(replace(state), "d" * 40, 99.0)
+    landed = engine.outcome_landed(replace(state), "d" * 40, 99.0)
     assert landed.state.phase is Phase.PROMOTED
     assert landed.state.outcome_commit == "d" * 40
     assert landed.actions == ()

@@ -1,0 +1,365 @@
+"""The pure decision engine for every testing and deployment pattern.
+
+``start``, ``step``, ``outcome_landed``, ``preempt`` and ``withdraw`` take values (spec,
+state, observations, the time) and return a ``Transition``: the new state, the actions to
+take once it is recorded, and a one-line summary for the commit. No clock, no I/O, no
+logging: the same inputs always give the same transition.
+
+Testing patterns decide who may win: **Canary** validates its one candidate against the
+objectives; **A/B** and **A/B/n** pick the version that meets every objective and is best
+on the first reward, a candidate only when the probability that it beats the baseline is
+above the confidence (otherwise the baseline stays); **Conformance** validates one version
+and shifts no traffic. Deployment patterns decide traffic: **Progressive** grows the
+leading candidate by at most ``maxCandidateWeightIncrement`` up to ``maxCandidateWeight``
+after each iteration it leads; **FixedSplit** keeps the split it started with;
+**BlueGreen** keeps candidates at 0 until one is validated, then switches all traffic to it
+at once. A version that fails never gains traffic. ``failureLimit`` consecutive failed
+iterations, or ``noDataLimit`` consecutive iterations without enough data, end the
+experiment with no winner (fail safe). Weights always sum to 100.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from reconciler.engine import analysis, weights
+from reconciler.engine.analysis import FAIL, NO_DATA, PASS, Judgement
+from reconciler.engine.state import (
+    HISTORY_LIMIT,
+    ExperimentState,
+    IterationRecord,
+    Pairs,
+    Phase,
+)
+from reconciler.ports import MetricValue
+from reconciler.spec.model import DeploymentPattern, Experiment, TestingPattern, Version
+
+Observations = Mapping[str, Mapping[str, MetricValue]]
+"""Version name to metric name to value."""
+
+PROMOTED, ROLLED_BACK = "promoted", "rolled-back"
+_WORDS = {PASS: "objectives met", FAIL: "objectives failed", NO_DATA: "not enough data"}
+
+
+@dataclass(frozen=True)
+class SetWeights:
+    """Set these weights on the cluster (after the state that names them is pushed)."""
+
+    weights: Pairs
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    """Build and push the promotion or rollback commit on main."""
+
+    outcome: str
+    """``promoted`` (a candidate won, or a Conformance run passed) or ``rolled-back``."""
+    winner: str | None
+
+
+Action = SetWeights | PushOutcome
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A new state, what to do once it is recorded, and the commit's subject line."""
+
+    state: ExperimentState
+    actions: tuple[Action, ...]
+    summary: str
+
+
+def shifts_traffic(spec: Experiment) -> bool:
+    """Whether the experiment sets weights at all (Conformance does not)."""
+    return spec.testing_pattern is not TestingPattern.CONFORMANCE
+
+
+def start(
+    spec: Experiment,
+    *,
+    spec_blob: str,
+    source_commit: str,
+    now: float,
+    current: Mapping[str, int] | None = None,
+) -> Transition:
+    """Begin an experiment at iteration 0.
+
+    Args:
+        spec: the experiment.
+        spec_blob: blob id of its file on main.
+        source_commit: the main commit it was found in.
+        now: the time.
+        current: weights the cluster carries now, used by FixedSplit when they are valid.
+    """
+    initial = _initial_weights(spec, current)
+    state = ExperimentState(
+        spec=spec,
+        spec_blob=spec_blob,
+        source_commit=source_commit,
+        phase=Phase.PROGRESSING,
+        iteration=0,
+        weights=initial,
+        started_at=now,
+        updated_at=now,
+        last_iteration_at=now,
+        reason="experiment found on main",
+    )
+    actions: tuple[Action, ...] = (SetWeights(initial),) if initial else ()
+    split = f", {_describe(spec, initial)}" if initial else ""
+    summary = (
+        f"{_short(spec)}: started {spec.testing_pattern.value} "
+        f"{spec.deployment_pattern.value}, {spec.duration.iterations} iterations{split}"
+    )
+    return Transition(state, actions, summary)
+
+
+def is_due(state: ExperimentState, now: float) -> bool:
+    """Whether the next iteration's interval has passed."""
+    interval = state.spec.duration.interval_seconds
+    return state.phase is Phase.PROGRESSING and now >= state.last_iteration_at + interval
+
+
+def step(state: ExperimentState, observations: Observations, now: float) -> Transition | None:
+    """Run one iteration if it is due; None when there is nothing to do yet."""
+    if not is_due(state, now):
+        return None
+    spec = state.spec
+    judged = {v.name: judge(spec, observations.get(v.name, {})) for v in spec.versions}
+    chances = _chances(spec, observations)
+    iteration = state.iteration + 1
+    record = IterationRecord(
+        iteration=iteration,
+        time=now,
+        weights=tuple(sorted(state.weights)),
+        verdicts=tuple(sorted((name, j.verdict) for name, j in judged.items())),
+        metrics=tuple(
+            sorted(
+                (version, metric, value.value if value.status == "ok" else None)
+                for version, values in observations.items()
+                for metric, value in values.items()
+            )
+        ),
+        chances=tuple(sorted(chances.items())),
+    )
+    overall = _overall(spec, judged)
+    failures = state.failures + 1 if overall == FAIL else 0
+    no_data = state.no_data + 1 if overall == NO_DATA else 0
+    base = replace(
+        state,
+        iteration=iteration,
+        failures=failures,
+        no_data=no_data,
+        history=(*state.history, record)[-HISTORY_LIMIT:],
+        updated_at=now,
+        last_iteration_at=now,
+    )
+    of_total = f"iteration {iteration}/{spec.duration.iterations}"
+    if failures >= spec.criteria.failure_limit:
+        reason = f"{failures} consecutive failed iterations (failureLimit)"
+        return _decide(base, None, reason, f"{_short(spec)}: {of_total}, {_WORDS[FAIL]}")
+    if no_data >= spec.criteria.no_data_limit:
+        reason = f"{no_data} consecutive iterations without enough data (noDataLimit)"
+        return _decide(base, None, reason, f"{_short(spec)}: {of_total}, {_WORDS[NO_DATA]}")
+    if iteration >= spec.duration.iterations:
+        winner, reason = choose_winner(spec, judged, chances)
+        return _decide(base, winner, reason, f"{_short(spec)}: {of_total}, {_WORDS[overall]}")
+    leader = _leader(spec, judged, chances)
+    new_weights = _next_weights(spec, state.weights, leader)
+    new_state = replace(base, weights=new_weights, reason=_reason(judged))
+    actions: tuple[Action, ...] = (SetWeights(new_weights),) if new_weights != state.weights else ()
+    traffic = f", {_describe(spec, new_weights)}" if new_weights else ""
+    return Transition(new_state, actions, f"{_short(spec)}: {of_total}{traffic}, {_WORDS[overall]}")
+
+
+def judge(spec: Experiment, values: Mapping[str, MetricValue]) -> Judgement:
+    """One version's verdict on the experiment's objectives."""
+    return analysis.judge_version(
+        spec.criteria.objectives,
+        values,
+        request_count=spec.criteria.request_count,
+        method=spec.criteria.method,
+        confidence=spec.criteria.confidence,
+    )
+
+
+def choose_winner(
+    spec: Experiment, judged: Mapping[str, Judgement], chances: Mapping[str, float]
+) -> tuple[str | None, str]:
+    """The winner after the last iteration, and why (None: no version won)."""
+    baseline = spec.baseline.name
+    if spec.testing_pattern in {TestingPattern.CONFORMANCE, TestingPattern.CANARY}:
+        validated = spec.candidates[0].name if spec.candidates else baseline
+        if judged[validated].verdict == PASS:
+            return validated, f"{validated} met every objective in the last iteration"
+        return None, f"{validated} was not validated ({_reason(judged)})"
+    confident = [
+        c.name
+        for c in spec.candidates
+        if judged[c.name].verdict == PASS and chances.get(c.name, 0.0) >= spec.criteria.confidence
+    ]
+    if confident:
+        best = max(confident, key=lambda name: (chances[name], name))
+        return best, (
+            f"{best} met every objective and beats the baseline on "
+            f"{spec.criteria.rewards[0].metric} with probability {chances[best]:.3f}"
+        )
+    if judged[baseline].verdict == PASS:
+        return baseline, "no candidate beat the baseline with enough confidence"
+    return None, "no version met every objective with enough confidence"
+
+
+def outcome_of(state: ExperimentState) -> str:
+    """``promoted`` when the recorded winner is a candidate or a passed Conformance run."""
+    spec = state.spec
+    if state.winner is None:
+        return ROLLED_BACK
+    if (
+        state.winner == spec.baseline.name
+        and spec.testing_pattern is not TestingPattern.CONFORMANCE
+    ):
+        return ROLLED_BACK
+    return PROMOTED
+
+
+def outcome_landed(state: ExperimentState, commit: str, now: float) -> Transition:
+    """Record that the outcome commit is on main: the experiment is over.
+
+    After a blue/green switch the traffic returns to the baseline, which the promotion
+    has just made the winner.
+    """
+    phase = Phase.PROMOTED if state.phase is Phase.PROMOTING else Phase.ROLLED_BACK
+    final = weights.baseline_only(state.spec) if shifts_traffic(state.spec) else ()
+    new_state = replace(state, phase=phase, outcome_commit=commit, updated_at=now, weights=final)
+    actions: tuple[Action, ...] = (SetWeights(final),) if final != state.weights else ()
+    word = f"{state.winner} promoted" if phase is Phase.PROMOTED else "rolled back"
+    return Transition(new_state, actions, f"{_short(state.spec)}: {word} in {commit[:12]}")
+
+
+def preempt(state: ExperimentState, by: str, now: float) -> Transition:
+    """A newer experiment for the same target takes over; this one is never promoted."""
+    return _stop(state, Phase.PREEMPTED, f"preempted by {by}", now, preempted_by=by)
+
+
+def withdraw(state: ExperimentState, now: float) -> Transition:
+    """The experiment file left main: stop, traffic back to the baseline, never promote."""
+    return _stop(state, Phase.WITHDRAWN, "experiment file removed from main", now)
+
+
+def _stop(
+    state: ExperimentState, phase: Phase, reason: str, now: float, preempted_by: str | None = None
+) -> Transition:
+    final = weights.baseline_only(state.spec) if shifts_traffic(state.spec) else ()
+    new_state = replace(
+        state, phase=phase, weights=final, updated_at=now, reason=reason, preempted_by=preempted_by
+    )
+    actions: tuple[Action, ...] = (SetWeights(final),) if final else ()
+    return Transition(new_state, actions, f"{_short(state.spec)}: {reason}")
+
+
+def _decide(state: ExperimentState, winner: str | None, reason: str, summary: str) -> Transition:
+    spec = state.spec
+    provisional = replace(state, winner=winner)
+    outcome = outcome_of(provisional)
+    phase = Phase.PROMOTING if outcome == PROMOTED else Phase.ROLLING_BACK
+    if not shifts_traffic(spec):
+        final: Pairs = ()
+    elif (
+        outcome == PROMOTED
+        and winner is not None
+        and spec.deployment_pattern is DeploymentPattern.BLUE_GREEN
+    ):
+        final = weights.all_on(spec, winner)
+    else:
+        final = weights.baseline_only(spec)
+    new_state = replace(provisional, phase=phase, weights=final, reason=reason)
+    verb = f"promoting {winner}" if outcome == PROMOTED else "rolling back"
+    if outcome == ROLLED_BACK and winner == spec.baseline.name:
+        verb = f"keeping {winner}"
+    actions: tuple[Action, ...] = (SetWeights(final),) if final else ()
+    return Transition(new_state, (*actions, PushOutcome(outcome, winner)), f"{summary}, {verb}")
+
+
+def _initial_weights(spec: Experiment, current: Mapping[str, int] | None) -> Pairs:
+    if not shifts_traffic(spec):
+        return ()
+    pattern = spec.deployment_pattern
+    if pattern is DeploymentPattern.BLUE_GREEN:
+        return weights.baseline_only(spec)
+    if pattern is DeploymentPattern.FIXED_SPLIT:
+        if current is not None and weights.is_valid(spec, current):
+            return tuple((v.name, current[v.name]) for v in spec.versions)
+        return weights.even(spec)
+    step_weight = weights.first_step(spec)
+    return weights.from_candidates(spec, {c.name: step_weight for c in spec.candidates})
+
+
+def _judged_versions(spec: Experiment) -> tuple[Version, ...]:
+    return spec.candidates or (spec.baseline,)
+
+
+def _overall(spec: Experiment, judged: Mapping[str, Judgement]) -> str:
+    """The iteration's verdict: pass if a judged version passed, fail if all failed."""
+    verdicts = [judged[v.name].verdict for v in _judged_versions(spec)]
+    if PASS in verdicts:
+        return PASS
+    if NO_DATA in verdicts:
+        return NO_DATA
+    return FAIL
+
+
+def _chances(spec: Experiment, observations: Observations) -> dict[str, float]:
+    """P(candidate beats baseline) on the first reward, for candidates with data."""
+    if not spec.criteria.rewards:
+        return {}
+    reward = spec.criteria.rewards[0]
+    baseline = observations.get(spec.baseline.name, {}).get(reward.metric)
+    out = {}
+    for candidate in spec.candidates:
+        value = observations.get(candidate.name, {}).get(reward.metric)
+        chance = analysis.probability_better(
+            value, baseline, higher_is_better=reward.preferred_direction == "High"
+        )
+        if chance is not None:
+            out[candidate.name] = round(chance, 6)
+    return out
+
+
+def _leader(
+    spec: Experiment, judged: Mapping[str, Judgement], chances: Mapping[str, float]
+) -> str | None:
+    """The candidate that gains traffic this iteration, if any."""
+    passing = [c.name for c in spec.candidates if judged[c.name].verdict == PASS]
+    if not passing:
+        return None
+    if spec.testing_pattern in {TestingPattern.AB, TestingPattern.ABN}:
+        return max(passing, key=lambda name: (chances.get(name, 0.0), name))
+    return passing[0]
+
+
+def _next_weights(spec: Experiment, current: Pairs, leader: str | None) -> Pairs:
+    if not shifts_traffic(spec) or leader is None:
+        return current
+    if spec.deployment_pattern is DeploymentPattern.PROGRESSIVE:
+        return weights.grow(spec, current, leader)
+    return current
+
+
+def _reason(judged: Mapping[str, Judgement]) -> str:
+    parts = [
+        f"{name}: {j.verdict}" + (f" ({'; '.join(j.reasons)})" if j.reasons else "")
+        for name, j in judged.items()
+    ]
+    return ", ".join(parts)
+
+
+def _describe(spec: Experiment, split: Pairs) -> str:
+    """``candidate at 30%``, or each candidate's share when there are several."""
+    shares = dict(split)
+    if len(spec.candidates) == 1:
+        return f"candidate at {shares.get(spec.candidates[0].name, 0)}%"
+    return ", ".join(f"{c.name} at {shares.get(c.name, 0)}%" for c in spec.candidates)
+
+
+def _short(spec: Experiment) -> str:
+    return spec.target.rsplit("/", 1)[-1]

@@ -1,0 +1,538 @@
+"""Metric documents (Iter8 ``v2alpha2`` and our ``reconciler/v1alpha1``): model, query, loader.
+
+YAML bytes in, typed ``MetricDefinition`` values and ``Problem``s (``file:line:column``)
+out, in the style of ``reconciler.spec.loader``. A metric's PromQL query is parsed here
+into a ``QueryTemplate``: literal text and placeholders (``$name``, ``$namespace``,
+``${elapsedTime}``, version variables), each marked with where it sits (inside a quoted
+string, a regular-expression matcher, or bare PromQL), so that the renderer
+(``reconciler.metrics.promql``) can escape every value for exactly that place. A
+placeholder that no escaping can make safe (a name outside quotes) is a load error.
+This module never runs a query, never fetches a URL a document names, and never runs jq.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from reconciler.errors import Location
+from reconciler.spec.loader import Problem
+
+API_VERSIONS = frozenset({"iter8.tools/v2alpha2", "reconciler/v1alpha1"})
+JQ_EXPRESSION = ".data.result[0].value[1] | tonumber"
+"""The one jqExpression accepted: the first sample's value, as a number."""
+
+NAME, NAMESPACE, ELAPSED = "name", "namespace", "elapsedTime"
+RESERVED = frozenset({NAME, NAMESPACE, ELAPSED})
+"""Placeholders every query may use; a version's variables may add others."""
+
+_KIND_LINE = re.compile(rb"^kind:[ \t]*[\"']?Metric[\"']?[ \t]*(#.*)?$", re.MULTILINE)
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+_DNS_NAME = r"[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?"
+METRIC_NAME = re.compile(rf"^{_DNS_NAME}$")
+NAMESPACE_NAME = re.compile(rf"^{_DNS_LABEL}$")
+METRIC_REF = re.compile(rf"^(?:(?P<namespace>{_DNS_LABEL})/)?(?P<name>{_DNS_NAME})$")
+"""``namespace/name`` or ``name``: how experiments and ``sampleSize`` name a metric."""
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_IDENTIFIER_CHAR = re.compile(r"[A-Za-z0-9_]")
+_UNUSED_ITER8 = {
+    "urlTemplate": "queries go to the Prometheus configured for the reconciler "
+    "(--prometheus-url), never to a URL named in the Env repo",
+    "headerTemplates": "the reconciler sends its own configured headers and credentials",
+    "secret": "the reconciler reads no Kubernetes Secret for metrics; it uses its own "
+    "Prometheus credentials",
+    "authType": "the reconciler uses its own Prometheus credentials",
+    "method": "queries are sent with GET",
+    "body": "queries are sent with GET, without a body",
+}
+
+
+class MetricType(StrEnum):
+    """Iter8's ``spec.type``: a Counter only grows, a Gauge is any value."""
+
+    COUNTER = "Counter"
+    GAUGE = "Gauge"
+
+
+class Context(StrEnum):
+    """Where a placeholder sits in a PromQL query."""
+
+    CODE = "code"
+    """Bare PromQL, outside any string (``[${elapsedTime}]``, ``histogram_quantile($q, …)``)."""
+    DOUBLE = '"'
+    SINGLE = "'"
+    RAW = "`"
+    """A raw string: PromQL has no escapes inside backticks."""
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    """A ``$name`` or ``${name}`` in a query, and the context it must be escaped for."""
+
+    name: str
+    context: Context
+    regex: bool = False
+    """Inside the string of a ``=~`` or ``!~`` matcher: the value is a regular expression."""
+    offset: int = 0
+    """Where it starts in the query text."""
+
+
+Segment = str | Placeholder
+
+
+@dataclass(frozen=True)
+class QueryTemplate:
+    """A parsed PromQL query: literal text and placeholders, in order."""
+
+    text: str
+    segments: tuple[Segment, ...]
+
+    @property
+    def placeholders(self) -> tuple[Placeholder, ...]:
+        """Every placeholder, in order of appearance."""
+        return tuple(s for s in self.segments if isinstance(s, Placeholder))
+
+    @property
+    def variables(self) -> frozenset[str]:
+        """Placeholders that must come from a version's ``variables``."""
+        return frozenset(p.name for p in self.placeholders if p.name not in RESERVED)
+
+
+class TemplateError(ValueError):
+    """A query that cannot be templated safely; ``offset`` points into the query text."""
+
+    def __init__(self, message: str, text: str, offset: int) -> None:
+        self.line = text.count("\n", 0, offset) + 1
+        self.column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        super().__init__(f"query line {self.line}, column {self.column}: {message}")
+        self.message = message
+        self.offset = offset
+
+
+def parse_query(text: str) -> QueryTemplate:
+    """Split a PromQL query into literal text and placeholders, recording each one's context.
+
+    Placeholders follow Python's ``string.Template`` (what Iter8 v2alpha2 used): ``$name``,
+    ``${name}``, and ``$$`` for a literal ``$``; a ``$`` that starts neither is literal.
+    Iter8 writes ``[${elapsedTime}s]``; we render ``${elapsedTime}`` as a duration
+    (``120s``), so a directly following ``s`` is taken as part of that placeholder.
+
+    Raises:
+        TemplateError: a placeholder outside quotes other than ``${elapsedTime}``'s kin
+            (names would change the query's structure), an unclosed ``${`` or string.
+    """
+    segments: list[Segment] = []
+    literal: list[str] = []
+    quote: str | None = None
+    regex = False
+    string_start = 0
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if quote is None and char == "#":
+            end = text.find("\n", i)
+            end = len(text) if end < 0 else end
+            literal.append(text[i:end])
+            i = end
+            continue
+        if quote is None and char in "\"'`":
+            quote, regex, string_start = char, _after_regex_operator(text, i), i
+            literal.append(char)
+            i += 1
+            continue
+        if quote is not None and char == quote:
+            quote = None
+            literal.append(char)
+            i += 1
+            continue
+        if quote is not None and quote != "`" and char == "\\":
+            literal.append(text[i : i + 2])
+            i += 2
+            continue
+        if char != "$":
+            literal.append(char)
+            i += 1
+            continue
+        placeholder, end = _placeholder(text, i, Context(quote) if quote else Context.CODE, regex)
+        if placeholder is None:
+            literal.append("$")
+        else:
+            segments.append("".join(literal))
+            literal = []
+            segments.append(placeholder)
+        i = end
+    if quote is not None:
+        raise TemplateError(f"string opened with {quote} is never closed", text, string_start)
+    segments.append("".join(literal))
+    return QueryTemplate(text, tuple(s for s in segments if s != ""))
+
+
+def _after_regex_operator(text: str, quote_at: int) -> bool:
+    before = text[:quote_at].rstrip()
+    return before.endswith(("=~", "!~"))
+
+
+def _placeholder(
+    text: str, at: int, context: Context, regex: bool
+) -> tuple[Placeholder | None, int]:
+    """The placeholder starting at ``text[at] == "$"`` (None: literal text) and where it ends."""
+    nxt = text[at + 1 : at + 2]
+    if nxt == "$":
+        return None, at + 2  # "$$" is a literal "$"
+    if nxt == "{":
+        close = text.find("}", at + 2)
+        name = text[at + 2 : close] if close >= 0 else ""
+        if close < 0 or not IDENTIFIER.fullmatch(name):
+            raise TemplateError(
+                "'${' must be followed by a name and '}', like ${elapsedTime}", text, at
+            )
+        end = close + 1
+    else:
+        match = IDENTIFIER.match(text, at + 1)
+        if match is None:
+            return None, at + 1
+        name, end = match.group(), match.end()
+    if (
+        name == ELAPSED
+        and text[end : end + 1] == "s"
+        and not _IDENTIFIER_CHAR.match(text[end + 1 : end + 2])
+    ):
+        end += 1  # Iter8's "${elapsedTime}s": we already render the unit
+    if context is Context.CODE and name in {NAME, NAMESPACE}:
+        raise TemplateError(
+            f"'${name}' must be inside a quoted label value, like "
+            f'destination_workload="${name}": outside quotes a value could change the query',
+            text,
+            at,
+        )
+    return Placeholder(name, context, regex, at), end
+
+
+@dataclass(frozen=True)
+class MetricDefinition:
+    """A metric the reconciler can evaluate: builtin, or from a Metric document."""
+
+    name: str
+    namespace: str | None
+    """None for a document without ``metadata.namespace`` (Iter8 gave it one when applied)."""
+    query: QueryTemplate | None
+    """None only for a mock metric."""
+    metric_type: MetricType = MetricType.GAUGE
+    sample_size: str | None = None
+    """Reference (``namespace/name`` or ``name``) of the metric counting the sample."""
+    units: str | None = None
+    description: str | None = None
+    mock: tuple[tuple[str, float], ...] = ()
+    """Iter8 mock levels per version name: constants, not measurements."""
+    api_version: str = "reconciler/v1alpha1"
+    path: str | None = None
+    """Repository path of the document; None for a builtin metric."""
+    location: Location | None = None
+    """Where the query (or the document) was written."""
+
+    @property
+    def ref(self) -> str:
+        """``namespace/name``, or ``name`` when the document has no namespace."""
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+    @property
+    def builtin(self) -> bool:
+        """Whether this metric ships with the reconciler."""
+        return self.path is None
+
+
+@dataclass(frozen=True)
+class MetricLoadResult:
+    """Metric documents that loaded, and every problem found on the way."""
+
+    metrics: tuple[MetricDefinition, ...]
+    problems: tuple[Problem, ...]
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        """Only the problems that kept a document out."""
+        return tuple(p for p in self.problems if p.severity == "error")
+
+
+def looks_like_metric(data: bytes) -> bool:
+    """Cheap pre-filter: does the file have a top-level ``kind: Metric`` line?"""
+    return _KIND_LINE.search(data) is not None
+
+
+def load_metrics(path: str, data: bytes) -> MetricLoadResult:
+    """Parse every Metric document in one file of the Env repo.
+
+    Args:
+        path: the file's path in the repository (used in messages).
+        data: the file's content.
+    """
+    try:
+        text = data.decode("utf-8")
+        documents = list(YAML(typ="rt").load_all(text))
+    except UnicodeDecodeError as exc:
+        return MetricLoadResult(
+            (), (Problem(Location(path), "error", f"not UTF-8 text ({exc.reason})"),)
+        )
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
+        what = exc.problem or exc.context or "invalid YAML"
+        return MetricLoadResult((), (Problem(where, "error", f"not valid YAML: {what}"),))
+    except YAMLError as exc:
+        return MetricLoadResult((), (Problem(Location(path), "error", f"not valid YAML: {exc}"),))
+    lines = text.splitlines()
+    metrics: list[MetricDefinition] = []
+    problems: list[Problem] = []
+    for document in documents:
+        if not isinstance(document, CommentedMap) or document.get("kind") != "Metric":
+            continue
+        if document.get("apiVersion") not in API_VERSIONS:
+            continue
+        reader = _Reader(path, lines)
+        metric = reader.metric(document)
+        problems.extend(reader.problems)
+        if metric is not None and not any(p.severity == "error" for p in reader.problems):
+            metrics.append(metric)
+    return MetricLoadResult(tuple(metrics), tuple(problems))
+
+
+class _InvalidError(Exception):
+    """Internal: stops reading a document after an error has been recorded."""
+
+
+class _Reader:
+    """Reads one Metric document, recording problems with their locations."""
+
+    def __init__(self, path: str, lines: list[str]) -> None:
+        self.path = path
+        self.lines = lines
+        self.problems: list[Problem] = []
+
+    def _at(self, node: CommentedMap | CommentedSeq, key: Any = None) -> Location:  # noqa: ANN401
+        try:
+            if key is None:
+                line, col = node.lc.line, node.lc.col
+            elif isinstance(node, CommentedSeq):
+                line, col = node.lc.item(key)
+            else:
+                line, col = node.lc.key(key)
+        except (AttributeError, KeyError, TypeError):
+            return Location(self.path)
+        return Location(self.path, line + 1, col + 1)
+
+    def _error(self, where: Location, message: str) -> _InvalidError:
+        self.problems.append(Problem(where, "error", message))
+        return _InvalidError(message)
+
+    def _warn(self, where: Location, message: str) -> None:
+        self.problems.append(Problem(where, "warning", message))
+
+    def _map(self, node: CommentedMap, key: str, where: str) -> CommentedMap:
+        value = node.get(key)
+        if not isinstance(value, CommentedMap):
+            if key in node:
+                raise self._error(self._at(node, key), f"'{where}' must be a mapping")
+            raise self._error(self._at(node), f"'{where}' is missing")
+        return value
+
+    def _str(self, node: CommentedMap, key: str, where: str) -> str | None:
+        value = node.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self._error(self._at(node, key), f"'{where}' must be a non-empty string")
+        return str(value)
+
+    def metric(self, doc: CommentedMap) -> MetricDefinition | None:
+        try:
+            return self._metric(doc)
+        except _InvalidError:
+            return None
+
+    def _metric(self, doc: CommentedMap) -> MetricDefinition:
+        api_version = str(doc["apiVersion"])
+        iter8 = api_version == "iter8.tools/v2alpha2"
+        metadata = self._map(doc, "metadata", "metadata")
+        name = self._str(metadata, "name", "metadata.name")
+        if name is None:
+            raise self._error(self._at(doc, "metadata"), "'metadata.name' is missing")
+        if not METRIC_NAME.match(name):
+            raise self._error(
+                self._at(metadata, "name"),
+                f"'metadata.name' must be a Kubernetes name (lower-case letters, digits, '-' "
+                f"and '.'), not {name!r}",
+            )
+        namespace = self._str(metadata, "namespace", "metadata.namespace")
+        if namespace is not None and not NAMESPACE_NAME.match(namespace):
+            raise self._error(
+                self._at(metadata, "namespace"),
+                f"'metadata.namespace' must be a Kubernetes namespace name, not {namespace!r}",
+            )
+        spec = self._map(doc, "spec", "spec")
+        known = {"description", "type", "units", "sampleSize"}
+        known |= (
+            {"params", "provider", "jqExpression", "mock", *_UNUSED_ITER8} if iter8 else {"query"}
+        )
+        for key in spec:
+            if key not in known:
+                self._warn(
+                    self._at(spec, key),
+                    f"unknown field 'spec.{key}' is ignored (known here: "
+                    f"{', '.join(sorted(known))})",
+                )
+        metric_type = self._type(spec)
+        sample_size = self._str(spec, "sampleSize", "spec.sampleSize")
+        if sample_size is not None and not METRIC_REF.match(sample_size):
+            raise self._error(
+                self._at(spec, "sampleSize"),
+                f"'spec.sampleSize' must name a metric as 'namespace/name' or 'name', "
+                f"not {sample_size!r}",
+            )
+        mock: tuple[tuple[str, float], ...] = ()
+        if iter8:
+            self._iter8_fields(spec)
+            mock = self._mock(spec)
+            query, location = (None, self._at(spec, "mock")) if mock else self._params(spec)
+        else:
+            query, location = self._query(spec, "query", "spec.query")
+        return MetricDefinition(
+            name=name,
+            namespace=namespace,
+            query=query,
+            metric_type=metric_type,
+            sample_size=sample_size,
+            units=self._str(spec, "units", "spec.units"),
+            description=self._str(spec, "description", "spec.description"),
+            mock=mock,
+            api_version=api_version,
+            path=self.path,
+            location=location,
+        )
+
+    def _type(self, spec: CommentedMap) -> MetricType:
+        text = self._str(spec, "type", "spec.type") or MetricType.GAUGE.value
+        try:
+            return MetricType(text)
+        except ValueError:
+            raise self._error(
+                self._at(spec, "type"), f"'spec.type' must be Counter or Gauge, not {text!r}"
+            ) from None
+
+    def _iter8_fields(self, spec: CommentedMap) -> None:
+        provider = self._str(spec, "provider", "spec.provider")
+        if provider is not None and provider.lower() != "prometheus":
+            raise self._error(
+                self._at(spec, "provider"),
+                f"provider {provider!r} is not supported: this reconciler reads Prometheus "
+                "only (provider: prometheus, with a 'query' param)",
+            )
+        jq = spec.get("jqExpression")
+        if jq is not None and (not isinstance(jq, str) or _squash(jq) != _squash(JQ_EXPRESSION)):
+            raise self._error(
+                self._at(spec, "jqExpression"),
+                f"'spec.jqExpression' {jq!r} is not supported: jq is never run, only the "
+                f"common form '{JQ_EXPRESSION}' (the first sample's value) is understood; "
+                "compute the value in the PromQL query instead",
+            )
+        for key, why in _UNUSED_ITER8.items():
+            if key in spec:
+                self._warn(self._at(spec, key), f"'spec.{key}' is not used: {why}")
+
+    def _mock(self, spec: CommentedMap) -> tuple[tuple[str, float], ...]:
+        node = spec.get("mock")
+        if node is None:
+            return ()
+        if not isinstance(node, CommentedSeq) or not node:
+            raise self._error(self._at(spec, "mock"), "'spec.mock' must be a non-empty list")
+        levels = []
+        for index, item in enumerate(node):
+            at = f"spec.mock[{index}]"
+            if not isinstance(item, CommentedMap):
+                raise self._error(self._at(node, index), f"'{at}' must be a mapping")
+            version = self._str(item, "name", f"{at}.name")
+            level = item.get("level")
+            try:
+                number = float(level) if not isinstance(level, bool) and level is not None else None
+            except (TypeError, ValueError):
+                number = None
+            if version is None or number is None:
+                raise self._error(
+                    self._at(node, index), f"'{at}' needs a version 'name' and a numeric 'level'"
+                )
+            levels.append((version, number))
+        self._warn(
+            self._at(spec, "mock"),
+            "'spec.mock' values are constants, not measurements: never rely on them as "
+            "objectives in production",
+        )
+        return tuple(levels)
+
+    def _params(self, spec: CommentedMap) -> tuple[QueryTemplate, Location]:
+        params = spec.get("params")
+        if not isinstance(params, CommentedSeq):
+            where = self._at(spec, "params") if "params" in spec else self._at(spec)
+            raise self._error(
+                where, "'spec.params' must be a list holding the 'query' param (or use 'mock')"
+            )
+        found: tuple[QueryTemplate, Location] | None = None
+        for index, item in enumerate(params):
+            at = f"spec.params[{index}]"
+            if not isinstance(item, CommentedMap):
+                raise self._error(self._at(params, index), f"'{at}' must be a mapping")
+            param = self._str(item, "name", f"{at}.name")
+            if param == "query":
+                found = self._query(item, "value", f"{at}.value")
+            else:
+                self._warn(
+                    self._at(params, index),
+                    f"param {param!r} is not used: only 'query' is sent to Prometheus",
+                )
+        if found is None:
+            raise self._error(self._at(spec, "params"), "'spec.params' has no 'query' param")
+        return found
+
+    def _query(self, node: CommentedMap, key: str, where: str) -> tuple[QueryTemplate, Location]:
+        text = self._str(node, key, where)
+        if text is None:
+            raise self._error(self._at(node), f"'{where}' is missing")
+        at = self._at(node, key)
+        try:
+            return parse_query(text.strip()), at
+        except TemplateError as exc:
+            raise self._error(
+                self._in_value(node, key, text, exc) or at, f"'{where}': {exc.message}"
+            ) from None
+
+    def _in_value(
+        self, node: CommentedMap, key: str, text: str, exc: TemplateError
+    ) -> Location | None:
+        """The file position of a query error, for block and single-line scalars."""
+        try:
+            line, col = node.lc.value(key)
+        except (AttributeError, KeyError, TypeError):
+            return None
+        source = self.lines[line] if line < len(self.lines) else ""
+        lead = len(text) - len(text.lstrip())
+        offset = exc.offset + lead
+        query_line = text.count("\n", 0, offset)
+        query_col = offset - (text.rfind("\n", 0, offset) + 1)
+        if source[col : col + 1] in {"|", ">"}:
+            target = line + 1 + query_line
+            if target >= len(self.lines):
+                return None
+            indent = len(self.lines[target]) - len(self.lines[target].lstrip())
+            return Location(self.path, target + 1, indent + query_col + 1)
+        if "\n" in text:
+            return None
+        quoted = 1 if source[col : col + 1] in {'"', "'"} else 0
+        return Location(self.path, line + 1, col + quoted + query_col + 1)
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())

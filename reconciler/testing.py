@@ -1,0 +1,147 @@
+"""A whole Env repo world in one object, for the demo and the tests.
+
+``Harness`` holds a real bare Env repo (``WORKDIR/env.git``), the reconciler's cache of it,
+the demo's in-memory cluster synced from main (as Argo CD would), profile-driven metrics
+that follow the cluster's weights, and a ``Reconciler`` wired to them. Time comes from the
+clock it is given: ``DrivenClock`` lets a test step it, ``time.time`` runs it for real.
+``restart`` replaces the reconciler by a fresh one with a new cache, as a restarted
+process would be. Nothing here is faked below the adapters: Git is real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from reconciler.cluster.memory import MemoryCluster
+from reconciler.controller.loop import Reconciler, TickReport
+from reconciler.gitstore.admin import init_bare_repository
+from reconciler.gitstore.repo import GitEnvStore
+from reconciler.metrics.profile import Profile, ProfileMetrics
+from reconciler.ports import CommitSpec
+from reconciler.spec.loader import load_experiments, looks_like_experiment
+from reconciler.spec.model import WeightObjRef
+
+AUTHOR = ("reconciler demo", "reconciler-demo@example.invalid")
+
+
+class DrivenClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        """The current time."""
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += seconds
+
+
+def constant(commits: list[CommitSpec]) -> Callable[[str | None], list[CommitSpec]]:
+    """A plan that adds the same commits whatever the tip."""
+    return lambda _tip: commits
+
+
+@dataclass
+class Harness:
+    """An Env repo, a cluster synced from it, metrics, and a reconciler process."""
+
+    workdir: Path
+    clock: Callable[[], float]
+    store: GitEnvStore
+    cluster: MemoryCluster
+    metrics: ProfileMetrics
+    namespace: str
+    refs: dict[str, WeightObjRef] = field(default_factory=dict)
+    processes: int = 0
+    reconciler: Reconciler | None = None
+
+    @classmethod
+    def create(
+        cls,
+        workdir: Path,
+        commits: Sequence[tuple[str, Mapping[str, bytes]]],
+        profiles: Mapping[str, Profile],
+        *,
+        namespace: str,
+        clock: Callable[[], float],
+        requests_per_second: float = 2000.0,
+        load_per_version: float = 0.0,
+    ) -> Harness:
+        """Push ``commits`` (message, files) to a new Env repo's main and sync the cluster."""
+        remote = init_bare_repository(workdir / "env.git")
+        store = GitEnvStore.open(str(remote), workdir / "cache-0.git", author=AUTHOR)
+        store.fetch()
+        for message, files in commits:
+            store.update_branch(store.main_branch, constant([CommitSpec(message, dict(files))]))
+        cluster = MemoryCluster()
+        refs: dict[str, WeightObjRef] = {}
+        metrics = ProfileMetrics(
+            profiles,
+            lambda version: _weight(cluster, refs, version),
+            clock,
+            requests_per_second=requests_per_second,
+            load_per_version=load_per_version,
+        )
+        harness = cls(workdir, clock, store, cluster, metrics, namespace, refs)
+        harness.sync()
+        harness.restart()
+        return harness
+
+    @property
+    def remote(self) -> str:
+        """The Env repo's path (a bare repository)."""
+        return str(self.workdir / "env.git")
+
+    def sync(self) -> int:
+        """Apply main's manifests to the cluster, as the GitOps operator would."""
+        main = self.store.fetch().main
+        if main is None:
+            return 0
+        files = [(p, self.store.read_file(main, p) or b"") for p, _ in self.store.list_files(main)]
+        for path, data in files:
+            if looks_like_experiment(data):
+                for spec in load_experiments(path, data).experiments:
+                    for version in spec.versions:
+                        ref = version.weight_obj_ref
+                        if ref is not None:
+                            self.refs[version.name] = replace(
+                                ref, namespace=ref.namespace or spec.namespace
+                            )
+        return self.cluster.sync(files, namespace=self.namespace)
+
+    def weight_of(self, version: str) -> int:
+        """The weight the cluster gives ``version`` now (0 when it has none)."""
+        return _weight(self.cluster, self.refs, version)
+
+    def restart(self) -> Reconciler:
+        """A fresh process: a new cache, nothing in memory but what the Env repo holds."""
+        self.processes += 1
+        store = GitEnvStore.open(
+            self.remote, self.workdir / f"cache-{self.processes}.git", author=AUTHOR
+        )
+        self.reconciler = Reconciler(store, self.cluster, self.metrics, clock=self.clock)
+        return self.reconciler
+
+    def tick(self) -> TickReport:
+        """One tick of the current process."""
+        if self.reconciler is None:
+            raise RuntimeError("no reconciler; call restart()")
+        return self.reconciler.tick()
+
+    def push_main(self, message: str, files: Mapping[str, bytes | None]) -> str:
+        """Commit to main as CI would; returns the new tip."""
+        self.store.fetch()
+        result = self.store.update_branch(
+            self.store.main_branch, constant([CommitSpec(message, dict(files))])
+        )
+        return result.commits[-1]
+
+
+def _weight(cluster: MemoryCluster, refs: Mapping[str, WeightObjRef], version: str) -> int:
+    ref = refs.get(version)
+    return (cluster.get_weight(ref) or 0) if ref is not None else 0
