@@ -2,10 +2,11 @@
 
 ``needed_paths`` says which files of main an outcome reads; ``apply`` turns their content
 into the changes of the promotion or rollback commit. Edits run in order on a virtual
-tree (a later ``copy`` sees an earlier one's result), then ``cleanup`` and the experiment
-file itself are deleted, so main no longer names an experiment that is over. A ``copy``
-whose source is missing is an error that names the file; deleting a file that is already
-gone is not (the edit is idempotent). Replacement values may use the winner's variables as
+tree (a later edit sees an earlier one's result), then ``cleanup`` and the experiment
+file itself are deleted, so main no longer names an experiment that is over. ``set``
+changes one YAML scalar and no other byte (``reconciler.promote.yamlset``). A ``copy`` or
+``set`` whose file is missing, or a ``set`` path that does not exist, is an error that names
+the file and path; deleting a file that is already gone is not (the edit is idempotent). Replacement values may use the winner's variables as
 ``{{ variables.NAME }}``. No I/O: the caller reads and commits.
 """
 
@@ -15,7 +16,8 @@ import re
 from collections.abc import Mapping
 
 from reconciler.errors import Location, PromotionError
-from reconciler.spec.model import CopyEdit, DeleteEdit, Edit, Experiment, Version
+from reconciler.promote.yamlset import YamlSetError, set_scalar
+from reconciler.spec.model import CopyEdit, DeleteEdit, Edit, Experiment, SetEdit, Version
 
 PROMOTED, ROLLED_BACK = "promoted", "rolled-back"
 _VARIABLE = re.compile(r"\{\{\s*variables\.([A-Za-z_][A-Za-z0-9_-]*)\s*\}\}")
@@ -30,7 +32,13 @@ def edits_for(spec: Experiment, outcome: str) -> tuple[Edit, ...]:
 
 def needed_paths(spec: Experiment, outcome: str) -> set[str]:
     """Files of main that ``apply`` reads for this outcome."""
-    return {e.source for e in edits_for(spec, outcome) if isinstance(e, CopyEdit)}
+    needed = set()
+    for edit in edits_for(spec, outcome):
+        if isinstance(edit, CopyEdit):
+            needed.add(edit.source)
+        elif isinstance(edit, SetEdit):
+            needed.add(edit.file)
+    return needed
 
 
 def apply(
@@ -62,10 +70,23 @@ def apply(
             for replacement in edit.replacements:
                 text = text.replace(replacement.old, _expand(replacement.new, version, spec))
             tree[edit.destination] = changes[edit.destination] = text.encode()
+        elif isinstance(edit, SetEdit):
+            tree[edit.file] = changes[edit.file] = _set(spec, edit, tree.get(edit.file), version)
         else:
             for path in edit.paths:
                 tree[path] = changes[path] = None
     return changes
+
+
+def _set(spec: Experiment, edit: SetEdit, content: bytes | None, version: Version | None) -> bytes:
+    where = f"{Location(spec.path)}: spec.gitops set {edit.file} {edit.path}"
+    if content is None:
+        raise PromotionError(f"{where}: the file is not on main; fix the path or drop the edit")
+    value = _expand(edit.value, version, spec)
+    try:
+        return set_scalar(content.decode(), edit.path, value, document=edit.document).encode()
+    except (YamlSetError, UnicodeDecodeError) as exc:
+        raise PromotionError(f"{where}: {exc}") from None
 
 
 def _version(spec: Experiment, winner: str | None) -> Version | None:

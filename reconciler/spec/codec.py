@@ -21,6 +21,7 @@ from reconciler.spec.model import (
     Objective,
     Replacement,
     Reward,
+    SetEdit,
     TestingPattern,
     Version,
     WeightObjRef,
@@ -162,6 +163,15 @@ def _edit_data(edit: Edit) -> dict[str, Any]:
                 "replace": [{"old": r.old, "new": r.new} for r in edit.replacements],
             }
         }
+    if isinstance(edit, SetEdit):
+        return {
+            "set": {
+                "file": edit.file,
+                "path": edit.path,
+                "value": edit.value,
+                "document": edit.document,
+            }
+        }
     return {"delete": list(edit.paths)}
 
 
@@ -173,4 +183,7 @@ def _edit(data: dict[str, Any]) -> Edit:
             destination=body["to"],
             replacements=tuple(Replacement(r["old"], r["new"]) for r in body["replace"]),
         )
+    if "set" in data:
+        body = data["set"]
+        return SetEdit(body["file"], body["path"], body["value"], body["document"])
     return DeleteEdit(tuple(data["delete"]))

@@ -33,6 +33,7 @@ from reconciler.spec.model import (
     Objective,
     Replacement,
     Reward,
+    SetEdit,
     TestingPattern,
     Version,
     WeightObjRef,
@@ -566,13 +567,32 @@ class _Reader:
                 return CopyEdit(source, destination, tuple(replacements))
             if set(item) == {"delete"}:
                 return DeleteEdit(tuple(self._paths(item, "delete", at)))
+            if set(item) == {"set"}:
+                return self._set_edit(self._map(item, "set", at, required=True), f"{at}.set")
             raise self._error(
                 self._at(item),
                 f"'{at}' must have exactly one of 'copy' (with 'from', 'to' and optional "
-                f"'replace') or 'delete' (a list of paths), got {sorted(item)}",
+                f"'replace'), 'set' (with 'file', 'path' and 'value') or 'delete' (a list "
+                f"of paths), got {sorted(item)}",
             )
 
         return tuple(self._each_map(self._seq(node, key, where), f"{where}.{key}", edit))
+
+    def _set_edit(self, body: CommentedMap, at: str) -> SetEdit:
+        self._unknown(body, at, {"file", "path", "value", "document"})
+        file = self._repo_path(body, "file", at)
+        path = self._req(body, "path", at)
+        try:
+            fieldpath.parse(path)
+        except fieldpath.FieldPathError as exc:
+            raise self._error(self._at(body, "path"), str(exc)) from None
+        value = body.get("value")
+        if value is None or isinstance(value, (CommentedMap, CommentedSeq)):
+            raise self._error(
+                self._parent(body), f"'{at}.value' must be a scalar such as \"1.2.3\""
+            )
+        document = self._int(body, "document", at, 0, low=0, high=1000)
+        return SetEdit(file=file, path=path, value=str(value), document=document)
 
     def _paths(self, node: CommentedMap, key: str, where: str) -> list[str]:
         seq = self._seq(node, key, where)

@@ -144,7 +144,17 @@ class DeleteEdit:
     paths: tuple[str, ...]
 
 
-Edit = CopyEdit | DeleteEdit
+@dataclass(frozen=True)
+class SetEdit:
+    """Set one scalar of a YAML file (``.images[0].newTag``), every other byte unchanged."""
+
+    file: str
+    path: str
+    value: str
+    document: int = 0
+
+
+Edit = CopyEdit | DeleteEdit | SetEdit
 
 
 @dataclass(frozen=True)

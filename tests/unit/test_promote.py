@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from reconciler.errors import PromotionError
 from reconciler.promote import edits
 from reconciler.spec.loader import load_experiments
-from reconciler.spec.model import CopyEdit, GitOps, Replacement
+from reconciler.spec.model import CopyEdit, GitOps, Replacement, SetEdit
 
 DATA = resources.files("reconciler.demo").joinpath("data", "apps", "bookinfo")
 SPEC = load_experiments(
@@ -92,3 +92,23 @@ def test_the_same_edits_on_another_tip_give_the_same_result_for_untouched_files(
     assert edits.apply(SPEC, edits.PROMOTED, "productpage-v2", moved) == edits.apply(
         SPEC, edits.PROMOTED, "productpage-v2", MAIN
     )
+
+
+def test_set_edit_writes_the_winners_variable_into_a_kustomization() -> None:
+    kustomization = b"images:\n- name: shop  # app\n  newTag: v1 # current\n"
+    edit = SetEdit("apps/bookinfo/kustomization.yaml", ".images[0].newTag", "{{ variables.tag }}")
+    winner = replace(SPEC.candidates[0], variables=(("tag", "v2.1"),))
+    spec = replace(SPEC, candidates=(winner,), gitops=GitOps(promote=(edit,)))
+    files = {**MAIN, "apps/bookinfo/kustomization.yaml": kustomization}
+    assert edits.needed_paths(spec, edits.PROMOTED) == {"apps/bookinfo/kustomization.yaml"}
+    changes = edits.apply(spec, edits.PROMOTED, winner.name, files)
+    assert changes["apps/bookinfo/kustomization.yaml"] == (
+        b"images:\n- name: shop  # app\n  newTag: v2.1 # current\n"
+    )
+    with pytest.raises(PromotionError, match=r"kustomization\.yaml \.images\[3\]\.newTag: no item"):
+        edits.apply(
+            replace(spec, gitops=GitOps(promote=(replace(edit, path=".images[3].newTag"),))),
+            edits.PROMOTED,
+            winner.name,
+            files,
+        )

@@ -147,3 +147,17 @@ def test_delete_edit_and_prefilter() -> None:
     assert experiment.gitops.rollback == (DeleteEdit(("apps/bookinfo/old.yaml",)),)
     assert looks_like_experiment(text)
     assert not looks_like_experiment(b"kind: Deployment\nmetadata:\n  name: kind: Experiment\n")
+
+
+def test_set_edits_load_with_repo_relative_files() -> None:
+    text = DEMO.read_bytes().replace(
+        b"    promote:\n",
+        b"    promote:\n    - set:\n        file: ../base/kustomization.yaml\n"
+        b"        path: .images[0].newTag\n        value: '{{ variables.image }}'\n",
+    )
+    (experiment,) = load_experiments("apps/bookinfo/experiment.yaml", text).experiments
+    first = experiment.gitops.promote[0]
+    assert first == model.SetEdit(
+        "apps/base/kustomization.yaml", ".images[0].newTag", "{{ variables.image }}"
+    )
+    assert codec.from_data(codec.to_data(experiment)) == experiment
