@@ -1,0 +1,355 @@
+"""``GitEnvStore``: the Env repo seen through a private bare clone, with pygit2 only.
+
+It fetches main and the state branch in one fetch, reads files, trees, diffs and history
+at any fetched commit, and adds commits to a branch with a compare-and-swap push: the
+commits are built in memory on the last fetched tip, pushed without ``+``, and on
+rejection the branch is fetched again and the caller's plan re-run on the new tip, a
+bounded number of times with exponential backoff and jitter. Network faults become
+``GitTemporaryError`` (fetches are retried), refused credentials or certificates
+``GitPermanentError`` (never retried). It must never force a push, never write a working
+tree, never call the ``git`` program, and never show credentials or a URL with userinfo.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pygit2
+import structlog
+from pygit2.enums import ObjectType, SortMode
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from reconciler.errors import GitPermanentError, PushRejectedError
+from reconciler.gitstore.credentials import Credentials, check_usable, redact_url, url_scheme
+from reconciler.gitstore.remote import REMOTE, SCHEMES, Remote, tracking_ref
+from reconciler.gitstore.trailers import parse_trailers
+from reconciler.gitstore.trees import build_tree, diff_paths
+from reconciler.ports import CommitInfo, Heads, UpdateResult
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    from reconciler.ports import CommitSpec, Plan
+
+__all__ = ["GitEnvStore"]
+
+log = structlog.get_logger(__name__)
+
+
+class GitEnvStore:
+    """The Env repo (``EnvStore``) through a bare clone in ``cache_dir``; one per repo."""
+
+    def __init__(
+        self,
+        repo: pygit2.Repository,
+        url: str,
+        *,
+        main_branch: str,
+        state_branch: str,
+        author: tuple[str, str],
+        credentials: Credentials | None,
+        max_push_attempts: int,
+        backoff_initial: float,
+        backoff_max: float,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+    ) -> None:
+        """Use ``GitEnvStore.open``; this wires an already opened cache."""
+        self._repo = repo
+        self._url = url
+        self._remote = Remote(repo, url, credentials)
+        self._main = main_branch
+        self._state = state_branch
+        self._author = author
+        self._max_push_attempts = max_push_attempts
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._sleep = sleep
+        self._clock = clock
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        cache_dir: Path,
+        *,
+        main_branch: str = "main",
+        state_branch: str = "reconciler-state",
+        author: tuple[str, str],
+        credentials: Credentials | None = None,
+        max_push_attempts: int = 5,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> GitEnvStore:
+        """Open (or create) the bare cache at ``cache_dir`` for the Env repo at ``url``.
+
+        ``url`` is anything libgit2 speaks (``https://``, ``ssh://``, ``git@host:path``,
+        ``git://``, ``file://``) or a local path, made absolute. The cache's ``origin``
+        remote is pointed at ``url``. Nothing is fetched yet.
+
+        Raises:
+            GitPermanentError: the credentials cannot serve ``url``, or ``cache_dir``
+                holds something other than a bare repository.
+            ValueError: a branch name or the author is invalid, or attempts < 1.
+        """
+        for branch in (main_branch, state_branch):
+            _check_branch(branch)
+        if max_push_attempts < 1:
+            raise ValueError("max_push_attempts must be at least 1")
+        pygit2.Signature(*author)  # fails early on an unusable name or email
+        if url_scheme(url) not in SCHEMES:
+            raise GitPermanentError(
+                f"{redact_url(url)}: unsupported transport {url_scheme(url)!r} "
+                f"(use one of {', '.join(sorted(SCHEMES))}, or a path)"
+            )
+        if url_scheme(url) == "file" and "://" not in url:
+            url = os.path.abspath(url)  # noqa: PTH100 - keep the path as given, no symlink resolution
+        check_usable(credentials, url)
+        repo = _open_cache(Path(cache_dir))
+        if REMOTE in repo.remotes.names():
+            if repo.remotes[REMOTE].url != url:
+                repo.remotes.set_url(REMOTE, url)
+        else:
+            repo.remotes.create(REMOTE, url)
+        return cls(
+            repo,
+            url,
+            main_branch=main_branch,
+            state_branch=state_branch,
+            author=author,
+            credentials=credentials,
+            max_push_attempts=max_push_attempts,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            sleep=sleep,
+            clock=clock,
+        )
+
+    @property
+    def main_branch(self) -> str:
+        """Name of the branch the GitOps operator syncs."""
+        return self._main
+
+    @property
+    def state_branch(self) -> str:
+        """Name of the orphan state branch."""
+        return self._state
+
+    @property
+    def url(self) -> str:
+        """The remote's address without userinfo (safe to log)."""
+        return redact_url(self._url)
+
+    def close(self) -> None:
+        """Release the cache's file handles; the store is unusable afterwards."""
+        self._repo.free()
+
+    def tip(self, branch: str) -> str | None:
+        """``branch``'s tip on the remote as last fetched or pushed (None: absent)."""
+        ref = self._repo.references.get(tracking_ref(branch))
+        if ref is None:
+            return None
+        return str(ref.resolve().target)
+
+    # -- fetching ---------------------------------------------------------------------
+
+    def fetch(self) -> Heads:
+        """Fetch main and the state branch in one fetch; return their tips.
+
+        A branch absent on the remote (or deleted there since) is None.
+
+        Raises:
+            GitTemporaryError: the server or network failed, after bounded retries.
+            GitPermanentError: credentials or the certificate / host key were refused.
+        """
+        self._remote.fetch((self._main, self._state))
+        return Heads(main=self.tip(self._main), state=self.tip(self._state))
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _tree(self, commit: str) -> pygit2.Tree:
+        try:
+            obj = self._repo.get(commit)
+        except ValueError:
+            obj = None
+        if obj is None or obj.type != ObjectType.COMMIT:
+            raise GitPermanentError(
+                f"commit {commit!r} is not in the local cache; fetch first", ref=self.url
+            )
+        return obj.peel(pygit2.Tree)
+
+    def _entry(self, commit: str, path: str) -> pygit2.Object | None:
+        tree = self._tree(commit)
+        path = path.strip("/")
+        if not path:
+            return tree
+        try:
+            return tree[path]
+        except KeyError:
+            return None
+
+    def read_file(self, commit: str, path: str) -> bytes | None:
+        """Content of the file ``path`` at ``commit``, or None when absent (or a directory)."""
+        entry = self._entry(commit, path)
+        return entry.data if isinstance(entry, pygit2.Blob) else None
+
+    def blob_id(self, commit: str, path: str) -> str | None:
+        """Blob id of the file ``path`` at ``commit``, or None when it is no file there."""
+        entry = self._entry(commit, path)
+        return str(entry.id) if isinstance(entry, pygit2.Blob) else None
+
+    def exists(self, commit: str, path: str) -> bool:
+        """Whether ``path`` (a file or a directory) exists at ``commit``."""
+        return self._entry(commit, path) is not None
+
+    def read_blob(self, blob_id: str) -> bytes:
+        """Content of a blob found by ``list_files`` or ``blob_id``."""
+        try:
+            obj = self._repo.get(blob_id)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, pygit2.Blob):
+            raise GitPermanentError(f"blob {blob_id!r} is not in the local cache", ref=self.url)
+        return obj.data
+
+    def list_files(self, commit: str, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """Recursively list ``(path, blob id)`` under the directory ``prefix`` at ``commit``.
+
+        Only the subtree under ``prefix`` is read. An absent prefix lists nothing.
+        """
+        prefix = prefix.strip("/")
+        entry = self._entry(commit, prefix)
+        if isinstance(entry, pygit2.Tree):
+            yield from _walk(entry, f"{prefix}/" if prefix else "")
+
+    def changed_paths(self, old: str | None, new: str) -> list[str]:
+        """Paths added, modified or deleted from ``old`` to ``new`` (all of ``new`` if None).
+
+        A tree diff: subtrees with the same id on both sides are skipped unread.
+        """
+        old_tree = self._tree(old) if old is not None else None
+        return sorted(diff_paths(old_tree, self._tree(new)))
+
+    def log(self, tip: str, *, hide: str | None = None) -> Iterator[CommitInfo]:
+        """Commits reachable from ``tip``, newest first, without ``hide``'s ancestry."""
+        self._tree(tip)
+        walker = self._repo.walk(tip, SortMode.TOPOLOGICAL | SortMode.TIME)
+        if hide is not None:
+            self._tree(hide)
+            walker.hide(hide)
+        for commit in walker:
+            message = commit.message
+            yield CommitInfo(
+                id=str(commit.id),
+                message=message,
+                time=commit.commit_time,
+                trailers=parse_trailers(message),
+            )
+
+    # -- writing ----------------------------------------------------------------------
+
+    def update_branch(self, branch: str, plan: Plan) -> UpdateResult:
+        """Add ``plan(tip)``'s commits to ``branch`` with a compare-and-swap push.
+
+        ``tip`` is the branch's last fetched (or pushed) tip, None when absent: the first
+        commit is then an orphan. On rejection the branch is fetched again and ``plan``
+        called with the new tip; at most ``max_push_attempts`` pushes, exponential
+        backoff with jitter between them. Never forces.
+
+        Raises:
+            PushRejectedError: every attempt lost the race.
+            GitTemporaryError: the network failed during a push (not retried here: the
+                push may have landed, so the caller re-reads the branch first).
+            GitPermanentError: credentials or the certificate / host key were refused.
+            ValueError: the plan named an invalid path.
+        """
+        _check_branch(branch)
+        retrying = Retrying(
+            stop=stop_after_attempt(self._max_push_attempts),
+            # tenacity >= 9.2 names the initial wait ``multiplier``; jitter of the same size
+            # keeps two writers that collided from colliding again in lockstep.
+            wait=wait_exponential_jitter(
+                multiplier=self._backoff_initial,
+                max=self._backoff_max,
+                jitter=self._backoff_initial,
+            ),
+            retry=retry_if_exception_type(PushRejectedError),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        result = UpdateResult(branch=branch, commits=(), tip=None, attempts=0)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    result = self._update_once(branch, plan, attempt.retry_state.attempt_number)
+        except PushRejectedError as exc:
+            raise PushRejectedError(
+                f"still rejected after {self._max_push_attempts} attempts; last: {exc}",
+                ref=branch,
+            ) from None
+        return result
+
+    def _update_once(self, branch: str, plan: Plan, attempt: int) -> UpdateResult:
+        if attempt > 1:
+            self._remote.fetch((self._main, self._state, branch))
+        tip = self.tip(branch)
+        specs = list(plan(tip))
+        if not specs:
+            return UpdateResult(branch=branch, commits=(), tip=tip, attempts=attempt - 1)
+        commits = self._build_commits(tip, specs)
+        new_tip = commits[-1]
+        try:
+            self._remote.push(branch, new_tip, tip)
+        except PushRejectedError as exc:
+            log.info("git_push_rejected", branch=branch, attempt=attempt, reason=str(exc))
+            raise
+        self._repo.references.create(tracking_ref(branch), new_tip, force=True)
+        log.info("git_pushed", branch=branch, tip=new_tip, commits=len(commits), attempt=attempt)
+        return UpdateResult(branch=branch, commits=tuple(commits), tip=new_tip, attempts=attempt)
+
+    def _build_commits(self, tip: str | None, specs: Sequence[CommitSpec]) -> list[str]:
+        parent = tip
+        tree = self._tree(tip) if tip is not None else None
+        commits: list[str] = []
+        for spec in specs:
+            tree_id = build_tree(self._repo, tree, spec.changes)
+            when = int(self._clock())
+            author = pygit2.Signature(*self._author, when, 0)
+            oid = self._repo.create_commit(
+                None, author, author, spec.message, tree_id, [parent] if parent else []
+            )
+            parent = str(oid)
+            commits.append(parent)
+            tree = self._repo[tree_id].peel(pygit2.Tree)
+        return commits
+
+
+def _walk(tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, str]]:
+    for entry in tree:
+        path = f"{prefix}{entry.name}"
+        if isinstance(entry, pygit2.Tree):
+            yield from _walk(entry, f"{path}/")
+        elif isinstance(entry, pygit2.Blob):
+            yield path, str(entry.id)
+
+
+def _check_branch(branch: str) -> None:
+    if not branch or not pygit2.reference_is_valid_name(f"refs/heads/{branch}"):
+        raise ValueError(f"invalid branch name {branch!r}")
+
+
+def _open_cache(cache_dir: Path) -> pygit2.Repository:
+    if cache_dir.exists() and any(cache_dir.iterdir()):
+        try:
+            repo = pygit2.Repository(str(cache_dir))
+        except pygit2.GitError as exc:
+            raise GitPermanentError(f"{cache_dir} is not a Git repository: {exc}") from None
+        if not repo.is_bare:
+            raise GitPermanentError(f"{cache_dir} is not a bare repository")
+        return repo
+    return pygit2.init_repository(str(cache_dir), bare=True)
