@@ -67,8 +67,10 @@ def demo(scenario: str, workdir: Path | None, timeout: float) -> None:
 
 def _register() -> None:
     from reconciler.cli.status import status  # noqa: PLC0415
+    from reconciler.cli.validate import validate  # noqa: PLC0415
 
     cli.add_command(status)
+    cli.add_command(validate)
 
 
 def main() -> None:

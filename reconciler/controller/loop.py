@@ -69,7 +69,18 @@ class Reconciler:
         self._recovered = False
 
     def tick(self) -> TickReport:
-        """One pass of the loop; raises only for faults of the Env repo as a whole."""
+        """One pass of the loop; raises only for faults of the Env repo as a whole.
+
+        After a tick that raised (a push that may or may not have landed, say), the next
+        one re-applies every recorded weight, as a fresh process would.
+        """
+        try:
+            return self._tick()
+        except BaseException:
+            self._recovered = False
+            raise
+
+    def _tick(self) -> TickReport:
         heads = self._store.fetch()
         report = TickReport(heads)
         if heads.main is None:

@@ -6,8 +6,9 @@ tree (a later edit sees an earlier one's result), then ``cleanup`` and the exper
 file itself are deleted, so main no longer names an experiment that is over. ``set``
 changes one YAML scalar and no other byte (``reconciler.promote.yamlset``). A ``copy`` or
 ``set`` whose file is missing, or a ``set`` path that does not exist, is an error that names
-the file and path; deleting a file that is already gone is not (the edit is idempotent). Replacement values may use the winner's variables as
-``{{ variables.NAME }}``. No I/O: the caller reads and commits.
+the file and path; deleting a file that is already gone is not (the edit is idempotent).
+Replacement and ``set`` values may use the winner's variables as ``{{ variables.NAME }}``.
+No I/O: the caller reads and commits.
 """
 
 from __future__ import annotations

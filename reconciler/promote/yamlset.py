@@ -63,7 +63,8 @@ def _child(node: Node, step: str | int, walked: str) -> Node:
     if isinstance(node, MappingNode):
         for key, child in node.value:
             if isinstance(key, ScalarNode) and key.value == step:
-                return child  # type: ignore[no-any-return]
+                found: Node = child
+                return found
     raise YamlSetError(f"no field '{step}' at {where}")
 
 
@@ -87,7 +88,7 @@ def _plain_reads_as(value: str, node: ScalarNode) -> bool:
     if not isinstance(parsed, dict) or "k" not in parsed:
         return False
     loaded = parsed["k"]
-    was_string = node.tag.endswith(":str")
+    was_string = (node.tag or "").endswith(":str")
     if isinstance(loaded, str):
         return loaded == value and was_string
     return not was_string and _text(loaded) == value

@@ -80,13 +80,14 @@ def looks_like_experiment(data: bytes) -> bool:
     return _KIND_LINE.search(data) is not None
 
 
-def load_experiments(path: str, data: bytes) -> LoadResult:
+def load_experiments(path: str, data: bytes, *, repo_path: str | None = None) -> LoadResult:
     """Parse every Experiment document in one file of the Env repo.
 
     Args:
-        path: the file's path in the repository (used in messages and to resolve
-            ``spec.gitops`` paths, which are relative to the file's directory).
+        path: the file's path as messages should show it.
         data: the file's content.
+        repo_path: the file's path in the repository, when it differs from ``path``
+            (``spec.gitops`` paths are relative to its directory).
     """
     problems: list[Problem] = []
     experiments: list[Experiment] = []
@@ -111,7 +112,7 @@ def load_experiments(path: str, data: bytes) -> LoadResult:
             continue
         if document.get("apiVersion") not in API_VERSIONS:
             continue
-        reader = _Reader(path)
+        reader = _Reader(path, repo_path or path)
         experiment = reader.experiment(document)
         problems.extend(reader.problems)
         if experiment is not None and not any(p.severity == "error" for p in reader.problems):
@@ -126,8 +127,9 @@ class _InvalidError(Exception):
 class _Reader:
     """Reads one document, recording problems with their locations."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, repo_path: str) -> None:
         self.path = path
+        self.repo_path = repo_path
         self.problems: list[Problem] = []
         self.locations: dict[str, Location] = {}
         self._owner: dict[int, Location] = {}
@@ -287,7 +289,7 @@ class _Reader:
             candidates=candidates,
             gitops=self._gitops(spec) if "gitops" in known else GitOps(),
             api_version=api_version,
-            path=self.path,
+            path=self.repo_path,
             locations=self.locations,
         )
         self._check_pattern(experiment, spec, version_info)
@@ -493,7 +495,7 @@ class _Reader:
         )
         names = [baseline.name, *(c.name for c in candidates)]
         if len(set(names)) != len(names):
-            raise self._error(self._at(node), f"version names must be unique, got {names}")
+            raise self._error(self._parent(node), f"version names must be unique, got {names}")
         return baseline, candidates
 
     def _version(self, node: CommentedMap, at: str) -> Version:
@@ -612,7 +614,7 @@ class _Reader:
                 f"'{at}' is absolute ({raw!r}); write it relative to the experiment file's "
                 "directory",
             )
-        joined = posixpath.normpath(posixpath.join(posixpath.dirname(self.path), raw))
+        joined = posixpath.normpath(posixpath.join(posixpath.dirname(self.repo_path), raw))
         if joined == ".." or joined.startswith("../") or joined == ".":
             raise self._error(
                 self._at(node, key), f"'{at}' ({raw!r}) points outside the repository"
