@@ -32,6 +32,8 @@ BRANCH = "reconciler-state"
 
 FETCHER = """
 import sys, pathlib
+from reconciler import logs
+logs.configure(json=False, level="warning")
 from reconciler.gitstore.repo import GitEnvStore
 GitEnvStore.open(sys.argv[1], pathlib.Path(sys.argv[2]), author=("b", "b@b")).fetch()
 """
@@ -39,6 +41,8 @@ GitEnvStore.open(sys.argv[1], pathlib.Path(sys.argv[2]), author=("b", "b@b")).fe
 LOADER = """
 import json, sys, time
 t0 = time.perf_counter()
+from reconciler import logs
+logs.configure(json=False, level="warning")
 from reconciler.engine.state import from_json
 from reconciler.gitstore.repo import GitEnvStore
 from reconciler.gitstore.state_branch import load_live
@@ -174,7 +178,7 @@ def main() -> None:
     rec = sub.add_parser("recovery", help="load all live state from a fresh process")
     rec.add_argument("--experiments", type=int, default=1000)
     rec.add_argument("--history", type=int, default=100_000)
-    rec.add_argument("--runs", type=int, default=5)
+    rec.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     if args.bench == "recovery":
         recovery(args)
