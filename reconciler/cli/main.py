@@ -66,11 +66,12 @@ def demo(scenario: str, workdir: Path | None, timeout: float) -> None:
 
 
 def _register() -> None:
+    from reconciler.cli.audit_cmds import history, recover  # noqa: PLC0415
     from reconciler.cli.status import status  # noqa: PLC0415
     from reconciler.cli.validate import validate  # noqa: PLC0415
 
-    cli.add_command(status)
-    cli.add_command(validate)
+    for command in (status, validate, history, recover):
+        cli.add_command(command)
 
 
 def main() -> None:

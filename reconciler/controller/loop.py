@@ -45,6 +45,10 @@ class TickReport:
     problems: list[Problem] = field(default_factory=list)
     """Problems in experiment files seen for the first time by this process."""
     errors: list[str] = field(default_factory=list)
+    pushes: list[tuple[str, int]] = field(default_factory=list)
+    """(branch, attempts) of every accepted push; attempts above 1 were conflicts."""
+    live: dict[str, int] = field(default_factory=dict)
+    """Live experiments by phase at the start of the tick."""
 
 
 class Reconciler:
@@ -58,8 +62,15 @@ class Reconciler:
         *,
         clock: Callable[[], float],
         paths: tuple[str, ...] = ("",),
+        failpoint: Callable[[str], None] = lambda _name: None,
     ) -> None:
-        """Wire the loop to its three adapters and a clock (seconds since the epoch)."""
+        """Wire the loop to its three adapters and a clock (seconds since the epoch).
+
+        ``failpoint`` is called with the name of each step boundary the tick crosses
+        (``after-fetch``, ``after-state-push``, ``after-weights``, ``after-main-push``,
+        ``after-outcome-record``); the crash tests make it exit the process there.
+        """
+        self._failpoint = failpoint
         self._store = store
         self._cluster = cluster
         self._metrics = metrics
@@ -82,6 +93,7 @@ class Reconciler:
 
     def _tick(self) -> TickReport:
         heads = self._store.fetch()
+        self._failpoint("after-fetch")
         report = TickReport(heads)
         if heads.main is None:
             log.warning("main_missing", branch=self._store.main_branch)
@@ -89,16 +101,35 @@ class Reconciler:
         scan = self._discovery.scan(heads.main)
         self._report_problems(scan, report)
         states = self._load(heads.state)
+        for state in states.values():
+            report.live[state.phase.value] = report.live.get(state.phase.value, 0) + 1
         if not self._recovered:
             for state in states.values():
                 self._apply_weights(state, report)
             self._recovered = True
+        recorded = self._record(scan, states, heads.state, report)
+        for transition, commit in recorded:
+            self._act(transition, commit, report)
+        acted = {t.state.key for t, _ in recorded}
+        for state in states.values():
+            if state.phase.deciding and state.key not in acted:
+                self._finish(state, None, report)
+        return report
+
+    def _record(
+        self,
+        scan: Scan,
+        states: dict[str, ExperimentState],
+        state_tip: str | None,
+        report: TickReport,
+    ) -> list[tuple[Transition, str]]:
+        """Plan and push this tick's transitions, one commit each, in one push."""
         now = self._clock()
         observations = self._observe(states, now)
         planned: list[Transition] = []
 
         def plan(tip: str | None) -> list[CommitSpec]:
-            current = states if tip == heads.state else self._load(tip)
+            current = states if tip == state_tip else self._load(tip)
             planned[:] = self._plan(scan, current, observations, now, tip)
             commits = [records.state_commit(t) for t in planned]
             if commits and tip is None:
@@ -108,16 +139,13 @@ class Reconciler:
 
         result = self._store.update_branch(self._store.state_branch, plan)
         recorded = list(zip(planned, result.commits, strict=True))
+        if result.commits:
+            report.pushes.append((self._store.state_branch, result.attempts))
+            self._failpoint("after-state-push")
         report.recorded.extend(recorded)
         for transition, commit in recorded:
             self._log_transition(transition, commit)
-        for transition, commit in recorded:
-            self._act(transition, commit, report)
-        acted = {t.state.key for t, _ in recorded}
-        for state in states.values():
-            if state.phase.deciding and state.key not in acted:
-                self._finish(state, None, report)
-        return report
+        return recorded
 
     # -- load, discover, observe -------------------------------------------------------
 
@@ -295,6 +323,7 @@ class Reconciler:
         for action in transition.actions:
             if isinstance(action, SetWeights):
                 self._apply_weights(transition.state, report)
+                self._failpoint("after-weights")
             elif isinstance(action, PushOutcome):
                 self._finish(transition.state, commit, report)
 
@@ -319,7 +348,7 @@ class Reconciler:
             existing.clear()
             if tip is None:
                 return []
-            found = self._find_outcome(tip, state)
+            found = find_outcome(self._store, tip, state)
             if found is not None:
                 existing.append(found)
                 return []
@@ -335,6 +364,9 @@ class Reconciler:
             report.errors.append(f"{state.id}: outcome {outcome} not pushed: {exc}")
             log.error("outcome_failed", experiment=state.id, outcome=outcome, error=str(exc))
             return
+        if pushed.commits:
+            report.pushes.append((self._store.main_branch, pushed.attempts))
+            self._failpoint("after-main-push")
         commit = pushed.commits[-1] if pushed.commits else (existing[0] if existing else None)
         if commit is None:
             report.errors.append(f"{state.id}: main branch is missing")
@@ -351,17 +383,13 @@ class Reconciler:
         result = self._store.update_branch(
             self._store.state_branch, lambda _tip: [records.state_commit(landed)]
         )
+        report.pushes.append((self._store.state_branch, result.attempts))
+        self._failpoint("after-outcome-record")
         report.recorded.append((landed, result.commits[-1]))
         report.outcomes.append((state.id, commit))
         self._log_transition(landed, result.commits[-1])
         if any(isinstance(a, SetWeights) for a in landed.actions):
             self._apply_weights(landed.state, report)
-
-    def _find_outcome(self, main_tip: str, state: ExperimentState) -> str | None:
-        for commit in self._store.log(main_tip, hide=state.decided_on):
-            if commit.trailer(records.ID) == state.id and commit.trailer(records.OUTCOME):
-                return commit.id
-        return None
 
     def _log_transition(self, transition: Transition, commit: str) -> None:
         state = transition.state
@@ -374,6 +402,17 @@ class Reconciler:
             commit=commit,
             summary=transition.summary,
         )
+
+
+def find_outcome(store: EnvStore, main_tip: str, state: ExperimentState) -> str | None:
+    """The outcome commit of ``state``'s run on main, if it landed.
+
+    Searches main back to the commit the decision was taken on, by ``Rollout-Id``.
+    """
+    for commit in store.log(main_tip, hide=state.decided_on):
+        if commit.trailer(records.ID) == state.id and commit.trailer(records.OUTCOME):
+            return commit.id
+    return None
 
 
 def _metrics_of(spec: Experiment) -> list[str]:

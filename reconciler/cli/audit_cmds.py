@@ -1,0 +1,104 @@
+"""``reconciler history`` and ``reconciler recover --dry-run``: the audit, from Git alone."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reconciler.audit import history as read_history
+from reconciler.audit import recovery_plan
+from reconciler.cli.repo_options import open_store, repo_options
+from reconciler.errors import ReconcilerError
+from reconciler.gitstore.repo import GitEnvStore
+from reconciler.ports import Heads
+
+
+def _fetch(options: dict[str, Any], scratch: Path) -> tuple[GitEnvStore, Heads]:
+    try:
+        store = open_store(options, scratch)
+        return store, store.fetch()
+    except ReconcilerError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        click.echo("  ".join(cells).rstrip())
+
+
+@click.command()
+@click.argument("experiment")
+@repo_options
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def history(experiment: str, output: str, **options: Any) -> None:  # noqa: ANN401
+    """Every recorded transition of EXPERIMENT (namespace/name, or an id with @run)."""
+    with tempfile.TemporaryDirectory(prefix="reconciler-history-") as scratch:
+        store, heads = _fetch(options, Path(scratch))
+        rows = read_history(store, heads.state, experiment) if heads.state else []
+    if output == "json":
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        raise click.ClickException(f"nothing recorded for {experiment} on {store.state_branch}")
+    _table(
+        ("TIME", "COMMIT", "PHASE", "ITER", "WEIGHTS", "VERDICTS", "METRICS"),
+        [
+            (
+                r.time[:19],
+                r.commit[:12],
+                r.phase,
+                str(r.iteration),
+                ",".join(f"{k}={v}" for k, v in r.weights.items()) or "-",
+                ",".join(f"{k}={v}" for k, v in r.verdicts.items()) or "-",
+                "; ".join(
+                    f"{version} "
+                    + ",".join(
+                        f"{m.rsplit('/', 1)[-1]}={'-' if v is None else f'{v:g}'}"
+                        for m, v in values.items()
+                    )
+                    for version, values in r.metrics.items()
+                )
+                or "-",
+            )
+            for r in rows
+        ],
+    )
+
+
+@click.command()
+@repo_options
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    required=True,
+    help="Print what a fresh process would do (required: `reconciler run` acts).",
+)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def recover(dry_run: bool, output: str, **options: Any) -> None:  # noqa: ANN401
+    """What a fresh process would re-apply to the cluster and which outcomes it would redo."""
+    del dry_run
+    with tempfile.TemporaryDirectory(prefix="reconciler-recover-") as scratch:
+        store, heads = _fetch(options, Path(scratch))
+        steps = recovery_plan(store, heads.main, heads.state)
+    if output == "json":
+        click.echo(
+            json.dumps(
+                [{"experiment": s.experiment, "action": s.action, **s.detail} for s in steps],
+                indent=2,
+            )
+        )
+        return
+    if not steps:
+        click.echo("nothing to recover: no live experiments")
+        return
+    _table(
+        ("EXPERIMENT", "ACTION", "DETAIL"),
+        [(s.experiment, s.action, json.dumps(s.detail, sort_keys=True)) for s in steps],
+    )

@@ -1,0 +1,1 @@
+"""The process's HTTP face: /metrics, /healthz, /readyz and /webhook."""

@@ -1,0 +1,85 @@
+"""history and recover --dry-run, reading only Git."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from reconciler.demo import scenario
+from reconciler.metrics.profile import Profile
+from reconciler.testing import DrivenClock, Harness
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", *args], capture_output=True, text=True, check=False
+    )
+
+
+def run_to_decision(tmp: Path, candidate: Profile) -> Harness:
+    clock = DrivenClock()
+    harness = Harness.create(
+        tmp,
+        scenario.app_commits(),
+        {"productpage-v1": Profile(), "productpage-v2": candidate},
+        namespace="bookinfo",
+        clock=clock,
+    )
+    for _ in range(20):
+        clock.advance(1)
+        if any(t.state.phase.final for t, _ in harness.tick().recorded):
+            return harness
+    raise AssertionError("no outcome")
+
+
+def test_history_lists_every_transition_with_weights_verdicts_and_metrics(tmp_path: Path) -> None:
+    harness = run_to_decision(tmp_path, Profile(error_rate=0.3))
+    result = cli("history", "bookinfo/productpage-canary", "--repo", harness.remote, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["phase"] for r in rows] == [
+        "Progressing",
+        "Progressing",
+        "Progressing",
+        "RollingBack",
+        "RolledBack",
+    ]
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3, 3]
+    assert rows[0]["weights"] == {"productpage-v1": 80, "productpage-v2": 20}
+    assert rows[1]["verdicts"] == {"productpage-v1": "pass", "productpage-v2": "fail"}
+    assert rows[1]["metrics"]["productpage-v2"]["istio/error-rate"] == 0.3
+    commits = subprocess.run(
+        ["git", "--git-dir", harness.remote, "rev-list", "--reverse", "reconciler-state"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert [r["commit"] for r in rows] == commits
+
+
+def test_recover_dry_run_says_what_a_fresh_process_would_do(tmp_path: Path) -> None:
+    harness = run_to_decision(tmp_path, Profile())
+    git = ["git", "--git-dir", harness.remote]
+    promoting = subprocess.run(
+        [*git, "rev-parse", "reconciler-state~1"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    main = subprocess.run([*git, "rev-parse", "main"], check=True, capture_output=True, text=True)
+    # The process died after pushing the promotion, before recording it.
+    subprocess.run([*git, "update-ref", "refs/heads/reconciler-state", promoting], check=True)
+    result = cli("recover", "--dry-run", "--repo", harness.remote, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    steps = json.loads(result.stdout)
+    assert [s["action"] for s in steps] == ["set-weights", "confirm-outcome"]
+    assert steps[0]["weights"] == {"productpage-v1": 100, "productpage-v2": 0}
+    assert steps[1]["commit"] == main.stdout.strip()
+    # ... and had it died before pushing, the promotion would be pushed.
+    subprocess.run([*git, "update-ref", "refs/heads/main", "main~1"], check=True)
+    steps = json.loads(cli("recover", "--dry-run", "--repo", harness.remote, "-o", "json").stdout)
+    assert steps[1] == {
+        "experiment": steps[0]["experiment"],
+        "action": "push-outcome",
+        "outcome": "promoted",
+        "winner": "productpage-v2",
+    }
