@@ -242,6 +242,13 @@ FIELDS: tuple[Field, ...] = (
         "Seconds to wait for the GitOps operator to sync an outcome commit.",
     ),
     Field(
+        "failpoints",
+        ("failpoints",),
+        "list",
+        "Step boundaries where the process exits hard (crash tests only): after-fetch, "
+        "after-state-push, after-weights, after-main-push, after-outcome-record.",
+    ),
+    Field(
         "log_json",
         ("log", "json"),
         "bool",
@@ -293,6 +300,7 @@ class Settings:
     flux_gitrepository: str | None = None
     sync_timeout: float = 120.0
     events: bool = True
+    failpoints: tuple[str, ...] = ()
     log_json: bool = True
     log_level: str = "info"
 

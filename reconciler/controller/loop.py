@@ -26,6 +26,7 @@ from reconciler.gitstore.state_branch import archive_path, with_readme
 from reconciler.ports import Cluster, CommitSpec, EnvStore, Heads, MetricsSource, MetricValue
 from reconciler.promote import edits
 from reconciler.spec.loader import Problem
+from reconciler.spec.metric import MetricDefinition
 from reconciler.spec.model import DeploymentPattern, Experiment, WeightObjRef
 
 log = structlog.get_logger("reconciler.controller")
@@ -63,13 +64,18 @@ class Reconciler:
         clock: Callable[[], float],
         paths: tuple[str, ...] = ("",),
         failpoint: Callable[[str], None] = lambda _name: None,
+        metric_documents: Callable[[tuple[MetricDefinition, ...]], None] = lambda _docs: None,
     ) -> None:
         """Wire the loop to its three adapters and a clock (seconds since the epoch).
 
         ``failpoint`` is called with the name of each step boundary the tick crosses
         (``after-fetch``, ``after-state-push``, ``after-weights``, ``after-main-push``,
         ``after-outcome-record``); the crash tests make it exit the process there.
+        ``metric_documents`` receives the Metric documents on main whenever they change,
+        before any metric is observed.
         """
+        self._metric_documents = metric_documents
+        self._metrics_seen: tuple[MetricDefinition, ...] | None = None
         self._failpoint = failpoint
         self._store = store
         self._cluster = cluster
@@ -100,6 +106,9 @@ class Reconciler:
             return report
         scan = self._discovery.scan(heads.main)
         self._report_problems(scan, report)
+        if scan.metrics != self._metrics_seen:
+            self._metric_documents(scan.metrics)
+            self._metrics_seen = scan.metrics
         states = self._load(heads.state)
         for state in states.values():
             report.live[state.phase.value] = report.live.get(state.phase.value, 0) + 1
