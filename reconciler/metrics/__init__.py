@@ -1,1 +1,1 @@
-"""Metric values for the engine (the demo's profile-based source for now)."""
+"""Metric values for the engine: Prometheus, the builtin library, and the demo's profiles."""

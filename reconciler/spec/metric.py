@@ -147,7 +147,7 @@ def parse_query(text: str) -> QueryTemplate:
             i += 1
             continue
         if quote is not None and char == quote:
-            quote = None
+            quote, regex = None, False
             literal.append(char)
             i += 1
             continue

@@ -1,0 +1,382 @@
+"""Prometheus as the ``MetricsSource``: instant queries through prometheus-api-client.
+
+``PrometheusClient`` sends one PromQL query (bearer token file, CA file, custom headers,
+a timeout) and classifies what goes wrong: no answer, a refused connection or a 5xx is
+temporary and retried by tenacity within a bound; a 4xx (a bad query), a TLS failure or
+an answer that is not Prometheus' is permanent and reported at once. ``PrometheusMetrics``
+resolves an experiment's metric name in the ``Catalog``, renders its query for one
+version (``reconciler.metrics.promql``), and returns a value with its sample size,
+``no-data`` (no series, or NaN: distinct from 0), or ``unavailable`` (the source failed):
+never a made-up number. It never logs a credential or a header value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Self
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+import structlog
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from requests.auth import AuthBase
+from tenacity import (
+    RetryCallState,
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+from urllib3.util.retry import Retry
+
+from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
+from reconciler.metrics.catalog import Catalog, Resolved
+from reconciler.metrics.promql import Bindings, render
+from reconciler.ports import MetricValue
+
+log = structlog.get_logger(__name__)
+
+ATTEMPTS = 3
+"""Tries per query before a temporary fault makes the metric ``unavailable``."""
+_HTTP_BAD_REQUEST, _HTTP_SERVER_ERROR = 400, 500
+_TEMPORARY_STATUS = frozenset({408, 429})
+OK, NO_DATA, UNAVAILABLE = "ok", "no-data", "unavailable"
+_SSL_REASON = re.compile(r"\[SSL[^\]]*\][^'\")]*")
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    """Where Prometheus is and how to talk to it (built once by the CLI)."""
+
+    url: str
+    """Base URL, e.g. ``http://prometheus.istio-system:9090`` (no ``/api/v1``)."""
+    bearer_token_file: Path | None = None
+    """Read before every query, so a rotated (projected) token is picked up."""
+    ca_file: Path | None = None
+    """CA bundle to verify an https URL against (default: the system's)."""
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout_seconds: float = 5.0
+    """Per attempt; also sent to Prometheus as the query's evaluation timeout."""
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(
+                f"Prometheus URL must be http(s)://host[:port][/path], not {self.url!r}"
+            )
+        if not (math.isfinite(self.timeout_seconds) and self.timeout_seconds > 0):
+            raise ValueError("the Prometheus timeout must be a positive number of seconds")
+        for name, _value in self.headers:
+            if not name or any(c in name for c in ":\r\n ") or not name.isascii():
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+
+    @property
+    def base_url(self) -> str:
+        """The URL without a trailing slash."""
+        return self.url.rstrip("/")
+
+    @property
+    def display_url(self) -> str:
+        """``base_url`` without any ``user:password@``, for messages and logs."""
+        parts = urlsplit(self.base_url)
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=host))
+
+
+class PrometheusError(ReconcilerError):
+    """A query failed; the message names the Prometheus URL and what happened."""
+
+
+class PrometheusTemporaryError(PrometheusError, TemporaryError):
+    """No answer, connection refused, or a 5xx: retried."""
+
+
+class PrometheusPermanentError(PrometheusError, PermanentError):
+    """A rejected query (4xx), a TLS failure, or an answer that is not Prometheus': not retried."""
+
+
+class QueryClient(Protocol):
+    """Sends one instant query; returns Prometheus' ``data.result``."""
+
+    def query(self, promql: str) -> Any:  # noqa: ANN401 - JSON as Prometheus sends it
+        """The ``data.result`` of ``/api/v1/query``; raises ``PrometheusError``."""
+        ...
+
+
+class _BearerToken(AuthBase):
+    """``Authorization: Bearer <token>``, the token read from a file at each request."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        try:
+            token = self._path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise PrometheusPermanentError(
+                f"cannot read the bearer token file {self._path}: {exc.strerror}"
+            ) from None
+        request.headers["Authorization"] = f"Bearer {token}"
+        return request
+
+
+def _raise_for_status(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:  # noqa: ANN401
+    """Session hook: fail on any non-2xx with the status kept (the library only keeps text)."""
+    _ = response.content  # read the body so the connection goes back to the pool
+    response.raise_for_status()
+
+
+def _log_retry(state: RetryCallState) -> None:
+    outcome = state.outcome
+    error = outcome.exception() if outcome is not None else None
+    log.info("prometheus_retry", attempt=state.attempt_number, error=str(error))
+
+
+class PrometheusClient:
+    """Instant queries against one Prometheus, with bounded, classified retries."""
+
+    def __init__(self, config: PrometheusConfig) -> None:
+        """Build the HTTP session; nothing is sent yet."""
+        self.config = config
+        session = requests.Session()
+        session.verify = str(config.ca_file) if config.ca_file else True
+        session.hooks["response"].append(_raise_for_status)
+        self._connect = PrometheusConnect(
+            url=config.base_url,
+            headers=dict(config.headers) or None,
+            # tenacity retries (below), so urllib3's stay off; read=False makes a read
+            # timeout surface as requests' ReadTimeout rather than a ConnectionError
+            retry=Retry(total=0, read=False, raise_on_status=False),
+            auth=_BearerToken(config.bearer_token_file) if config.bearer_token_file else None,
+            session=session,
+            timeout=config.timeout_seconds,
+        )
+
+    def close(self) -> None:
+        """Release the HTTP connections."""
+        self._connect.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @retry(
+        retry=retry_if_exception_type(TemporaryError),
+        stop=stop_after_attempt(ATTEMPTS),
+        wait=wait_exponential(multiplier=0.2, max=2.0) + wait_random(0, 0.2),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    def query(self, promql: str) -> Any:  # noqa: ANN401 - JSON as Prometheus sends it
+        """Evaluate ``promql`` now; return ``data.result``.
+
+        Raises:
+            PrometheusTemporaryError: still failing after ``ATTEMPTS`` tries.
+            PrometheusPermanentError: at the first permanent fault.
+        """
+        try:
+            return self._connect.custom_query(
+                promql, params={"timeout": f"{self.config.timeout_seconds:g}"}
+            )
+        except PrometheusError:
+            raise
+        except (requests.RequestException, PrometheusApiClientException, ValueError) as exc:
+            raise self._classify(exc) from exc
+
+    def _classify(self, exc: Exception) -> PrometheusError:
+        where = self.config.display_url
+        if isinstance(exc, requests.HTTPError) and exc.response is not None:
+            return _classify_status(where, exc.response)
+        if isinstance(exc, requests.exceptions.SSLError):
+            found = _SSL_REASON.search(str(exc))
+            reason = f": {found.group()}" if found else ""
+            return PrometheusPermanentError(f"{where}: TLS verification failed{reason}")
+        if isinstance(exc, requests.Timeout):
+            return PrometheusTemporaryError(
+                f"{where} did not answer within {self.config.timeout_seconds:g} s"
+            )
+        if isinstance(exc, requests.ConnectionError):
+            return PrometheusTemporaryError(f"cannot connect to {where}")
+        if isinstance(exc, ValueError):
+            return PrometheusPermanentError(f"{where} did not answer with Prometheus' JSON")
+        return PrometheusPermanentError(f"{where}: {type(exc).__name__}")
+
+
+def _classify_status(where: str, response: requests.Response) -> PrometheusError:
+    status = response.status_code
+    detail = _error_detail(response)
+    if status >= _HTTP_SERVER_ERROR or status in _TEMPORARY_STATUS:
+        return PrometheusTemporaryError(f"{where} answered {status}: {detail}")
+    if status == _HTTP_BAD_REQUEST:
+        return PrometheusPermanentError(f"{where} rejected the query: {detail}")
+    return PrometheusPermanentError(f"{where} answered {status}: {detail}")
+
+
+def _error_detail(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason or "no detail"
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return f"{body.get('errorType', 'error')}: {body['error']}"
+    return response.reason or "no detail"
+
+
+def first_value(result: Any) -> tuple[float | None, str | None]:  # noqa: ANN401 - JSON
+    """Iter8's ``.data.result[0].value[1] | tonumber``: the value, or None and why not.
+
+    An empty vector and a NaN (0/0: nothing in the window) are no data; so are the
+    infinities, which no limit can judge and JSON cannot carry.
+
+    Raises:
+        PrometheusPermanentError: a range vector or a shape Prometheus never sends.
+    """
+    if isinstance(result, list) and not result:
+        return None, "the query returned no series"
+    if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):  # noqa: PLR2004 - [time, value]
+        raw: Any = result[1]  # a scalar
+    elif isinstance(result, list) and isinstance(result[0], dict) and "value" in result[0]:
+        raw = result[0]["value"][1]
+    elif isinstance(result, list) and isinstance(result[0], dict) and "values" in result[0]:
+        raise PrometheusPermanentError(
+            "the query returns a range vector; wrap it in a function such as increase()"
+        )
+    else:
+        raise PrometheusPermanentError(f"unexpected query result {str(result)[:200]}")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise PrometheusPermanentError(f"the query's value {raw!r} is not a number") from None
+    if math.isnan(value):
+        return None, "the value is NaN (no requests in the window?)"
+    if math.isinf(value):
+        return None, f"the value is {raw}"
+    return value, None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One metric evaluated for one version, with what was sent and why it is not ``ok``."""
+
+    metric: str
+    version: str
+    result: MetricValue
+    query: str | None = None
+    reason: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The shape ``reconciler metrics query -o json`` prints."""
+        return {
+            "metric": self.metric,
+            "version": self.version,
+            "value": self.result.value,
+            "sample_size": self.result.sample_size,
+            "status": self.result.status,
+            "query": self.query,
+        }
+
+
+class PrometheusMetrics:
+    """A ``MetricsSource`` answering from Prometheus and a ``Catalog`` of metrics."""
+
+    def __init__(self, client: QueryClient, catalog: Catalog) -> None:
+        """``client`` is a ``PrometheusClient`` (or a test double)."""
+        self._client = client
+        self.catalog = catalog
+
+    def observe(
+        self,
+        metric: str,
+        *,
+        version: str,
+        namespace: str,
+        elapsed_seconds: float,
+        variables: Mapping[str, str],
+    ) -> MetricValue:
+        """Evaluate ``metric`` for one version over the ``elapsed_seconds`` the experiment ran.
+
+        Never raises for a source fault: that is ``unavailable``, logged once with context.
+        """
+        return self.evaluate(
+            metric,
+            version=version,
+            namespace=namespace,
+            elapsed_seconds=elapsed_seconds,
+            variables=variables,
+        ).result
+
+    def evaluate(
+        self,
+        metric: str,
+        *,
+        version: str,
+        namespace: str,
+        elapsed_seconds: float,
+        variables: Mapping[str, str],
+    ) -> Evaluation:
+        """Like ``observe``, keeping the query sent and the reason for a non-``ok`` status."""
+        bindings = Bindings.for_version(version, namespace, elapsed_seconds, variables)
+        query: str | None = None
+        try:
+            resolved = self.catalog.resolve(metric, namespace)
+            if resolved.definition.mock:
+                return self._mock(metric, resolved, version)
+            query = self._render(resolved, bindings)
+            value, reason = first_value(self._client.query(query))
+            sample = self._sample_size(resolved, bindings, value)
+        except ReconcilerError as exc:
+            log.warning(
+                "metric_unavailable", metric=metric, version=version, query=query, error=str(exc)
+            )
+            return Evaluation(
+                metric, version, MetricValue(None, None, UNAVAILABLE), query, str(exc)
+            )
+        if value is None:
+            log.info("metric_no_data", metric=metric, version=version, query=query, reason=reason)
+            return Evaluation(metric, version, MetricValue(None, sample, NO_DATA), query, reason)
+        return Evaluation(metric, version, MetricValue(value, sample, OK), query)
+
+    @staticmethod
+    def _render(resolved: Resolved, bindings: Bindings) -> str:
+        template = resolved.definition.query
+        if template is None:  # only mock metrics have none, handled before
+            raise PrometheusPermanentError(f"metric {resolved.definition.ref} has no query")
+        return render(template, bindings)
+
+    def _sample_size(
+        self, resolved: Resolved, bindings: Bindings, value: float | None
+    ) -> int | None:
+        reference = resolved.definition.sample_size
+        if reference is None:
+            return None
+        try:
+            counter = self.catalog.resolve(reference, resolved.namespace)
+            if counter.definition == resolved.definition:
+                count = value
+            else:
+                count, _reason = first_value(self._client.query(self._render(counter, bindings)))
+        except ReconcilerError as exc:
+            log.warning(
+                "sample_size_unavailable",
+                metric=resolved.definition.ref,
+                sample_size=reference,
+                error=str(exc),
+            )
+            return None
+        return round(count) if count is not None else None
+
+    @staticmethod
+    def _mock(metric: str, resolved: Resolved, version: str) -> Evaluation:
+        for name, level in resolved.definition.mock:
+            if name == version:
+                return Evaluation(metric, version, MetricValue(level, None, OK))
+        reason = f"mock metric {resolved.definition.ref} has no level for {version!r}"
+        return Evaluation(metric, version, MetricValue(None, None, NO_DATA), None, reason)

@@ -1,0 +1,205 @@
+"""What the engine receives: a value with its sample size, no data, or unavailable.
+
+Prometheus is replaced here by a recorded answer per query (the real server is in
+tests/integration/prometheus); what is checked is how answers and faults become
+``MetricValue``s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from reconciler.metrics.catalog import Catalog
+from reconciler.metrics.prometheus import (
+    Evaluation,
+    PrometheusMetrics,
+    PrometheusPermanentError,
+    PrometheusTemporaryError,
+    first_value,
+)
+from reconciler.ports import MetricValue
+
+
+def vector(value: str) -> list[dict[str, Any]]:
+    return [{"metric": {}, "value": [1700000000.0, value]}]
+
+
+class Answers:
+    """A QueryClient that answers by the metric name found in the query."""
+
+    def __init__(self, answers: dict[str, Callable[[], Any] | Any]) -> None:
+        self.answers = answers
+        self.queries: list[str] = []
+
+    def query(self, promql: str) -> Any:
+        self.queries.append(promql)
+        for key, answer in self.answers.items():
+            if key in promql:
+                return answer() if callable(answer) else answer
+        return []
+
+
+def raise_(error: Exception) -> Callable[[], Any]:
+    def answer() -> Any:
+        raise error
+
+    return answer
+
+
+def observe(source: PrometheusMetrics, metric: str, version: str = "v2") -> MetricValue:
+    return source.observe(
+        metric, version=version, namespace="bookinfo", elapsed_seconds=60, variables={}
+    )
+
+
+def provider(answers: dict[str, Any], *files: tuple[str, bytes]) -> PrometheusMetrics:
+    return PrometheusMetrics(Answers(answers), Catalog.from_files(files))
+
+
+ERRORS = 'response_code=~"5.."'
+
+
+def test_a_value_comes_with_the_request_count_as_its_sample_size() -> None:
+    source = provider({"quantile": vector("123.5"), "istio_requests_total": vector("812")})
+    assert observe(source, "istio/latency-p95") == MetricValue(123.5, 812, "ok")
+    assert observe(source, "istio/request-count") == MetricValue(812.0, 812, "ok")
+
+
+def test_no_series_is_no_data_not_zero() -> None:
+    source = provider({"istio_requests_total": []})
+    assert observe(source, "istio/request-count") == MetricValue(None, None, "no-data")
+
+
+def test_zero_requests_is_a_value_of_zero() -> None:
+    source = provider({"istio_requests_total": vector("0")})
+    assert observe(source, "istio/request-count") == MetricValue(0.0, 0, "ok")
+
+
+def test_nan_from_a_window_without_requests_is_no_data() -> None:
+    source = provider({ERRORS: vector("NaN"), "istio_requests_total": vector("0")})
+    assert observe(source, "istio/error-rate") == MetricValue(None, 0, "no-data")
+
+
+def test_infinities_are_no_data_because_no_limit_can_judge_them() -> None:
+    assert first_value(vector("+Inf")) == (None, "the value is +Inf")
+
+
+def test_a_scalar_result_is_read_like_a_vector() -> None:
+    assert first_value([1700000000.0, "2.5"]) == (2.5, None)
+
+
+def test_a_range_vector_is_a_permanent_error() -> None:
+    with pytest.raises(PrometheusPermanentError, match="range vector"):
+        first_value([{"metric": {}, "values": [[1, "1"]]}])
+
+
+def test_prometheus_failing_is_unavailable_never_a_value() -> None:
+    source = provider({"istio": raise_(PrometheusTemporaryError("cannot connect to http://p"))})
+    evaluation = source.evaluate(
+        "istio/error-rate", version="v2", namespace="bookinfo", elapsed_seconds=60, variables={}
+    )
+    assert evaluation.result == MetricValue(None, None, "unavailable")
+    assert evaluation.reason == "cannot connect to http://p"
+    assert evaluation.query is not None
+    assert "istio_requests_total" in evaluation.query
+
+
+def test_an_unknown_metric_is_unavailable_with_the_reason() -> None:
+    evaluation = provider({}).evaluate(
+        "istio/apdex", version="v2", namespace="bookinfo", elapsed_seconds=60, variables={}
+    )
+    assert evaluation.result.status == "unavailable"
+    assert evaluation.reason is not None
+    assert "has no metric 'apdex'" in evaluation.reason
+
+
+def test_a_query_needing_a_variable_the_version_lacks_is_unavailable() -> None:
+    metric = b"""\
+apiVersion: reconciler/v1alpha1
+kind: Metric
+metadata: {name: by-image, namespace: team}
+spec:
+  query: sum(x{image="$image"})
+"""
+    source = provider({"sum(x": vector("1")}, ("m.yaml", metric))
+    assert observe(source, "team/by-image").status == "unavailable"
+    with_variable = source.observe(
+        "team/by-image",
+        version="v2",
+        namespace="bookinfo",
+        elapsed_seconds=60,
+        variables={"image": 'repo/app:"2"'},
+    )
+    assert with_variable == MetricValue(1.0, None, "ok")
+
+
+ITER8 = b"""\
+apiVersion: iter8.tools/v2alpha2
+kind: Metric
+metadata:
+  name: mean-latency
+spec:
+  params:
+  - name: query
+    value: sum(increase(lat_sum{w='$name'}[${elapsedTime}s])) / sum(increase(lat_count{w='$name'}[${elapsedTime}s]))
+  sampleSize: request-count
+---
+apiVersion: iter8.tools/v2alpha2
+kind: Metric
+metadata:
+  name: request-count
+spec:
+  params:
+  - name: query
+    value: sum(increase(reqs{w='$name'}[${elapsedTime}s]))
+---
+apiVersion: iter8.tools/v2alpha2
+kind: Metric
+metadata:
+  name: user-engagement
+spec:
+  mock:
+  - {name: v1, level: 15.0}
+  - {name: v2, level: 20.0}
+"""  # noqa: E501 - Iter8's samples write each query on one line
+
+
+def test_sample_size_without_namespace_resolves_next_to_its_metric() -> None:
+    answers = Answers({"lat_sum": vector("80"), "reqs": vector("400.4")})
+    source = PrometheusMetrics(answers, Catalog.from_files([("m.yaml", ITER8)]))
+    assert observe(source, "iter8-istio/mean-latency") == MetricValue(80.0, 400, "ok")
+    assert answers.queries == [
+        "sum(increase(lat_sum{w='v2'}[60s])) / sum(increase(lat_count{w='v2'}[60s]))",
+        "sum(increase(reqs{w='v2'}[60s]))",
+    ]
+
+
+def test_a_failing_sample_size_keeps_the_value_without_a_sample_size() -> None:
+    source = provider(
+        {
+            "quantile": vector("99"),
+            "istio_requests_total": raise_(PrometheusTemporaryError("down")),
+        }
+    )
+    assert observe(source, "istio/latency-p99") == MetricValue(99.0, None, "ok")
+
+
+def test_mock_metrics_give_their_level_and_nothing_for_other_versions() -> None:
+    source = PrometheusMetrics(Answers({}), Catalog.from_files([("m.yaml", ITER8)]))
+    assert observe(source, "iter8-istio/user-engagement") == MetricValue(20.0, None, "ok")
+    assert observe(source, "iter8-istio/user-engagement", "v3").status == "no-data"
+
+
+def test_the_json_shape_of_an_evaluation() -> None:
+    evaluation = Evaluation("istio/error-rate", "v2", MetricValue(0.01, 800, "ok"), "q")
+    assert evaluation.as_json() == {
+        "metric": "istio/error-rate",
+        "version": "v2",
+        "value": 0.01,
+        "sample_size": 800,
+        "status": "ok",
+        "query": "q",
+    }
