@@ -67,12 +67,13 @@ def demo(scenario: str, workdir: Path | None, timeout: float) -> None:
 
 def _register() -> None:
     from reconciler.cli.audit_cmds import history, recover  # noqa: PLC0415
+    from reconciler.cli.doctor import doctor  # noqa: PLC0415
     from reconciler.cli.metrics_cmd import metrics  # noqa: PLC0415
     from reconciler.cli.run import run  # noqa: PLC0415
     from reconciler.cli.status import status  # noqa: PLC0415
     from reconciler.cli.validate import validate  # noqa: PLC0415
 
-    for command in (run, status, validate, history, recover, metrics):
+    for command in (run, status, validate, history, recover, metrics, doctor):
         cli.add_command(command)
 
 

@@ -1,0 +1,1 @@
+"""``hack/kube-test-server``: build, start and stop a real kube-apiserver and etcd for tests."""

@@ -1,0 +1,162 @@
+"""The ``Cluster`` port on a real API server: read and set weights, read readiness.
+
+``set_weights`` groups the weights by object and, per object, reads it, plans one JSON
+Patch guarded by ``test`` operations (``reconciler.cluster.patches``) and sends it; when
+another writer changed those weights in between, the API server refuses the whole patch,
+and the object is read again and the patch recomputed, within bounds. It never
+overwrites a value it has not seen, and it sends nothing when the object already carries
+the weights. Retries of busy or failing servers happen below, in ``Kube.request``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from reconciler.cluster import patches, readiness
+from reconciler.cluster.client import JSON_PATCH, Kube
+from reconciler.cluster.errors import (
+    ClusterPermanentError,
+    ConflictError,
+    FieldError,
+    NotFoundError,
+)
+from reconciler.cluster.resources import ObjectRef
+from reconciler.spec.model import WeightObjRef
+
+log = structlog.get_logger(__name__)
+
+
+class KubeCluster:
+    """Weights and readiness through the API server (``reconciler.ports.Cluster``)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        conflict_attempts: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
+        after_read: Callable[[ObjectRef], None] | None = None,
+    ) -> None:
+        """Use ``kube``; re-read and retry an object at most ``conflict_attempts`` times.
+
+        ``after_read`` runs between reading an object and patching it: the window in
+        which another writer can interfere (tests use it to be that writer).
+        """
+        self.kube = kube
+        self._attempts = conflict_attempts
+        self._sleep = sleep
+        self._after_read = after_read
+        self._lock = threading.Lock()
+        self.requests = 0
+        """Write requests sent (a set that changes nothing sends none)."""
+
+    # -- weights ------------------------------------------------------------------------
+
+    def get_weight(self, ref: WeightObjRef) -> int | None:
+        """The weight ``ref`` points at, or None when the object or the field is absent."""
+        obj = self.kube.get(_object_ref(ref))
+        if obj is None:
+            return None
+        try:
+            return patches.read_weight(obj, patches.weight_field(ref))
+        except patches.WeightFieldError as exc:
+            raise self._field_error(ref, exc) from None
+
+    def set_weights(self, weights: Sequence[tuple[WeightObjRef, int]]) -> None:
+        """Set every weight; all weights in one object change in one guarded request.
+
+        Raises:
+            ConflictError: other writers kept changing an object (after the bounded retries).
+            FieldError: a fieldPath does not resolve in its object.
+            NotFoundError, ForbiddenError, ClusterPermanentError: reported once.
+        """
+        by_object: dict[ObjectRef, list[tuple[WeightObjRef, int]]] = {}
+        for ref, weight in weights:
+            by_object.setdefault(_object_ref(ref), []).append((ref, weight))
+        for target, pairs in by_object.items():
+            planned_from: list[str] = []
+            retrying = Retrying(
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
+                retry=retry_if_exception_type(ConflictError),
+                sleep=self._sleep,
+                reraise=True,
+            )
+            retrying(self._set_object, target, pairs, planned_from)
+
+    def _set_object(
+        self,
+        target: ObjectRef,
+        pairs: Sequence[tuple[WeightObjRef, int]],
+        planned_from: list[str],
+    ) -> None:
+        obj = self.kube.get(target)
+        if obj is None:
+            resource, namespace = self.kube.locate(target)
+            raise NotFoundError(
+                f"{target} does not exist; the weights of an experiment point at it",
+                verb="get",
+                target=resource.target(namespace, target.name),
+                status=404,
+            )
+        try:
+            fields = [(patches.weight_field(ref), weight) for ref, weight in pairs]
+            if any(patches.is_ingress(ref) for ref, _ in pairs):
+                patches.check_canary(obj, target.name)
+            ops = patches.plan_patch(obj, fields)
+        except patches.WeightFieldError as exc:
+            raise self._field_error(pairs[0][0], exc) from None
+        if not ops:
+            return
+        version = str(obj.get("metadata", {}).get("resourceVersion", ""))
+        if planned_from and planned_from[-1] == version:
+            # Refused, yet nobody changed the object: not a conflict; do not retry.
+            resource, namespace = self.kube.locate(target)
+            raise ClusterPermanentError(
+                f"{target}: the API server refuses the weight patch {ops} although the "
+                "object did not change (a field the patch names is not writable?)",
+                verb="patch",
+                target=resource.target(namespace, target.name),
+                status=422,
+            )
+        planned_from.append(version)
+        if self._after_read is not None:
+            self._after_read(target)
+        try:
+            self.kube.patch(target, ops, content_type=JSON_PATCH)
+        except ConflictError as exc:
+            log.info("weights_conflict", object=str(target), error=str(exc))
+            raise
+        finally:
+            with self._lock:
+                self.requests += 1
+        log.debug("weights_patched", object=str(target), patch=ops)
+
+    def _field_error(self, ref: WeightObjRef, exc: Exception) -> FieldError:
+        target = _object_ref(ref)
+        resource, namespace = self.kube.locate(target)
+        return FieldError(
+            f"{target}: fieldPath {ref.field_path}: {exc}",
+            verb="patch",
+            target=resource.target(namespace, target.name),
+        )
+
+    # -- readiness ----------------------------------------------------------------------
+
+    def get_object(self, ref: ObjectRef) -> dict[str, Any] | None:
+        """The object as JSON, or None when it does not exist."""
+        return self.kube.get(ref)
+
+    def is_ready(self, ref: ObjectRef) -> readiness.Readiness:
+        """Whether the Deployment (or any object with a ``Ready`` condition) is ready."""
+        return readiness.assess(self.kube.get(ref))
+
+
+def _object_ref(ref: WeightObjRef) -> ObjectRef:
+    return ObjectRef(ref.api_version, ref.kind, ref.name, ref.namespace)

@@ -1,0 +1,242 @@
+"""Leader election per Env repo with real Leases: two reconcilers, three repos."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from reconciler.cluster.client import Kube
+from reconciler.cluster.lease import LeaseRecord, LeaseSettings, RepoLeases, lease_name
+from reconciler.cluster.resources import ObjectRef
+from tests.integration.kube.conftest import KubeServer, apply, delete
+
+pytestmark = pytest.mark.integration
+
+REPOS = (
+    "https://git.example/team-a/env.git",
+    "https://git.example/team-b/env.git",
+    "ssh://git@git.example/team-c/env.git",
+)
+FAST = LeaseSettings(lease_duration=2.0, renew_deadline=1.5, retry_period=0.1)
+
+
+@dataclass
+class Window:
+    """A moment a replica acted on a repo, and until when it believed it could."""
+
+    identity: str
+    start: float
+    until: float
+
+
+@dataclass
+class Replica:
+    """A reconciler's election loop in a thread, recording every moment it acts."""
+
+    leases: RepoLeases
+    windows: dict[str, list[Window]]
+    lock: threading.Lock
+    stop: threading.Event = field(default_factory=threading.Event)
+    crash: bool = False
+    thread: threading.Thread | None = None
+    released_at: float | None = None
+    """When it stopped acting and handed its Leases back (a crash never does)."""
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, name=self.leases.identity)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            self.leases.tick()
+            for repo in self.leases.repos:
+                now = self.leases.clock()
+                until = self.leases.valid_until(repo)
+                if now < until:  # "acting" on the repo: only while the Lease says so
+                    with self.lock:
+                        self.windows[repo].append(Window(self.leases.identity, now, until))
+            self.stop.wait(self.leases.settings.retry_period)
+        if not self.crash:
+            self.released_at = self.leases.clock()
+            self.leases.release()
+
+    def halt(self, *, crash: bool = False) -> float:
+        self.crash = crash
+        self.stop.set()
+        assert self.thread is not None
+        self.thread.join()
+        return time.monotonic()
+
+
+def assert_one_actor_at_a_time(windows: dict[str, list[Window]], replicas: list[Replica]) -> None:
+    """No two replicas could act on a repo at once.
+
+    A replica may act until its renew deadline; one that released its Leases stopped
+    acting when it released them. A crashed (or hung) one counts as acting until its
+    deadline: nobody may take over before that.
+    """
+    released = {r.leases.identity: r.released_at for r in replicas if r.released_at}
+    for repo, seen in windows.items():
+        for a in seen:
+            for b in seen:
+                if a.identity != b.identity:
+                    a_end = min(a.until, released.get(a.identity, a.until))
+                    b_end = min(b.until, released.get(b.identity, b.until))
+                    overlap = min(a_end, b_end) - max(a.start, b.start)
+                    assert overlap < 0, f"{repo}: {a} and {b} acted at the same time"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.02)
+    pytest.fail(f"condition not met within {timeout} s")
+
+
+def _replica(
+    kube: Kube, name: str, namespace: str, windows: dict[str, list[Window]], lock: threading.Lock
+) -> Replica:
+    settings = LeaseSettings(
+        lease_duration=FAST.lease_duration,
+        renew_deadline=FAST.renew_deadline,
+        retry_period=FAST.retry_period,
+        namespace=namespace,
+    )
+    return Replica(RepoLeases(kube, REPOS, name, settings), windows, lock)
+
+
+def test_each_repo_has_one_actor_and_a_stopped_replicas_repos_move_within_the_lease_duration(
+    admin: Kube, kube_server: KubeServer, namespace: str
+) -> None:
+    windows: dict[str, list[Window]] = {repo: [] for repo in REPOS}
+    lock = threading.Lock()
+    other = kube_server.connect()
+    replicas = [
+        _replica(admin, "replica-a", namespace, windows, lock),
+        _replica(other, "replica-b", namespace, windows, lock),
+    ]
+    try:
+        for replica in replicas:
+            replica.start()
+        wait_for(lambda: all(any(r.leases.holds(repo) for r in replicas) for repo in REPOS), 5)
+        time.sleep(1.0)  # several renewals
+        held = {r.leases.identity: r.leases.held() for r in replicas}
+        assert held["replica-a"] | held["replica-b"] == set(REPOS)
+        assert not held["replica-a"] & held["replica-b"]
+        # the Lease objects say the same
+        for repo in REPOS:
+            lease = admin.get(
+                ObjectRef("coordination.k8s.io/v1", "Lease", lease_name(repo), namespace)
+            )
+            assert lease is not None
+            holder = LeaseRecord.from_object(lease).holder
+            assert repo in held[holder]
+
+        leaving = max(replicas, key=lambda r: len(r.leases.held()))
+        staying = next(r for r in replicas if r is not leaving)
+        theirs = leaving.leases.held()
+        leaving.halt()
+        moved_after = wait_for(lambda: theirs <= staying.leases.held(), FAST.lease_duration)
+        assert moved_after < FAST.lease_duration
+        time.sleep(0.3)
+    finally:
+        for replica in replicas:
+            if not replica.stop.is_set():
+                replica.halt()
+        other.close()
+    assert_one_actor_at_a_time(windows, replicas)
+
+
+def test_a_crashed_replica_is_replaced_only_after_its_lease_expired(
+    admin: Kube, kube_server: KubeServer, namespace: str
+) -> None:
+    windows: dict[str, list[Window]] = {repo: [] for repo in REPOS}
+    lock = threading.Lock()
+    first = _replica(admin, "first", namespace, windows, lock)
+    first.start()
+    wait_for(lambda: first.leases.held() == set(REPOS), 5)
+    other = kube_server.connect()
+    second = _replica(other, "second", namespace, windows, lock)
+    try:
+        second.start()
+        time.sleep(0.5)
+        assert second.leases.held() == frozenset()  # nothing free to take
+        crashed_at = first.halt(crash=True)  # no release: the Leases must expire
+        taken_after = wait_for(lambda: second.leases.held() == set(REPOS), 2 * FAST.lease_duration)
+        # not before the duration (measured from the last renewal the others saw)...
+        assert taken_after + 2 * FAST.retry_period > FAST.lease_duration - FAST.renew_deadline
+        # ...and soon after it
+        assert time.monotonic() - crashed_at < FAST.lease_duration + 1.0
+    finally:
+        second.halt()
+        other.close()
+    assert_one_actor_at_a_time(windows, [first, second])
+
+
+def test_a_replica_that_cannot_renew_stops_acting_before_anyone_can_take_over(
+    admin: Kube, kube_server: KubeServer, namespace: str
+) -> None:
+    """Its RoleBinding is deleted: renewals are denied, it stops at its renew deadline."""
+    user = f"system:serviceaccount:{namespace}:replica"
+    apply(
+        admin,
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "replica", "namespace": namespace},
+        },
+    )
+    apply(
+        admin,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "leases", "namespace": namespace},
+            "rules": [
+                {
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "verbs": ["get", "create", "update"],
+                }
+            ],
+        },
+    )
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "replica-leases", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leases"},
+        "subjects": [{"kind": "ServiceAccount", "name": "replica", "namespace": namespace}],
+    }
+    apply(admin, binding)
+    windows: dict[str, list[Window]] = {repo: [] for repo in REPOS}
+    lock = threading.Lock()
+    denied_kube = kube_server.connect(impersonate=user)
+    doomed = _replica(denied_kube, "doomed", namespace, windows, lock)
+    doomed.start()
+    other = kube_server.connect()
+    survivor = _replica(other, "survivor", namespace, windows, lock)
+    try:
+        wait_for(lambda: doomed.leases.held() == set(REPOS), 5)
+        survivor.start()
+        delete(
+            admin,
+            ObjectRef("rbac.authorization.k8s.io/v1", "RoleBinding", "replica-leases", namespace),
+        )
+        denied_at = time.monotonic()
+        stopped_after = wait_for(lambda: doomed.leases.held() == frozenset(), FAST.lease_duration)
+        assert stopped_after <= FAST.renew_deadline + 0.1
+        wait_for(lambda: survivor.leases.held() == set(REPOS), 2 * FAST.lease_duration)
+        assert time.monotonic() - denied_at > FAST.renew_deadline
+    finally:
+        doomed.halt(crash=True)
+        survivor.halt()
+        denied_kube.close()
+        other.close()
+    assert_one_actor_at_a_time(windows, [doomed, survivor])

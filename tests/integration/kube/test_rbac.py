@@ -1,0 +1,260 @@
+"""RBAC for real: manifests/' Roles applied, every operation done as its ServiceAccount."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from reconciler.cluster.client import Kube
+from reconciler.cluster.errors import ForbiddenError
+from reconciler.cluster.handoff import ArgoCDApp, FluxSync, GitOpsHandoff
+from reconciler.cluster.kube import KubeCluster
+from reconciler.cluster.lease import LeaseSettings, RepoLeases
+from reconciler.cluster.resources import ObjectRef
+from reconciler.spec.model import WeightObjRef
+from tests.integration.kube.conftest import (
+    KubeServer,
+    apply,
+    deployment,
+    ensure_namespace,
+    write_status,
+)
+from tests.integration.kube.manifests import RBAC_KINDS, render
+
+pytestmark = pytest.mark.integration
+
+COMMIT = "9e1f00c3d2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7"
+
+
+def _install_rbac(admin: Kube, overlay: str, namespace: str) -> str:
+    ensure_namespace(admin, namespace)
+    for obj in render(overlay):
+        if obj["kind"] in RBAC_KINDS:
+            apply(admin, obj)
+    return f"system:serviceaccount:{namespace}:gitops-reconciler"
+
+
+def _traffic_objects(admin: Kube, app: str) -> list[tuple[WeightObjRef, int]]:
+    """One object of each weighted kind in ``app``; the weights to set on them."""
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "vs", "namespace": app},
+            "spec": {
+                "http": [
+                    {
+                        "route": [
+                            {"destination": {"host": "a"}, "weight": 100},
+                            {"destination": {"host": "b"}, "weight": 0},
+                        ]
+                    }
+                ]
+            },
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "route", "namespace": app},
+            "spec": {
+                "rules": [
+                    {"backendRefs": [{"name": "a", "weight": 100}, {"name": "b", "weight": 0}]}
+                ]
+            },
+        },
+        {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "metadata": {"name": "ksvc", "namespace": app},
+            "spec": {
+                "traffic": [
+                    {"revisionName": "r1", "percent": 100},
+                    {"revisionName": "r2", "percent": 0},
+                ]
+            },
+        },
+        {
+            "apiVersion": "split.smi-spec.io/v1alpha4",
+            "kind": "TrafficSplit",
+            "metadata": {"name": "split", "namespace": app},
+            "spec": {
+                "service": "s",
+                "backends": [{"service": "a", "weight": 100}, {"service": "b", "weight": 0}],
+            },
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {
+                "name": "canary",
+                "namespace": app,
+                "annotations": {"nginx.ingress.kubernetes.io/canary": "true"},
+            },
+            "spec": {"defaultBackend": {"service": {"name": "b", "port": {"number": 80}}}},
+        },
+    ]
+    for obj in objects:
+        apply(admin, obj)
+    pairs = []
+    for obj, (first, second) in zip(
+        objects,
+        [
+            (".spec.http[0].route[0].weight", ".spec.http[0].route[1].weight"),
+            (".spec.rules[0].backendRefs[0].weight", ".spec.rules[0].backendRefs[1].weight"),
+            (".spec.traffic[0].percent", ".spec.traffic[1].percent"),
+            (".spec.backends[0].weight", ".spec.backends[1].weight"),
+            (".metadata.annotations.canary-weight", None),
+        ],
+        strict=True,
+    ):
+        name = obj["metadata"]["name"]
+        pairs.append((WeightObjRef(obj["apiVersion"], obj["kind"], name, first, app), 80))
+        if second:
+            pairs.append((WeightObjRef(obj["apiVersion"], obj["kind"], name, second, app), 20))
+    return pairs
+
+
+def _leases_work(kube: Kube, namespace: str) -> None:
+    settings = LeaseSettings(
+        lease_duration=2, renew_deadline=1.5, retry_period=0.1, namespace=namespace
+    )
+    leases = RepoLeases(kube, ("https://git.example/rbac/env.git",), "rbac-check", settings)
+    assert leases.tick() == {"https://git.example/rbac/env.git"}  # create
+    assert leases.tick() == {"https://git.example/rbac/env.git"}  # get + update
+    leases.release()  # update
+
+
+def test_every_operation_of_the_reconciler_is_allowed_to_its_service_account_argocd(
+    kube_server: KubeServer, admin: Kube, namespace: str
+) -> None:
+    user = _install_rbac(admin, "argocd", "argocd")
+    weights = _traffic_objects(admin, namespace)
+    apply(admin, deployment("v2", namespace))
+    write_status(
+        admin,
+        ObjectRef("apps/v1", "Deployment", "v2", namespace),
+        {
+            "observedGeneration": 1,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "readyReplicas": 1,
+            "availableReplicas": 1,
+        },
+    )
+    app = ArgoCDApp(f"env-{namespace}", "argocd")
+    apply(
+        admin,
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": {"name": app.name, "namespace": "argocd"},
+            "spec": {"project": "default"},
+            "status": {"sync": {"revision": COMMIT}},
+        },
+    )
+
+    kube = kube_server.connect(impersonate=user, namespace="argocd")
+    try:
+        cluster = KubeCluster(kube)
+        cluster.set_weights(weights)
+        assert [cluster.get_weight(ref) for ref, _ in weights] == [w for _, w in weights]
+        assert cluster.is_ready(ObjectRef("apps/v1", "Deployment", "v2", namespace)).ready
+        assert not cluster.is_ready(
+            ObjectRef("serving.knative.dev/v1", "Service", "ksvc", namespace)
+        ).ready
+        GitOpsHandoff(kube).hand_off(app, COMMIT, timeout=5)
+        _leases_work(kube, "argocd")
+    finally:
+        kube.close()
+
+
+def test_every_operation_of_the_reconciler_is_allowed_to_its_service_account_flux(
+    kube_server: KubeServer, admin: Kube, namespace: str
+) -> None:
+    user = _install_rbac(admin, "flux", "flux-system")
+    weights = _traffic_objects(admin, namespace)
+    sync = FluxSync(f"env-{namespace}", f"apps-{namespace}", "flux-system")
+    apply(
+        admin,
+        {
+            "apiVersion": "source.toolkit.fluxcd.io/v1",
+            "kind": "GitRepository",
+            "metadata": {"name": sync.git_repository, "namespace": "flux-system"},
+            "spec": {"url": "https://git.example/env.git", "interval": "1m"},
+        },
+    )
+    apply(
+        admin,
+        {
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+            "kind": "Kustomization",
+            "metadata": {"name": sync.kustomization, "namespace": "flux-system"},
+            "spec": {
+                "interval": "1m",
+                "prune": True,
+                "sourceRef": {"kind": "GitRepository", "name": sync.git_repository},
+            },
+        },
+    )
+    write_status(admin, sync.applier, {"lastAppliedRevision": f"main@sha1:{COMMIT}"})
+
+    kube = kube_server.connect(impersonate=user, namespace="flux-system")
+    try:
+        KubeCluster(kube).set_weights(weights)
+        GitOpsHandoff(kube).hand_off(sync, COMMIT, timeout=5)
+        _leases_work(kube, "flux-system")
+    finally:
+        kube.close()
+
+
+def test_operations_outside_the_role_are_denied_once_and_named(
+    kube_server: KubeServer, admin: Kube, namespace: str
+) -> None:
+    user = _install_rbac(admin, "argocd", "argocd")
+    apply(admin, deployment("v1", namespace))
+    kube = kube_server.connect(impersonate=user)
+    try:
+        resource = kube.resource("apps/v1", "Deployment")
+        before = kube.requests_sent
+        with pytest.raises(ForbiddenError) as denied:
+            kube.request(
+                "delete",
+                "DELETE",
+                resource.path(namespace, "v1"),
+                target=resource.target(namespace, "v1"),
+            )
+        assert kube.requests_sent == before + 1  # no retry
+        message = str(denied.value)
+        assert message.startswith(
+            f'RBAC denies delete on deployments.apps "v1" in {namespace} to {user}'
+        ), message
+        assert denied.value.verb == "delete"
+        assert denied.value.user == user
+
+        kube.resource("v1", "Secret")  # discovery first: count only the denied request
+        before = kube.requests_sent
+        with pytest.raises(
+            ForbiddenError,
+            match=f'RBAC denies get on secrets "gitops-reconciler-git" in argocd to {user}',
+        ):
+            kube.get(ObjectRef("v1", "Secret", "gitops-reconciler-git", "argocd"))
+        assert kube.requests_sent == before + 1
+
+        # a weight on a kind outside the list: denied, named, not retried
+        apply(
+            admin,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "w", "namespace": namespace},
+                "data": {"w": "1"},
+            },
+        )
+        cluster = KubeCluster(kube)
+        before = kube.requests_sent
+        with pytest.raises(ForbiddenError, match=f'get on configmaps "w" in {namespace}'):
+            cluster.set_weights([(WeightObjRef("v1", "ConfigMap", "w", ".data.w", namespace), 5)])
+        assert kube.requests_sent == before + 1
+    finally:
+        kube.close()
