@@ -12,7 +12,23 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from reconciler.spec.model import WeightObjRef
+from reconciler.spec.model import ObjectRef, WeightObjRef
+
+__all__ = [
+    "Cluster",
+    "CommitInfo",
+    "CommitSpec",
+    "EnvStore",
+    "EventSink",
+    "GitOpsOperator",
+    "Heads",
+    "MetricValue",
+    "MetricsSource",
+    "ObjectRef",
+    "Plan",
+    "Readiness",
+    "UpdateResult",
+]
 
 
 @dataclass(frozen=True)
@@ -121,8 +137,20 @@ class EnvStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """A verdict and, when not ready, why (for logs and the timeout reason)."""
+
+    ready: bool
+    reason: str
+
+
 class Cluster(Protocol):
     """The Kubernetes side the loop needs: weights and readiness."""
+
+    def is_ready(self, ref: ObjectRef) -> Readiness:
+        """Whether the object says it is ready (Deployment status, a Ready condition)."""
+        ...
 
     def get_weight(self, ref: WeightObjRef) -> int | None:
         """The weight ``ref`` points at, or None when the object or field is absent."""
@@ -156,4 +184,24 @@ class MetricsSource(Protocol):
         variables: Mapping[str, str],
     ) -> MetricValue:
         """Evaluate ``metric`` for one version over the time the experiment has run."""
+        ...
+
+
+class EventSink(Protocol):
+    """Somewhere to tell people about a transition (Kubernetes Events); never fatal."""
+
+    def record(self, about: ObjectRef, reason: str, message: str, *, warning: bool = False) -> None:
+        """Leave a note on ``about``; must not raise for a failure to write it."""
+        ...
+
+
+class GitOpsOperator(Protocol):
+    """Argo CD or Flux, as far as the loop needs them after an outcome commit."""
+
+    def request_sync(self, commit: str) -> None:
+        """Ask the operator to look at the Env repo now."""
+        ...
+
+    def synced(self, commit: str) -> str | None:
+        """The revision the operator has applied, when it names ``commit``; else None."""
         ...

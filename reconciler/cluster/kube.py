@@ -27,6 +27,7 @@ from reconciler.cluster.errors import (
     NotFoundError,
 )
 from reconciler.cluster.resources import ObjectRef
+from reconciler.ports import Readiness
 from reconciler.spec.model import WeightObjRef
 
 log = structlog.get_logger(__name__)
@@ -153,7 +154,7 @@ class KubeCluster:
         """The object as JSON, or None when it does not exist."""
         return self.kube.get(ref)
 
-    def is_ready(self, ref: ObjectRef) -> readiness.Readiness:
+    def is_ready(self, ref: ObjectRef) -> Readiness:
         """Whether the Deployment (or any object with a ``Ready`` condition) is ready."""
         return readiness.assess(self.kube.get(ref))
 

@@ -15,9 +15,11 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from reconciler.cluster.readiness import assess
 from reconciler.errors import PermanentError
+from reconciler.ports import Readiness
 from reconciler.spec import fieldpath
-from reconciler.spec.model import WeightObjRef
+from reconciler.spec.model import ObjectRef, WeightObjRef
 
 ObjectKey = tuple[str, str, str | None, str]
 
@@ -80,6 +82,10 @@ class MemoryCluster:
         with self._lock:
             found = self._objects.get((api_version, kind, namespace, name))
             return copy.deepcopy(found) if found is not None else None
+
+    def is_ready(self, ref: ObjectRef) -> Readiness:
+        """Readiness as the API server's status would say (Deployment, Ready condition)."""
+        return assess(self.get(ref.api_version, ref.kind, ref.namespace, ref.name))
 
     def get_weight(self, ref: WeightObjRef) -> int | None:
         """The weight at ``ref``, or None when the object or the field is absent."""

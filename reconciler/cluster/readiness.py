@@ -11,19 +11,11 @@ clock and ``sleep`` are passed in, so tests drive time. Nothing here writes anyt
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from reconciler.cluster.resources import ObjectRef
 from reconciler.errors import PermanentError
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """A verdict and, when not ready, why (for logs and the timeout error)."""
-
-    ready: bool
-    reason: str
+from reconciler.ports import Readiness
 
 
 class NotReadyError(PermanentError):

@@ -17,24 +17,16 @@ from typing import Any
 from urllib.parse import quote
 
 from reconciler.cluster.errors import NotFoundError, Target
+from reconciler.spec.model import ObjectRef
 
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """One Kubernetes object: ``apiVersion``, ``kind``, name and namespace.
-
-    ``namespace`` None means the connection's default namespace, or none at all for a
-    cluster-scoped kind.
-    """
-
-    api_version: str
-    kind: str
-    name: str
-    namespace: str | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.namespace}/" if self.namespace else ""
-        return f"{self.kind} {where}{self.name} ({self.api_version})"
+__all__ = [
+    "ObjectRef",
+    "Resource",
+    "ResourceMapper",
+    "discovery_path",
+    "parse_discovery",
+    "split_api_version",
+]
 
 
 @dataclass(frozen=True)

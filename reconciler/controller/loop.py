@@ -21,17 +21,30 @@ from reconciler.controller.discovery import Discovery, Found, Scan
 from reconciler.engine import experiment
 from reconciler.engine.experiment import Observations, PushOutcome, SetWeights, Transition
 from reconciler.engine.state import ExperimentState, experiment_id, from_json
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, TemporaryError
 from reconciler.gitstore.state_branch import archive_path, with_readme
-from reconciler.ports import Cluster, CommitSpec, EnvStore, Heads, MetricsSource, MetricValue
+from reconciler.ports import (
+    Cluster,
+    CommitSpec,
+    EnvStore,
+    EventSink,
+    GitOpsOperator,
+    Heads,
+    MetricsSource,
+    MetricValue,
+)
 from reconciler.promote import edits
 from reconciler.spec.loader import Problem
 from reconciler.spec.metric import MetricDefinition
-from reconciler.spec.model import DeploymentPattern, Experiment, WeightObjRef
+from reconciler.spec.model import DeploymentPattern, Experiment, ObjectRef, WeightObjRef
 
 log = structlog.get_logger("reconciler.controller")
 
 LIVE_PREFIX = "experiments"
+
+
+class LeadershipLostError(TemporaryError):
+    """This replica may no longer act on the Env repo (its Lease was not renewed)."""
 
 
 @dataclass
@@ -65,6 +78,10 @@ class Reconciler:
         paths: tuple[str, ...] = ("",),
         failpoint: Callable[[str], None] = lambda _name: None,
         metric_documents: Callable[[tuple[MetricDefinition, ...]], None] = lambda _docs: None,
+        operator: GitOpsOperator | None = None,
+        sync_timeout: float = 120.0,
+        may_act: Callable[[], bool] = lambda: True,
+        events: EventSink | None = None,
     ) -> None:
         """Wire the loop to its three adapters and a clock (seconds since the epoch).
 
@@ -72,8 +89,19 @@ class Reconciler:
         (``after-fetch``, ``after-state-push``, ``after-weights``, ``after-main-push``,
         ``after-outcome-record``); the crash tests make it exit the process there.
         ``metric_documents`` receives the Metric documents on main whenever they change,
-        before any metric is observed.
+        before any metric is observed. With an ``operator`` (Argo CD or Flux), an outcome
+        commit is handed to it and the experiment waits, up to ``sync_timeout`` seconds,
+        until it is applied. ``may_act`` is asked before every write (leader election):
+        when it says no, the tick stops where it is. ``events`` hears of every transition.
         """
+        self._operator = operator
+        self._sync_timeout = sync_timeout
+        self._may_act = may_act
+        self._events = events
+        self._waiting: dict[str, str] = {}
+        """Experiments not yet ready to start iterating, with why (this tick)."""
+        self._synced: dict[str, str | None] = {}
+        """Experiments waiting for the operator: the revision it applied (this tick)."""
         self._metric_documents = metric_documents
         self._metrics_seen: tuple[MetricDefinition, ...] | None = None
         self._failpoint = failpoint
@@ -133,6 +161,7 @@ class Reconciler:
         report: TickReport,
     ) -> list[tuple[Transition, str]]:
         """Plan and push this tick's transitions, one commit each, in one push."""
+        self._guard("record transitions")
         now = self._clock()
         observations = self._observe(states, now)
         planned: list[Transition] = []
@@ -155,6 +184,13 @@ class Reconciler:
         for transition, commit in recorded:
             self._log_transition(transition, commit)
         return recorded
+
+    def _guard(self, what: str) -> None:
+        """Stop the tick when this replica may no longer act (leader election)."""
+        if not self._may_act():
+            raise LeadershipLostError(
+                f"not acting ({what}): this replica no longer holds the Env repo's Lease"
+            )
 
     # -- load, discover, observe -------------------------------------------------------
 
@@ -183,8 +219,18 @@ class Reconciler:
             emit("experiment_file_problem", problem=str(problem))
 
     def _observe(self, states: dict[str, ExperimentState], now: float) -> dict[str, Observations]:
+        """Metrics of due experiments; readiness before the first iteration; operator syncs."""
         out: dict[str, Observations] = {}
+        self._waiting, self._synced = {}, {}
         for key, state in states.items():
+            if state.phase.final and state.sync == "waiting":
+                self._synced[key] = self._poll_sync(state)
+                continue
+            if experiment.is_due(state, now) and state.iteration == 0:
+                pending = self._not_ready(state)
+                if pending:
+                    self._waiting[key] = pending
+                    continue
             if experiment.is_due(state, now):
                 elapsed = now - state.started_at
                 out[key] = {
@@ -195,6 +241,29 @@ class Reconciler:
                     for version in state.spec.versions
                 }
         return out
+
+    def _not_ready(self, state: ExperimentState) -> str | None:
+        """Why the experiment's readiness objects are not all ready (None: they are)."""
+        reasons = []
+        for ref in state.spec.readiness.objects:
+            resolved = replace(ref, namespace=ref.namespace or state.spec.namespace)
+            try:
+                verdict = self._cluster.is_ready(resolved)
+            except ReconcilerError as exc:
+                reasons.append(f"{resolved}: {exc}")
+                continue
+            if not verdict.ready:
+                reasons.append(f"{resolved}: {verdict.reason}")
+        return "; ".join(reasons) or None
+
+    def _poll_sync(self, state: ExperimentState) -> str | None:
+        if self._operator is None or state.outcome_commit is None:
+            return None
+        try:
+            return self._operator.synced(state.outcome_commit)
+        except ReconcilerError as exc:
+            log.warning("gitops_sync_unknown", experiment=state.id, error=str(exc))
+            return None
 
     def _measure(
         self, state: ExperimentState, metric: str, version: str, elapsed: float
@@ -266,8 +335,10 @@ class Reconciler:
         main: str,
         now: float,
     ) -> Transition | None:
-        """The next transition of a running experiment: preempted, withdrawn or stepped."""
+        """The next transition of a live experiment: synced, preempted, withdrawn or stepped."""
         key = state.key
+        if state.phase.final:  # waiting for the GitOps operator to apply its outcome
+            return self._plan_settling(state, now)
         newer = to_start.get(state.spec.target) or next(
             (f for f in to_start.values() if f.spec.key == key), None
         )
@@ -275,12 +346,21 @@ class Reconciler:
             return experiment.preempt(state, experiment_id(newer.spec, newer.blob), now)
         if key not in on_main or on_main[key].blob != state.spec_blob:
             return experiment.withdraw(state, now)
-        if key not in observations:
-            return None
-        stepped = experiment.step(state, observations[key], now)
+        stepped = None
+        if key in self._waiting:
+            if now - state.started_at >= state.spec.readiness.timeout_seconds:
+                stepped = experiment.not_ready(state, now, self._waiting[key])
+        elif key in observations:
+            stepped = experiment.step(state, observations[key], now)
         if stepped is not None and stepped.state.phase.deciding:
             stepped = replace(stepped, state=replace(stepped.state, decided_on=main))
         return stepped
+
+    def _plan_settling(self, state: ExperimentState, now: float) -> Transition | None:
+        revision = self._synced.get(state.key)
+        if revision is not None or now - state.updated_at >= self._sync_timeout:
+            return experiment.sync_settled(state, now, revision=revision)
+        return None
 
     def _new_runs(
         self, scan: Scan, states: dict[str, ExperimentState], state_tip: str | None
@@ -340,6 +420,7 @@ class Reconciler:
         pairs = _weight_pairs(state)
         if not pairs:
             return
+        self._guard("set weights")
         try:
             self._cluster.set_weights(pairs)
         except ReconcilerError as exc:
@@ -367,6 +448,7 @@ class Reconciler:
             changes = edits.apply(state.spec, outcome, state.winner, files)
             return [records.outcome_commit(state, changes, decision)]
 
+        self._guard("push an outcome to main")
         try:
             pushed = self._store.update_branch(self._store.main_branch, plan_main)
         except ReconcilerError as exc:
@@ -388,7 +470,14 @@ class Reconciler:
             attempts=pushed.attempts,
             already_there=not pushed.commits,
         )
-        landed = experiment.outcome_landed(state, commit, self._clock())
+        if self._operator is not None:
+            try:
+                self._operator.request_sync(commit)
+            except ReconcilerError as exc:
+                log.warning("gitops_refresh_failed", experiment=state.id, error=str(exc))
+        landed = experiment.outcome_landed(
+            state, commit, self._clock(), await_sync=self._operator is not None
+        )
         result = self._store.update_branch(
             self._store.state_branch, lambda _tip: [records.state_commit(landed)]
         )
@@ -402,6 +491,13 @@ class Reconciler:
 
     def _log_transition(self, transition: Transition, commit: str) -> None:
         state = transition.state
+        if self._events is not None:
+            about = _event_object(state)
+            if about is not None:
+                failed = state.phase.value in {"RollingBack", "RolledBack"} or state.failures > 0
+                self._events.record(
+                    about, f"Rollout{state.phase.value}", transition.summary, warning=failed
+                )
         log.info(
             "transition_recorded",
             experiment=state.id,
@@ -430,6 +526,16 @@ def _metrics_of(spec: Experiment) -> list[str]:
     names += [r.metric for r in spec.criteria.rewards]
     names += list(spec.criteria.indicators)
     return list(dict.fromkeys(names))
+
+
+def _event_object(state: ExperimentState) -> ObjectRef | None:
+    """The object an experiment's Events are about: the one carrying its weights."""
+    for version in state.spec.versions:
+        ref = version.weight_obj_ref
+        if ref is not None:
+            resolved = _resolve(ref, state.spec)
+            return ObjectRef(resolved.api_version, resolved.kind, resolved.name, resolved.namespace)
+    return None
 
 
 def _resolve(ref: WeightObjRef, spec: Experiment) -> WeightObjRef:

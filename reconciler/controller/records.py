@@ -48,7 +48,7 @@ def state_commit(transition: Transition) -> CommitSpec:
         trailers.append((OUTCOME_COMMIT, state.outcome_commit))
     live = live_path(state.spec.namespace, state.spec.name)
     changes: dict[str, bytes | None]
-    if state.phase.final:
+    if state.archived:
         archived = archive_path(state.spec.namespace, state.spec.name, state.spec_blob[:12])
         changes = {live: None, archived: to_json(state)}
     else:

@@ -222,18 +222,47 @@ def outcome_of(state: ExperimentState) -> str:
     return PROMOTED
 
 
-def outcome_landed(state: ExperimentState, commit: str, now: float) -> Transition:
+def outcome_landed(
+    state: ExperimentState, commit: str, now: float, *, await_sync: bool = False
+) -> Transition:
     """Record that the outcome commit is on main: the experiment is over.
 
-    After a blue/green switch the traffic returns to the baseline, which the promotion
-    has just made the winner.
+    With ``await_sync`` (a GitOps operator is configured) the traffic stays as it is until
+    the operator has applied the commit (``sync_settled``); otherwise it returns to the
+    baseline now. Either way the baseline is, by then or soon, what the outcome made it.
     """
     phase = Phase.PROMOTED if state.phase is Phase.PROMOTING else Phase.ROLLED_BACK
+    word = f"{state.winner} promoted" if phase is Phase.PROMOTED else "rolled back"
+    summary = f"{_short(state.spec)}: {word} in {commit[:12]}"
+    if await_sync:
+        waiting = replace(state, phase=phase, outcome_commit=commit, updated_at=now, sync="waiting")
+        return Transition(waiting, (), f"{summary}, waiting for the GitOps operator")
     final = weights.baseline_only(state.spec) if shifts_traffic(state.spec) else ()
     new_state = replace(state, phase=phase, outcome_commit=commit, updated_at=now, weights=final)
     actions: tuple[Action, ...] = (SetWeights(final),) if final != state.weights else ()
-    word = f"{state.winner} promoted" if phase is Phase.PROMOTED else "rolled back"
-    return Transition(new_state, actions, f"{_short(state.spec)}: {word} in {commit[:12]}")
+    return Transition(new_state, actions, summary)
+
+
+def sync_settled(state: ExperimentState, now: float, *, revision: str | None) -> Transition:
+    """The operator applied the outcome (``revision``), or did not in time (None).
+
+    The traffic returns to the baseline either way: after a promotion the baseline runs the
+    winner's version once synced; on timeout the outcome is on main regardless, and the
+    operator will apply it.
+    """
+    final = weights.baseline_only(state.spec) if shifts_traffic(state.spec) else ()
+    sync = "synced" if revision else "timeout"
+    reason = f"synced at {revision}" if revision else "not synced in time by the GitOps operator"
+    new_state = replace(state, sync=sync, weights=final, updated_at=now, reason=reason)
+    actions: tuple[Action, ...] = (SetWeights(final),) if final != state.weights else ()
+    return Transition(new_state, actions, f"{_short(state.spec)}: {reason}")
+
+
+def not_ready(state: ExperimentState, now: float, why: str) -> Transition:
+    """The versions were not ready by the readiness deadline: no winner, fail safe."""
+    base = replace(state, updated_at=now)
+    summary = f"{_short(state.spec)}: not ready after {state.spec.readiness.timeout_seconds} s"
+    return _decide(base, None, f"not ready: {why}", summary)
 
 
 def preempt(state: ExperimentState, by: str, now: float) -> Transition:

@@ -96,6 +96,14 @@ class ExperimentState:
     """Main's tip when the outcome was decided: the search for it on main stops there."""
     outcome_commit: str | None = None
     preempted_by: str | None = None
+    sync: str | None = None
+    """After an outcome: ``waiting`` for the GitOps operator to apply it, then ``synced`` or
+    ``timeout``; None when no operator is configured."""
+
+    @property
+    def archived(self) -> bool:
+        """Whether the document belongs under ``archive/`` (over, and nothing to wait for)."""
+        return self.phase.final and self.sync != "waiting"
 
     @property
     def id(self) -> str:
@@ -138,6 +146,7 @@ def to_json(state: ExperimentState) -> bytes:
         "decidedOn": state.decided_on,
         "outcomeCommit": state.outcome_commit,
         "preemptedBy": state.preempted_by,
+        "sync": state.sync,
         "startedAt": _iso(state.started_at),
         "updatedAt": _iso(state.updated_at),
         "lastIterationAt": _iso(state.last_iteration_at),
@@ -200,6 +209,7 @@ def from_json(raw: bytes) -> ExperimentState:
         decided_on=data["decidedOn"],
         outcome_commit=data["outcomeCommit"],
         preempted_by=data["preemptedBy"],
+        sync=data["sync"],
     )
 
 

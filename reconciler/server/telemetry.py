@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from reconciler.errors import ReconcilerError
-from reconciler.ports import Cluster, MetricsSource, MetricValue
-from reconciler.spec.model import WeightObjRef
+from reconciler.ports import Cluster, MetricsSource, MetricValue, Readiness
+from reconciler.spec.model import ObjectRef, WeightObjRef
 
 
 class Telemetry:
@@ -131,6 +131,14 @@ class InstrumentedCluster:
             return self._inner.get_weight(ref)
         except ReconcilerError:
             self._telemetry.kube_errors.labels("get_weight").inc()
+            raise
+
+    def is_ready(self, ref: ObjectRef) -> Readiness:
+        """Read readiness through the wrapped cluster."""
+        try:
+            return self._inner.is_ready(ref)
+        except ReconcilerError:
+            self._telemetry.kube_errors.labels("is_ready").inc()
             raise
 
     def set_weights(self, weights: Sequence[tuple[WeightObjRef, int]]) -> None:

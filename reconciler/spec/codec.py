@@ -19,6 +19,8 @@ from reconciler.spec.model import (
     Experiment,
     GitOps,
     Objective,
+    ObjectRef,
+    ReadinessGate,
     Replacement,
     Reward,
     SetEdit,
@@ -66,6 +68,18 @@ def to_data(exp: Experiment) -> dict[str, Any]:
         },
         "baseline": _version_data(exp.baseline),
         "candidates": [_version_data(c) for c in exp.candidates],
+        "readiness": {
+            "timeoutSeconds": exp.readiness.timeout_seconds,
+            "objects": [
+                {
+                    "apiVersion": o.api_version,
+                    "kind": o.kind,
+                    "name": o.name,
+                    "namespace": o.namespace,
+                }
+                for o in exp.readiness.objects
+            ],
+        },
         "gitops": {
             "promote": [_edit_data(e) for e in exp.gitops.promote],
             "rollback": [_edit_data(e) for e in exp.gitops.rollback],
@@ -114,6 +128,13 @@ def from_data(data: dict[str, Any]) -> Experiment:
             promote=tuple(_edit(e) for e in gitops["promote"]),
             rollback=tuple(_edit(e) for e in gitops["rollback"]),
             cleanup=tuple(gitops["cleanup"]),
+        ),
+        readiness=ReadinessGate(
+            objects=tuple(
+                ObjectRef(o["apiVersion"], o["kind"], o["name"], o["namespace"])
+                for o in data["readiness"]["objects"]
+            ),
+            timeout_seconds=data["readiness"]["timeoutSeconds"],
         ),
         api_version=data["apiVersion"],
         path=data["path"],

@@ -31,6 +31,8 @@ from reconciler.spec.model import (
     Experiment,
     GitOps,
     Objective,
+    ObjectRef,
+    ReadinessGate,
     Replacement,
     Reward,
     SetEdit,
@@ -271,7 +273,7 @@ class _Reader:
                 )
         known = {"target", "strategy", "criteria", "duration", "versionInfo"}
         if api_version == "reconciler/v1alpha1":
-            known.add("gitops")
+            known.update({"gitops", "readiness"})
         self._unknown(spec, "spec", known)
         testing, deployment, weights = self._strategy(spec)
         version_info = self._map(spec, "versionInfo", "spec", required=True)
@@ -288,6 +290,7 @@ class _Reader:
             baseline=baseline,
             candidates=candidates,
             gitops=self._gitops(spec) if "gitops" in known else GitOps(),
+            readiness=self._readiness(spec) if "readiness" in known else ReadinessGate(),
             api_version=api_version,
             path=self.repo_path,
             locations=self.locations,
@@ -536,6 +539,27 @@ class _Reader:
             name=str(values["name"]),
             field_path=path,
             namespace=self._str(node, "namespace", at),
+        )
+
+    def _readiness(self, spec: CommentedMap) -> ReadinessGate:
+        where = "spec.readiness"
+        node = self._map(spec, "readiness", "spec", required=False)
+        self._unknown(node, where, {"objects", "timeoutSeconds"})
+
+        def one(item: CommentedMap, at: str) -> ObjectRef:
+            self._unknown(item, at, {"apiVersion", "kind", "name", "namespace"})
+            return ObjectRef(
+                api_version=self._req(item, "apiVersion", at),
+                kind=self._req(item, "kind", at),
+                name=self._req(item, "name", at),
+                namespace=self._str(item, "namespace", at),
+            )
+
+        return ReadinessGate(
+            objects=tuple(
+                self._each_map(self._seq(node, "objects", where), f"{where}.objects", one)
+            ),
+            timeout_seconds=self._int(node, "timeoutSeconds", where, 300, low=1, high=86400),
         )
 
     def _gitops(self, spec: CommentedMap) -> GitOps:

@@ -31,6 +31,24 @@ class DeploymentPattern(StrEnum):
 
 
 @dataclass(frozen=True)
+class ObjectRef:
+    """One Kubernetes object: ``apiVersion``, ``kind``, name and namespace.
+
+    ``namespace`` None means the connection's default namespace, or none at all for a
+    cluster-scoped kind.
+    """
+
+    api_version: str
+    kind: str
+    name: str
+    namespace: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind} {where}{self.name} ({self.api_version})"
+
+
+@dataclass(frozen=True)
 class WeightObjRef:
     """The field in a Kubernetes object that carries a version's weight."""
 
@@ -172,6 +190,15 @@ class GitOps:
 
 
 @dataclass(frozen=True)
+class ReadinessGate:
+    """Objects that must say they are ready before the first iteration (``spec.readiness``)."""
+
+    objects: tuple[ObjectRef, ...] = ()
+    timeout_seconds: int = 300
+    """Past this, counted from the start, an experiment still waiting ends with no winner."""
+
+
+@dataclass(frozen=True)
 class Experiment:
     """One experiment document, validated."""
 
@@ -186,6 +213,7 @@ class Experiment:
     baseline: Version
     candidates: tuple[Version, ...]
     gitops: GitOps = GitOps()
+    readiness: ReadinessGate = ReadinessGate()
     api_version: str = "reconciler/v1alpha1"
     path: str = ""
     """Repository path of the file the experiment came from."""

@@ -2,8 +2,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.cluster.readiness import NotReadyError, Readiness, assess, wait_ready
+from reconciler.cluster.readiness import NotReadyError, assess, wait_ready
 from reconciler.cluster.resources import ObjectRef
+from reconciler.ports import Readiness
 
 
 def _deployment(**status: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ EXPECTED_TRAFFIC_RULES = {
     ("networking.k8s.io", "ingresses"): {"get", "patch"},
     ("apps", "deployments"): {"get"},
     ("coordination.k8s.io", "leases"): {"get", "create", "update"},
+    ("", "events"): {"create"},
 }
 OVERLAY_RULES = {
     "base": {},

@@ -8,6 +8,7 @@ import pytest
 
 from reconciler.cluster.client import Kube
 from reconciler.cluster.errors import ForbiddenError
+from reconciler.cluster.events import KubeEvents
 from reconciler.cluster.handoff import ArgoCDApp, FluxSync, GitOpsHandoff
 from reconciler.cluster.kube import KubeCluster
 from reconciler.cluster.lease import LeaseSettings, RepoLeases
@@ -115,6 +116,21 @@ def _traffic_objects(admin: Kube, app: str) -> list[tuple[WeightObjRef, int]]:
     return pairs
 
 
+def _events_work(kube: Kube, admin: Kube, ref: WeightObjRef) -> None:
+    about = ObjectRef(ref.api_version, ref.kind, ref.name, ref.namespace)
+    events = KubeEvents(kube)
+    events.record(about, "RolloutProgressing", "productpage: iteration 1/6, candidate at 20%")
+    assert events.enabled
+    resource = admin.resource("v1", "Event")
+    listed = admin.request(
+        "list", "GET", resource.path(ref.namespace), target=resource.target(ref.namespace)
+    )
+    assert any(
+        e["reason"] == "RolloutProgressing" and e["involvedObject"]["name"] == ref.name
+        for e in listed["items"]
+    )
+
+
 def _leases_work(kube: Kube, namespace: str) -> None:
     settings = LeaseSettings(
         lease_duration=2, renew_deadline=1.5, retry_period=0.1, namespace=namespace
@@ -159,6 +175,7 @@ def test_every_operation_of_the_reconciler_is_allowed_to_its_service_account_arg
         cluster = KubeCluster(kube)
         cluster.set_weights(weights)
         assert [cluster.get_weight(ref) for ref, _ in weights] == [w for _, w in weights]
+        _events_work(kube, admin, weights[0][0])
         assert cluster.is_ready(ObjectRef("apps/v1", "Deployment", "v2", namespace)).ready
         assert not cluster.is_ready(
             ObjectRef("serving.knative.dev/v1", "Service", "ksvc", namespace)
@@ -256,5 +273,21 @@ def test_operations_outside_the_role_are_denied_once_and_named(
         with pytest.raises(ForbiddenError, match=f'get on configmaps "w" in {namespace}'):
             cluster.set_weights([(WeightObjRef("v1", "ConfigMap", "w", ".data.w", namespace), 5)])
         assert kube.requests_sent == before + 1
+    finally:
+        kube.close()
+
+
+def test_events_turn_themselves_off_when_rbac_denies_them(
+    kube_server: KubeServer, namespace: str
+) -> None:
+    kube = kube_server.connect(impersonate="system:serviceaccount:nowhere:nobody")
+    try:
+        events = KubeEvents(kube)
+        about = ObjectRef("networking.istio.io/v1", "VirtualService", "vs", namespace)
+        events.record(about, "RolloutProgressing", "iteration 1")
+        assert events.enabled is False
+        sent = kube.requests_sent
+        events.record(about, "RolloutProgressing", "iteration 2")
+        assert kube.requests_sent == sent  # not asked again
     finally:
         kube.close()

@@ -1,0 +1,326 @@
+"""``reconciler run``: the long-running process around the loop.
+
+It builds the real adapters from the one ``Settings`` object (the Env repo through
+``GitEnvStore``, Prometheus through ``PrometheusMetrics``, Kubernetes through
+``KubeCluster``), serves /metrics, /healthz, /readyz and /webhook, and ticks the loop when
+the timer fires, when a verified push webhook arrives, or, for a local repo path, when a
+ref in it changes (watchdog). With leader election it ticks only while this replica holds
+the repo's Lease. The config file is watched as well: a valid new one replaces the
+adapters between ticks, an invalid one is reported and the old one kept. Failpoints named
+in the settings exit the process hard at a step boundary (for the crash tests only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from reconciler import logs
+from reconciler.cluster.client import KubeSettings, connect
+from reconciler.cluster.kube import KubeCluster
+from reconciler.cluster.lease import LeaseSettings, RepoLeases
+from reconciler.config import ConfigError, Settings, build
+from reconciler.controller.loop import Reconciler, TickReport
+from reconciler.errors import ReconcilerError
+from reconciler.gitstore.credentials import Credentials, url_scheme
+from reconciler.gitstore.repo import GitEnvStore
+from reconciler.metrics.catalog import Catalog
+from reconciler.metrics.prometheus import PrometheusClient, PrometheusConfig, PrometheusMetrics
+from reconciler.server.http import Health, HttpServer
+from reconciler.server.telemetry import InstrumentedCluster, InstrumentedMetrics, Telemetry
+from reconciler.spec.metric import MetricDefinition
+
+log = structlog.get_logger("reconciler.run")
+FAILPOINT_EXIT = 70
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where settings come from, kept so the config file can be re-read."""
+
+    flags: Mapping[str, Any]
+    environ: Mapping[str, str]
+    file: Path | None
+
+    def settings(self) -> Settings:
+        """Build and validate the settings afresh."""
+        return build(flags=self.flags, environ=self.environ, file=self.file)
+
+
+class Wiring:
+    """The adapters and the loop for one ``Settings``."""
+
+    def __init__(
+        self, settings: Settings, telemetry: Telemetry, clock: Callable[[], float]
+    ) -> None:
+        """Open the Env repo's cache, connect to Prometheus and Kubernetes, wire the loop."""
+        self.settings = settings
+        self.store = GitEnvStore.open(
+            settings.repo,
+            cache_path(settings),
+            main_branch=settings.main_branch,
+            state_branch=settings.state_branch,
+            author=(settings.author_name, settings.author_email),
+            credentials=credentials(settings),
+        )
+        if settings.prometheus_url is None:
+            raise ConfigError(
+                "no Prometheus: give --prometheus-url, RECONCILER_PROMETHEUS_URL or "
+                "prometheus.url in the config file"
+            )
+        self.metrics = PrometheusMetrics(
+            PrometheusClient(
+                PrometheusConfig(
+                    url=settings.prometheus_url,
+                    bearer_token_file=settings.prometheus_token_file,
+                    ca_file=settings.prometheus_ca_file,
+                    headers=tuple(settings.prometheus_headers.items()),
+                    timeout_seconds=settings.prometheus_timeout,
+                )
+            ),
+            Catalog(),
+        )
+        self.kube = connect(
+            KubeSettings(
+                kubeconfig=str(settings.kubeconfig) if settings.kubeconfig else None,
+                context=settings.kube_context,
+                namespace=settings.namespace,
+            )
+        )
+        self.cluster = KubeCluster(self.kube)
+        self.reconciler = Reconciler(
+            self.store,
+            InstrumentedCluster(self.cluster, telemetry),
+            InstrumentedMetrics(self.metrics, telemetry),
+            clock=clock,
+            paths=tuple("" if p in {".", "/"} else p for p in settings.experiment_paths),
+            failpoint=failpoint(settings.failpoints),
+            metric_documents=self.use_metrics,
+        )
+
+    def use_metrics(self, documents: tuple[MetricDefinition, ...]) -> None:
+        """Resolve metric names against the Metric documents now on main."""
+        catalog = Catalog(documents)
+        for problem in catalog.problems:
+            log.warning("metric_document_problem", problem=str(problem))
+        self.metrics.catalog = catalog
+
+
+def cache_path(settings: Settings) -> Path:
+    """A cache directory of its own for each Env repo URL."""
+    digest = hashlib.sha256(settings.repo.encode()).hexdigest()[:16]
+    return settings.cache_dir / f"{digest}.git"
+
+
+def credentials(settings: Settings) -> Credentials | None:
+    """The Git credentials the settings name, or None."""
+    if not any(
+        (settings.token_file, settings.ssh_key_file, settings.known_hosts_file, settings.ca_file)
+    ):
+        return None
+    return Credentials(
+        token_file=settings.token_file,
+        username=settings.username,
+        ssh_key_file=settings.ssh_key_file,
+        ssh_known_hosts_file=settings.known_hosts_file,
+        ca_file=settings.ca_file,
+    )
+
+
+def failpoint(names: tuple[str, ...]) -> Callable[[str], None]:
+    """A callback that exits the process hard when the loop crosses a named boundary."""
+    armed = frozenset(names)
+
+    def hit(name: str) -> None:
+        if name in armed:
+            log.warning("failpoint_hit", failpoint=name)
+            os._exit(FAILPOINT_EXIT)
+
+    return hit
+
+
+class _Wake(FileSystemEventHandler):
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self._callback()
+
+
+class Runner:
+    """Ticks the loop on events until stopped."""
+
+    def __init__(
+        self,
+        sources: Sources,
+        *,
+        clock: Callable[[], float] = time.time,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Validate the settings and build everything; nothing runs before ``run``."""
+        self.sources = sources
+        self.settings = sources.settings()
+        logs.configure(json=self.settings.log_json, level=self.settings.log_level)
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self.wake = threading.Event()
+        self.reload = threading.Event()
+        self.telemetry = Telemetry()
+        self.health = Health(stale_after=max(60.0, 3 * self.settings.interval))
+        self.wiring = Wiring(self.settings, self.telemetry, clock)
+        self.leases: RepoLeases | None = None
+        self.observer: Any = None
+        self.http: HttpServer | None = None
+
+    @property
+    def repo(self) -> str:
+        """The Env repo, as the settings name it (userinfo is never in settings)."""
+        return self.wiring.store.url
+
+    def run(self, *, once: bool = False) -> int:
+        """Tick until stopped (or once); the exit status."""
+        if once:
+            return 0 if self._tick() else 1
+        self._start_services()
+        try:
+            while not self.stop.is_set():
+                self.wake.wait(timeout=self.settings.interval)
+                self.wake.clear()
+                if self.stop.is_set():
+                    break
+                self._maybe_reload()
+                if self._may_act():
+                    self._tick()
+        finally:
+            self._stop_services()
+        return 0
+
+    def request_tick(self) -> None:
+        """Tick as soon as possible (a webhook or a ref change)."""
+        self.wake.set()
+
+    # -- one tick -------------------------------------------------------------------
+
+    def _tick(self) -> bool:
+        started = time.monotonic()
+        try:
+            report = self.wiring.reconciler.tick()
+        except ReconcilerError as exc:
+            self.telemetry.ticks.labels(self.repo, "error").inc()
+            self.health.tick_failed(str(exc))
+            log.error("tick_failed", repo=self.repo, error=str(exc))
+            return False
+        finally:
+            self.telemetry.tick_duration.labels(self.repo).observe(time.monotonic() - started)
+        self._count(report)
+        self.health.tick_succeeded(self.clock())
+        self.telemetry.ticks.labels(self.repo, "ok").inc()
+        return not report.errors
+
+    def _count(self, report: TickReport) -> None:
+        for phase in ("Progressing", "Promoting", "RollingBack"):
+            self.telemetry.experiments.labels(self.repo, phase).set(report.live.get(phase, 0))
+        for branch, attempts in report.pushes:
+            self.telemetry.pushes.labels(self.repo, branch, "accepted").inc()
+            if attempts > 1:
+                self.telemetry.pushes.labels(self.repo, branch, "conflict").inc(attempts - 1)
+        for transition, _commit in report.recorded:
+            if transition.state.phase.final and transition.state.outcome_commit:
+                outcome = (
+                    "promoted" if transition.state.phase.value == "Promoted" else "rolled-back"
+                )
+                self.telemetry.promotions.labels(self.repo, outcome).inc()
+
+    # -- services -------------------------------------------------------------------
+
+    def _may_act(self) -> bool:
+        if self.leases is None:
+            self.health.set_role(self.repo, "single")
+            return True
+        holds = self.leases.holds(self.settings.repo)
+        self.health.set_role(self.repo, "leader" if holds else "follower")
+        self.telemetry.leader.labels(self.repo).set(1 if holds else 0)
+        return holds
+
+    def _start_services(self) -> None:
+        host, port = self.settings.listen_address
+        self.http = HttpServer(
+            (host, port),
+            telemetry=self.telemetry,
+            health=self.health,
+            clock=self.clock,
+            on_push=self.request_tick,
+            webhook_secret_file=self.settings.webhook_secret_file,
+        )
+        self.http.start()
+        self.observer = Observer()
+        watched = False
+        if url_scheme(self.settings.repo) == "file":
+            repo = Path(self.settings.repo.removeprefix("file://"))
+            if repo.is_dir():
+                self.observer.schedule(_Wake(self.request_tick), str(repo), recursive=True)
+                watched = True
+        if self.sources.file is not None:
+            self.observer.schedule(
+                _Wake(self._config_changed), str(self.sources.file.parent), recursive=False
+            )
+            watched = True
+        if watched:
+            self.observer.start()
+        if self.settings.leader_election:
+            self.leases = RepoLeases(
+                self.wiring.kube,
+                (self.settings.repo,),
+                identity=f"{socket.gethostname()}-{os.getpid()}",
+                settings=LeaseSettings(
+                    lease_duration=self.settings.lease_duration,
+                    renew_deadline=self.settings.renew_deadline,
+                    retry_period=self.settings.retry_period,
+                    namespace=self.settings.namespace,
+                ),
+            )
+            threading.Thread(
+                target=self.leases.run,
+                args=(self.stop, lambda _held: self.request_tick()),
+                daemon=True,
+            ).start()
+        self.request_tick()
+
+    def _stop_services(self) -> None:
+        if self.observer is not None and self.observer.is_alive():
+            self.observer.stop()
+            self.observer.join(timeout=5)
+        if self.http is not None:
+            self.http.stop()
+
+    def _config_changed(self) -> None:
+        self.reload.set()
+        self.request_tick()
+
+    def _maybe_reload(self) -> None:
+        if not self.reload.is_set():
+            return
+        self.reload.clear()
+        try:
+            settings = self.sources.settings()
+            if settings == self.settings:
+                return
+            wiring = Wiring(settings, self.telemetry, self.clock)
+        except ReconcilerError as exc:
+            log.error("config_rejected", file=str(self.sources.file), error=str(exc))
+            return
+        logs.configure(json=settings.log_json, level=settings.log_level)
+        log.info("config_reloaded", file=str(self.sources.file))
+        self.settings, self.wiring = settings, wiring
