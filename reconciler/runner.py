@@ -28,6 +28,8 @@ from watchdog.observers import Observer
 
 from reconciler import logs
 from reconciler.cluster.client import KubeSettings, connect
+from reconciler.cluster.events import KubeEvents
+from reconciler.cluster.handoff import GitOpsHandoff, RepoHandoff, target_from_settings
 from reconciler.cluster.kube import KubeCluster
 from reconciler.cluster.lease import LeaseSettings, RepoLeases
 from reconciler.config import ConfigError, Settings, build
@@ -62,7 +64,11 @@ class Wiring:
     """The adapters and the loop for one ``Settings``."""
 
     def __init__(
-        self, settings: Settings, telemetry: Telemetry, clock: Callable[[], float]
+        self,
+        settings: Settings,
+        telemetry: Telemetry,
+        clock: Callable[[], float],
+        may_act: Callable[[], bool],
     ) -> None:
         """Open the Env repo's cache, connect to Prometheus and Kubernetes, wire the loop."""
         self.settings = settings
@@ -99,6 +105,15 @@ class Wiring:
             )
         )
         self.cluster = KubeCluster(self.kube)
+        try:
+            target = target_from_settings(
+                settings.argocd_application,
+                settings.flux_gitrepository,
+                settings.flux_kustomization,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        operator = RepoHandoff(GitOpsHandoff(self.kube), target) if target else None
         self.reconciler = Reconciler(
             self.store,
             InstrumentedCluster(self.cluster, telemetry),
@@ -107,6 +122,10 @@ class Wiring:
             paths=tuple("" if p in {".", "/"} else p for p in settings.experiment_paths),
             failpoint=failpoint(settings.failpoints),
             metric_documents=self.use_metrics,
+            operator=operator,
+            sync_timeout=settings.sync_timeout,
+            may_act=may_act,
+            events=KubeEvents(self.kube) if settings.events else None,
         )
 
     def use_metrics(self, documents: tuple[MetricDefinition, ...]) -> None:
@@ -179,8 +198,8 @@ class Runner:
         self.reload = threading.Event()
         self.telemetry = Telemetry()
         self.health = Health(stale_after=max(60.0, 3 * self.settings.interval))
-        self.wiring = Wiring(self.settings, self.telemetry, clock)
         self.leases: RepoLeases | None = None
+        self.wiring = Wiring(self.settings, self.telemetry, clock, self._holds)
         self.observer: Any = None
         self.http: HttpServer | None = None
 
@@ -244,6 +263,10 @@ class Runner:
                 self.telemetry.promotions.labels(self.repo, outcome).inc()
 
     # -- services -------------------------------------------------------------------
+
+    def _holds(self) -> bool:
+        """Whether this replica may act on the repo now (always, without leader election)."""
+        return self.leases is None or self.leases.holds(self.settings.repo)
 
     def _may_act(self) -> bool:
         if self.leases is None:
@@ -317,7 +340,7 @@ class Runner:
             settings = self.sources.settings()
             if settings == self.settings:
                 return
-            wiring = Wiring(settings, self.telemetry, self.clock)
+            wiring = Wiring(settings, self.telemetry, self.clock, self._holds)
         except ReconcilerError as exc:
             log.error("config_rejected", file=str(self.sources.file), error=str(exc))
             return
