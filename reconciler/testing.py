@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from reconciler.cluster.memory import MemoryCluster
 from reconciler.controller.loop import Reconciler, TickReport
@@ -118,13 +119,16 @@ class Harness:
         """The weight the cluster gives ``version`` now (0 when it has none)."""
         return _weight(self.cluster, self.refs, version)
 
-    def restart(self) -> Reconciler:
-        """A fresh process: a new cache, nothing in memory but what the Env repo holds."""
+    def restart(self, **options: Any) -> Reconciler:  # noqa: ANN401 - Reconciler's options
+        """A fresh process: a new cache, nothing in memory but what the Env repo holds.
+
+        ``options`` go to ``Reconciler`` (an operator, ``may_act``, events...).
+        """
         self.processes += 1
         store = GitEnvStore.open(
             self.remote, self.workdir / f"cache-{self.processes}.git", author=AUTHOR
         )
-        self.reconciler = Reconciler(store, self.cluster, self.metrics, clock=self.clock)
+        self.reconciler = Reconciler(store, self.cluster, self.metrics, clock=self.clock, **options)
         return self.reconciler
 
     def tick(self) -> TickReport:

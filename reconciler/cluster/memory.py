@@ -124,3 +124,24 @@ class MemoryCluster:
                 if updated != current:
                     self._objects[key] = updated
                     self.requests += 1
+
+
+class MemoryOperator:
+    """Plays Argo CD or Flux for the demo and the tests: told to sync, it reports when it did.
+
+    ``applied`` is the main commit whose manifests were last applied to the cluster (the
+    caller applies them and then sets it, as the operator's sync would).
+    """
+
+    def __init__(self) -> None:
+        """Nothing requested, nothing applied."""
+        self.requested: list[str] = []
+        self.applied: str | None = None
+
+    def request_sync(self, commit: str) -> None:
+        """Note the request (a real operator would look at the repo now)."""
+        self.requested.append(commit)
+
+    def synced(self, commit: str) -> str | None:
+        """``commit`` once it is the applied revision."""
+        return commit if self.applied == commit else None
