@@ -275,6 +275,8 @@ class Runner:
         holds = self.leases.holds(self.settings.repo)
         self.health.set_role(self.repo, "leader" if holds else "follower")
         self.telemetry.leader.labels(self.repo).set(1 if holds else 0)
+        if not holds:  # standing by is this replica's job now: it is ready for it
+            self.health.tick_succeeded(self.clock())
         return holds
 
     def _start_services(self) -> None:

@@ -83,7 +83,7 @@ def test_deployment_is_locked_down_probed_and_runs_the_reconciler() -> None:
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["image"] == "ghcr.io/example/gitops-reconciler:latest"
-    assert container["args"] == ["run", "--config", "/etc/reconciler/config.yaml"]
+    assert container["args"] == ["run", "--config", "/etc/reconciler/config/config.yaml"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert set(container["resources"]) == {"requests", "limits"}
@@ -94,7 +94,7 @@ def test_deployment_is_locked_down_probed_and_runs_the_reconciler() -> None:
     assert security["capabilities"]["drop"] == ["ALL"]
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert {"/etc/reconciler/config.yaml", "/etc/reconciler/git", "/tmp"} <= mounts  # noqa: S108
+    assert {"/etc/reconciler/config", "/etc/reconciler/git", "/tmp"} <= mounts  # noqa: S108
     assert pod["serviceAccountName"] == "gitops-reconciler"
 
 
