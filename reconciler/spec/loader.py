@@ -13,11 +13,9 @@ import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from reconciler.errors import Location
 from reconciler.spec import fieldpath
@@ -41,24 +39,13 @@ from reconciler.spec.model import (
     WeightObjRef,
     Weights,
 )
+from reconciler.spec.yamldoc import DocumentReader, InvalidDocumentError, Problem, documents_of_kind
 
 API_VERSIONS = frozenset({"iter8.tools/v2alpha2", "reconciler/v1alpha1"})
 _KIND_LINE = re.compile(rb"^kind:[ \t]*[\"']?Experiment[\"']?[ \t]*(#.*)?$", re.MULTILINE)
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
-Severity = Literal["error", "warning"]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something wrong (error) or doubtful (warning) in a document, and where."""
-
-    location: Location
-    severity: Severity
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.location}: {self.severity}: {self.message}"
+__all__ = ["API_VERSIONS", "LoadResult", "Problem", "load_experiments", "looks_like_experiment"]
 
 
 @dataclass(frozen=True)
@@ -91,29 +78,12 @@ def load_experiments(path: str, data: bytes, *, repo_path: str | None = None) ->
         repo_path: the file's path in the repository, when it differs from ``path``
             (``spec.gitops`` paths are relative to its directory).
     """
+    parsed = documents_of_kind(path, data, "Experiment", API_VERSIONS)
+    if parsed.problem is not None:
+        return LoadResult((), (parsed.problem,))
     problems: list[Problem] = []
     experiments: list[Experiment] = []
-    yaml = YAML(typ="rt")
-    try:
-        text = data.decode("utf-8")
-        documents = list(yaml.load_all(text))
-    except UnicodeDecodeError as exc:
-        problems.append(Problem(Location(path), "error", f"not UTF-8 text ({exc.reason})"))
-        return LoadResult((), tuple(problems))
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
-        what = exc.problem or exc.context or "invalid YAML"
-        problems.append(Problem(where, "error", f"not valid YAML: {what}"))
-        return LoadResult((), tuple(problems))
-    except YAMLError as exc:
-        problems.append(Problem(Location(path), "error", f"not valid YAML: {exc}"))
-        return LoadResult((), tuple(problems))
-    for document in documents:
-        if not isinstance(document, CommentedMap) or document.get("kind") != "Experiment":
-            continue
-        if document.get("apiVersion") not in API_VERSIONS:
-            continue
+    for document in parsed.documents:
         reader = _Reader(path, repo_path or path)
         experiment = reader.experiment(document)
         problems.extend(reader.problems)
@@ -122,45 +92,21 @@ def load_experiments(path: str, data: bytes, *, repo_path: str | None = None) ->
     return LoadResult(tuple(experiments), tuple(problems))
 
 
-class _InvalidError(Exception):
-    """Internal: stops reading a document after an error has been recorded."""
-
-
-class _Reader:
+class _Reader(DocumentReader):
     """Reads one document, recording problems with their locations."""
 
     def __init__(self, path: str, repo_path: str) -> None:
-        self.path = path
+        super().__init__(path)
         self.repo_path = repo_path
-        self.problems: list[Problem] = []
         self.locations: dict[str, Location] = {}
         self._owner: dict[int, Location] = {}
         """Where the key that holds each mapping was written (for 'missing' errors)."""
 
     # -- locations and problems ------------------------------------------------------------
 
-    def _at(self, node: CommentedMap | CommentedSeq, key: Any = None) -> Location:  # noqa: ANN401
-        try:
-            if key is None:
-                line, col = node.lc.line, node.lc.col
-            elif isinstance(node, CommentedSeq):
-                line, col = node.lc.item(key)
-            else:
-                line, col = node.lc.key(key)
-        except (AttributeError, KeyError, TypeError):
-            return Location(self.path)
-        return Location(self.path, line + 1, col + 1)
-
     def _parent(self, node: CommentedMap) -> Location:
         """Where a field missing from ``node`` should be reported: at the key holding it."""
         return self._owner.get(id(node)) or self._at(node)
-
-    def _error(self, where: Location, message: str) -> _InvalidError:
-        self.problems.append(Problem(where, "error", message))
-        return _InvalidError(message)
-
-    def _warn(self, where: Location, message: str) -> None:
-        self.problems.append(Problem(where, "warning", message))
 
     def _unknown(self, node: CommentedMap, where: str, known: set[str]) -> None:
         for key in node:
@@ -252,7 +198,7 @@ class _Reader:
     def experiment(self, doc: CommentedMap) -> Experiment | None:
         try:
             return self._experiment(doc)
-        except _InvalidError:
+        except InvalidDocumentError:
             return None
 
     def _experiment(self, doc: CommentedMap) -> Experiment:

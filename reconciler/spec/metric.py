@@ -15,14 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from reconciler.errors import Location
-from reconciler.spec.loader import Problem
+from reconciler.spec.yamldoc import DocumentReader, InvalidDocumentError, Problem, documents_of_kind
 
 API_VERSIONS = frozenset({"iter8.tools/v2alpha2", "reconciler/v1alpha1"})
 JQ_EXPRESSION = ".data.result[0].value[1] | tonumber"
@@ -272,28 +269,13 @@ def load_metrics(path: str, data: bytes) -> MetricLoadResult:
         path: the file's path in the repository (used in messages).
         data: the file's content.
     """
-    try:
-        text = data.decode("utf-8")
-        documents = list(YAML(typ="rt").load_all(text))
-    except UnicodeDecodeError as exc:
-        return MetricLoadResult(
-            (), (Problem(Location(path), "error", f"not UTF-8 text ({exc.reason})"),)
-        )
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
-        what = exc.problem or exc.context or "invalid YAML"
-        return MetricLoadResult((), (Problem(where, "error", f"not valid YAML: {what}"),))
-    except YAMLError as exc:
-        return MetricLoadResult((), (Problem(Location(path), "error", f"not valid YAML: {exc}"),))
-    lines = text.splitlines()
+    parsed = documents_of_kind(path, data, "Metric", API_VERSIONS)
+    if parsed.problem is not None:
+        return MetricLoadResult((), (parsed.problem,))
+    lines = list(parsed.lines)
     metrics: list[MetricDefinition] = []
     problems: list[Problem] = []
-    for document in documents:
-        if not isinstance(document, CommentedMap) or document.get("kind") != "Metric":
-            continue
-        if document.get("apiVersion") not in API_VERSIONS:
-            continue
+    for document in parsed.documents:
         reader = _Reader(path, lines)
         metric = reader.metric(document)
         problems.extend(reader.problems)
@@ -302,36 +284,12 @@ def load_metrics(path: str, data: bytes) -> MetricLoadResult:
     return MetricLoadResult(tuple(metrics), tuple(problems))
 
 
-class _InvalidError(Exception):
-    """Internal: stops reading a document after an error has been recorded."""
-
-
-class _Reader:
+class _Reader(DocumentReader):
     """Reads one Metric document, recording problems with their locations."""
 
     def __init__(self, path: str, lines: list[str]) -> None:
-        self.path = path
+        super().__init__(path)
         self.lines = lines
-        self.problems: list[Problem] = []
-
-    def _at(self, node: CommentedMap | CommentedSeq, key: Any = None) -> Location:  # noqa: ANN401
-        try:
-            if key is None:
-                line, col = node.lc.line, node.lc.col
-            elif isinstance(node, CommentedSeq):
-                line, col = node.lc.item(key)
-            else:
-                line, col = node.lc.key(key)
-        except (AttributeError, KeyError, TypeError):
-            return Location(self.path)
-        return Location(self.path, line + 1, col + 1)
-
-    def _error(self, where: Location, message: str) -> _InvalidError:
-        self.problems.append(Problem(where, "error", message))
-        return _InvalidError(message)
-
-    def _warn(self, where: Location, message: str) -> None:
-        self.problems.append(Problem(where, "warning", message))
 
     def _map(self, node: CommentedMap, key: str, where: str) -> CommentedMap:
         value = node.get(key)
@@ -352,7 +310,7 @@ class _Reader:
     def metric(self, doc: CommentedMap) -> MetricDefinition | None:
         try:
             return self._metric(doc)
-        except _InvalidError:
+        except InvalidDocumentError:
             return None
 
     def _metric(self, doc: CommentedMap) -> MetricDefinition:
