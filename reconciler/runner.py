@@ -196,6 +196,8 @@ class Runner:
         self.stop = stop or threading.Event()
         self.wake = threading.Event()
         self.reload = threading.Event()
+        self.config_rejected = 0
+        """Config file changes refused (invalid): the old settings stayed."""
         self.telemetry = Telemetry()
         self.health = Health(stale_after=max(60.0, 3 * self.settings.interval))
         self.leases: RepoLeases | None = None
@@ -344,6 +346,7 @@ class Runner:
                 return
             wiring = Wiring(settings, self.telemetry, self.clock, self._holds)
         except ReconcilerError as exc:
+            self.config_rejected += 1
             log.error("config_rejected", file=str(self.sources.file), error=str(exc))
             return
         logs.configure(json=settings.log_json, level=settings.log_level)
