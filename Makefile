@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint system-deps bench clean kube-test-server
+.PHONY: demo test lint system-deps bench clean kube-test-server image image-test
 
 system-deps:
 	@bash hack/system-deps
@@ -31,6 +31,18 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check reconciler tests hack
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The container image: hack/build-image builds it with podman (making debian:bookworm-slim
+# with debootstrap when it is neither local nor pullable); hack/image-test runs it as the pod
+# does. The size goal is 200 MB; the image is 329 MB today (see the README), hence the limit.
+IMAGE        ?=
+IMAGE_MAX_MB ?= 340
+
+image:
+	bash hack/build-image $(if $(IMAGE),--tag $(IMAGE))
+
+image-test: image
+	bash hack/image-test $(if $(IMAGE),--tag $(IMAGE)) --max-size-mb $(IMAGE_MAX_MB)
 
 bench: $(STAMP)
 	$(BIN)/python hack/bench.py recovery --experiments 1000 --history 100000
