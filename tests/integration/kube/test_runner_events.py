@@ -9,13 +9,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from reconciler.demo import scenario
 from reconciler.gitstore.admin import init_bare_repository
 from reconciler.gitstore.repo import GitEnvStore
 from reconciler.ports import CommitSpec
 from reconciler.runner import Runner, Sources
-from tests.integration.kube.conftest import KubeServer
+from tests.fixtures.kube import KubeServer
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +66,7 @@ def running(tmp_path: Path, env: Path, kube_server: KubeServer) -> Iterator[tupl
         runner.stop.set()
         runner.request_tick()
         thread.join(timeout=10)
+        structlog.reset_defaults()  # the runner configured logging for the whole process
         assert not thread.is_alive(), "the runner did not stop"
 
 
