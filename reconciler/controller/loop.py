@@ -150,7 +150,8 @@ class Reconciler:
         acted = {t.state.key for t, _ in recorded}
         for state in states.values():
             if state.phase.deciding and state.key not in acted:
-                self._finish(state, None, report)
+                decision = find_decision(self._store, heads.state, state) if heads.state else None
+                self._finish(state, decision, report)
         return report
 
     def _record(
@@ -517,6 +518,23 @@ def find_outcome(store: EnvStore, main_tip: str, state: ExperimentState) -> str 
     for commit in store.log(main_tip, hide=state.decided_on):
         if commit.trailer(records.ID) == state.id and commit.trailer(records.OUTCOME):
             return commit.id
+    return None
+
+
+def find_decision(store: EnvStore, state_tip: str, state: ExperimentState) -> str | None:
+    """The state commit that recorded ``state``'s pending decision, for ``Rollout-State``.
+
+    A decision taken by an earlier tick or process (whose outcome push failed or never
+    happened) is the newest commit of the run in its deciding phase: nothing is recorded
+    about a run between its decision and its outcome. The walk stops at the run's first
+    other commit, so it reads only what was recorded since the decision.
+    """
+    for commit in store.log(state_tip):
+        if commit.trailer(records.ID) != state.id:
+            continue
+        if commit.trailer(records.PHASE) == state.phase.value:
+            return commit.id
+        return None
     return None
 
 

@@ -12,7 +12,7 @@ profile's reward per request, for reward metrics). Pure: snapshot in, text out.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from reconciler.sim.traffic import BUCKET_SETS, Tally, TrafficSimulator, VersionTraffic
@@ -71,25 +71,35 @@ class _Writer:
 
 
 def render(
-    simulator: TrafficSimulator,
+    simulator: TrafficSimulator | Sequence[TrafficSimulator],
     *,
     service: str | None = None,
     families: Collection[str] = FAMILIES,
 ) -> str:
-    """The simulator's counts so far as a ``/metrics`` page.
+    """The simulators' counts so far as one ``/metrics`` page.
 
     Args:
-        simulator: whose counts to export (not advanced here).
-        service: the Kubernetes Service in front of the versions (default: the stable
-            version's name); ingress-nginx and Istio labels carry it.
+        simulator: whose counts to export (not advanced here); several simulators (one
+            per namespace, say) share one page, each family's samples written together.
+        service: the Kubernetes Service in front of the versions (default: each
+            simulator's stable version's name); ingress-nginx and Istio labels carry it.
         families: which proxy families to export.
     """
     unknown = set(families) - set(FAMILIES)
     if unknown:
         raise ValueError(f"unknown proxy families {sorted(unknown)}; known: {FAMILIES}")
+    simulators = [simulator] if isinstance(simulator, TrafficSimulator) else list(simulator)
+    writer = _Writer()
+    for one in simulators:
+        _write(writer, one, service=service, families=families)
+    return writer.text()
+
+
+def _write(
+    writer: _Writer, simulator: TrafficSimulator, *, service: str | None, families: Collection[str]
+) -> None:
     snapshot = simulator.snapshot()
     stable = snapshot[0].name
-    writer = _Writer()
     for version in snapshot:
         context = _Context(simulator.namespace, service or stable, stable, version)
         for family in FAMILIES:
@@ -106,7 +116,6 @@ def render(
             },
             reward,
         )
-    return writer.text()
 
 
 @dataclass(frozen=True)

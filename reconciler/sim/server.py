@@ -1,7 +1,9 @@
 """A ``/metrics`` endpoint for the traffic simulator, so a real Prometheus can scrape it.
 
 Every scrape first advances the simulator to now (so traffic follows the weights the
-cluster carries at that moment), then answers with the Prometheus text format. Runs
+cluster carries at that moment), then answers with the Prometheus text format. One server
+may carry several simulators (one per namespace, say), added and removed while it serves,
+so one Prometheus scrapes them all. Runs
 ``http.server`` in a background thread; ``stop`` (or leaving the ``with`` block) shuts it
 down and joins the thread, leaving nothing running. Anything but ``GET /metrics`` is 404.
 """
@@ -9,7 +11,7 @@ down and joins the thread, leaving nothing running. Anything but ``GET /metrics`
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
@@ -18,11 +20,11 @@ from reconciler.sim.traffic import TrafficSimulator
 
 
 class MetricsServer:
-    """Serves one simulator's metrics on ``http://host:port/metrics``."""
+    """Serves simulators' metrics on ``http://host:port/metrics``."""
 
     def __init__(
         self,
-        simulator: TrafficSimulator,
+        simulator: TrafficSimulator | Sequence[TrafficSimulator],
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -30,8 +32,12 @@ class MetricsServer:
         families: Collection[str] = FAMILIES,
     ) -> None:
         """Bind now (``port=0``: a free port, see ``port``); serve after ``start``."""
-        self.simulator = simulator
+        self.simulators: list[TrafficSimulator] = (
+            [simulator] if isinstance(simulator, TrafficSimulator) else list(simulator)
+        )
+        """Every simulator served (``add`` and ``remove`` change it while serving)."""
         self.scrapes = 0
+        self._lock = threading.Lock()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -39,8 +45,10 @@ class MetricsServer:
                 if self.path.split("?", 1)[0] != "/metrics":
                     self.send_error(404)
                     return
-                simulator.advance()
-                body = render(simulator, service=service, families=families).encode()
+                served = outer.served()
+                for one in served:
+                    one.advance()
+                body = render(served, service=service, families=families).encode()
                 outer.scrapes += 1
                 self.send_response(200)
                 self.send_header("Content-Type", CONTENT_TYPE)
@@ -54,6 +62,21 @@ class MetricsServer:
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+
+    def served(self) -> list[TrafficSimulator]:
+        """The simulators served now."""
+        with self._lock:
+            return list(self.simulators)
+
+    def add(self, simulator: TrafficSimulator) -> None:
+        """Serve ``simulator``'s metrics too, from the next scrape on."""
+        with self._lock:
+            self.simulators.append(simulator)
+
+    def remove(self, simulator: TrafficSimulator) -> None:
+        """Stop serving ``simulator``'s metrics (its series then go stale in Prometheus)."""
+        with self._lock:
+            self.simulators = [s for s in self.simulators if s is not simulator]
 
     @property
     def port(self) -> int:

@@ -22,8 +22,8 @@ from structlog.testing import capture_logs
 from reconciler.errors import GitPermanentError
 from reconciler.gitstore import Credentials, GitEnvStore
 from reconciler.ports import CommitSpec
+from tests.fixtures.net import free_port, stop, wait_for_port
 from tests.gitutil import git, git_env, make_bare_repo, require_binary, require_git, rev_parse
-from tests.integration.conftest import free_port, stop, wait_for_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from reconciler.ports import Plan
-    from tests.integration.conftest import GitDaemon
+    from tests.fixtures.git import GitDaemon
 
 pytestmark = pytest.mark.integration
 
@@ -403,7 +403,7 @@ def test_unknown_commit_is_a_permanent_error(env_remote: str, tmp_path: Path) ->
 
 
 def test_unreachable_server_is_a_temporary_error_after_bounded_retries(tmp_path: Path) -> None:
-    from tests.integration.conftest import free_port  # noqa: PLC0415
+    from tests.fixtures.net import free_port  # noqa: PLC0415
 
     url = f"git://127.0.0.1:{free_port()}/nothing.git"
     store = GitEnvStore.open(url, tmp_path / "cache.git", author=AUTHOR)

@@ -99,6 +99,23 @@ def test_an_outcome_already_on_main_is_found_by_its_id_and_not_pushed_again(
     assert "Rollout-Phase: Promoted" in world.git("log", "-1", "--format=%B", "reconciler-state")
 
 
+def test_a_decision_finished_by_a_later_process_names_its_state_commit(tmp_path: Path) -> None:
+    world = World(tmp_path, Profile())
+    world.run_until_final()
+    # Crash after recording the decision, before the outcome reached main.
+    promoting = world.git("log", "reconciler-state", "--format=%H", "--skip=1", "-1").strip()
+    assert "Rollout-Phase: Promoting" in world.git("show", "-s", "--format=%B", promoting)
+    world.git("update-ref", "refs/heads/reconciler-state", promoting)
+    world.git("update-ref", "refs/heads/main", "main~1")
+    assert world.outcomes_on_main() == []
+    world.harness.restart()
+    report = world.tick()
+    ((_, outcome),) = report.outcomes
+    trailer = world.git("log", "-1", "--format=%(trailers:key=Rollout-State,valueonly)", outcome)
+    assert trailer.strip() == promoting
+    assert world.outcomes_on_main() == ["promoted"]
+
+
 def test_a_fresh_process_on_a_rebuilt_cluster_reapplies_the_recorded_weights(
     tmp_path: Path,
 ) -> None:

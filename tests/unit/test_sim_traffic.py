@@ -166,6 +166,39 @@ def test_the_metrics_page_is_prometheus_text_with_istio_names_and_labels() -> No
     )
 
 
+def test_several_simulators_share_one_page_each_family_declared_once() -> None:
+    clock = Clock()
+    sims = [
+        TrafficSimulator(
+            PROFILES,
+            lambda v: {"productpage-v1": 100}.get(v, 0),
+            namespace=namespace,
+            clock=clock,
+            requests_per_second=100.0,
+        )
+        for namespace in ("team-a", "team-b")
+    ]
+    for sim in sims:
+        sim.advance()
+    clock.now += 1
+    for sim in sims:
+        sim.advance()
+    lines = render(sims, service="productpage").splitlines()
+    types = [line for line in lines if line.startswith("# TYPE ")]
+    assert len(types) == len(set(types))
+    for namespace in ("team-a", "team-b"):
+        assert any(
+            line.startswith("istio_requests_total{")
+            and f'destination_workload_namespace="{namespace}"' in line
+            and 'destination_workload="productpage-v1"' in line
+            and 'reporter="source"' in line
+            and 'response_code="200"' in line
+            and int(line.rsplit(" ", 1)[1]) > 90  # 100 requests, 1 % of them errors
+            for line in lines
+        )
+    assert render([]) == "\n"
+
+
 def test_each_proxy_family_can_be_left_out() -> None:
     clock = Clock()
     sim = simulator({"productpage-v1": 100}, clock)

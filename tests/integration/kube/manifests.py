@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.kube.conftest import MANIFESTS, load_yaml_text
+from tests.fixtures.kube import MANIFESTS, load_yaml_text
 
 RBAC_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from reconciler.cli.doctor import doctor
 from reconciler.cluster.client import Kube
 from reconciler.cluster.resources import ObjectRef
-from tests.integration.kube.conftest import KubeServer, apply, write_status
+from tests.fixtures.kube import KubeServer, apply, write_status
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from reconciler.cluster.handoff import (
     SyncTimeoutError,
 )
 from reconciler.cluster.resources import ObjectRef
-from tests.integration.kube.conftest import apply, write_status
+from tests.fixtures.kube import apply, write_status
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 from reconciler.cluster.client import Kube
 from reconciler.cluster.lease import LeaseRecord, LeaseSettings, RepoLeases, lease_name
 from reconciler.cluster.resources import ObjectRef
-from tests.integration.kube.conftest import KubeServer, apply, delete
+from tests.fixtures.kube import KubeServer, apply, delete
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from reconciler.cluster import drift
 from reconciler.cluster.client import FIELD_MANAGER, Kube
 from reconciler.config import build
-from tests.integration.kube.conftest import apply, ensure_namespace
+from tests.fixtures.kube import apply, ensure_namespace
 from tests.integration.kube.manifests import render
 
 pytestmark = pytest.mark.integration

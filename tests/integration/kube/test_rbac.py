@@ -14,7 +14,7 @@ from reconciler.cluster.kube import KubeCluster
 from reconciler.cluster.lease import LeaseSettings, RepoLeases
 from reconciler.cluster.resources import ObjectRef
 from reconciler.spec.model import WeightObjRef
-from tests.integration.kube.conftest import (
+from tests.fixtures.kube import (
     KubeServer,
     apply,
     deployment,

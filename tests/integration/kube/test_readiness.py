@@ -11,7 +11,7 @@ from reconciler.cluster.client import Kube
 from reconciler.cluster.kube import KubeCluster
 from reconciler.cluster.readiness import NotReadyError, wait_ready
 from reconciler.cluster.resources import ObjectRef
-from tests.integration.kube.conftest import apply, deployment, write_status
+from tests.fixtures.kube import apply, deployment, write_status
 
 pytestmark = pytest.mark.integration
 

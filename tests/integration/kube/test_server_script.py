@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.kube.conftest import SCRIPT, KubeServer
+from tests.fixtures.kube import SCRIPT, KubeServer
 
 pytestmark = pytest.mark.integration
 

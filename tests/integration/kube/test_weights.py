@@ -14,7 +14,7 @@ from reconciler.cluster.kube import KubeCluster
 from reconciler.cluster.patches import plan_patch, weight_field
 from reconciler.cluster.resources import ObjectRef
 from reconciler.spec.model import WeightObjRef
-from tests.integration.kube.conftest import apply, delete
+from tests.fixtures.kube import apply, delete
 
 pytestmark = pytest.mark.integration
 

@@ -28,14 +28,14 @@ from reconciler.metrics.promql import Bindings, render
 from reconciler.ports import MetricValue
 from reconciler.spec.metric import parse_query
 from reconciler.spec.model import Objective
-from tests.integration.prometheus.conftest import (
+from tests.fixtures.net import free_port
+from tests.fixtures.prometheus import (
     HOSTILE,
     NAMESPACE,
     RATE,
     FaultyProxy,
     PrometheusServer,
     Traffic,
-    free_port,
 )
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,7 @@ from reconciler.sim.traffic import (
     NGINX_BUCKETS_S,
     LatencyModel,
 )
-from tests.integration.prometheus.conftest import (
+from tests.fixtures.prometheus import (
     NAMESPACE,
     PROFILES,
     RATE,

@@ -1,0 +1,76 @@
+"""The end-to-end world: a factory of ``World`` objects, each closed after its test.
+
+One simulator server and one Prometheus serve the whole session: each world adds the
+simulator of its own namespace to the server, so Prometheus (which waits about five
+seconds after it starts before its first scrape) starts once, not once per test.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.cluster.client import Kube
+from reconciler.sim.server import MetricsServer
+from tests.e2e.world import World
+from tests.fixtures.git import GitDaemon
+from tests.fixtures.kube import KubeServer
+from tests.fixtures.prometheus import PrometheusProcess, PrometheusServer
+
+
+@pytest.fixture(scope="session")
+def e2e_metrics() -> Iterator[MetricsServer]:
+    """The simulators' /metrics for the session (each world adds its own simulator)."""
+    with MetricsServer([], service="productpage") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def e2e_prometheus(e2e_metrics: MetricsServer) -> Iterator[PrometheusServer]:
+    """Prometheus on 127.0.0.1, scraping ``e2e_metrics`` every second, for the session."""
+    with tempfile.TemporaryDirectory(prefix="e2e-prometheus-") as tmp:
+        process = PrometheusProcess([f"127.0.0.1:{e2e_metrics.port}"], Path(tmp))
+        try:
+            yield process.start()
+        finally:
+            process.stop()
+
+
+@pytest.fixture
+def make_world(  # noqa: PLR0917 - pytest passes fixtures by name
+    tmp_path: Path,
+    kube_server: KubeServer,
+    admin: Kube,
+    git_daemon: GitDaemon,
+    e2e_metrics: MetricsServer,
+    e2e_prometheus: PrometheusServer,
+    namespace: str,
+) -> Iterator[Callable[..., World]]:
+    """``make_world(candidate=..., own_git_daemon=..., own_prometheus=...)``, once a test."""
+    made: list[World] = []
+
+    def make(**options: Any) -> World:
+        assert not made, "one world per test"
+        world = World(
+            tmp_path,
+            kube_server=kube_server,
+            admin=admin,
+            git_daemon=git_daemon,
+            metrics=e2e_metrics,
+            prometheus=e2e_prometheus,
+            namespace=namespace,
+            **options,
+        )
+        made.append(world)
+        world.setup()
+        return world
+
+    try:
+        yield make
+    finally:
+        for world in made:
+            world.close()
