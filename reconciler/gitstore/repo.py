@@ -4,7 +4,9 @@ It fetches main and the state branch in one fetch, reads files, trees, diffs and
 at any fetched commit, and adds commits to a branch with a compare-and-swap push: the
 commits are built in memory on the last fetched tip, pushed without ``+``, and on
 rejection the branch is fetched again and the caller's plan re-run on the new tip, a
-bounded number of times with exponential backoff and jitter. Network faults become
+bounded number of times with exponential backoff and jitter. New objects are held in
+memory until the push is done, then written as one pack (``staging``), not as thousands
+of loose files. Network faults become
 ``GitTemporaryError`` (fetches are retried), refused credentials or certificates
 ``GitPermanentError`` (never retried). It must never force a push, never write a working
 tree, never call the ``git`` program, and never show credentials or a URL with userinfo.
@@ -12,6 +14,7 @@ tree, never call the ``git`` program, and never show credentials or a URL with u
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -22,9 +25,10 @@ import structlog
 from pygit2.enums import ObjectType, SortMode
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from reconciler.errors import GitPermanentError, PushRejectedError
+from reconciler.errors import GitPermanentError, GitTemporaryError, PushRejectedError
 from reconciler.gitstore.credentials import Credentials, check_usable, redact_url, url_scheme
 from reconciler.gitstore.remote import REMOTE, SCHEMES, Remote, tracking_ref
+from reconciler.gitstore.staging import Staging
 from reconciler.gitstore.trailers import parse_trailers
 from reconciler.gitstore.trees import build_tree, diff_paths
 from reconciler.ports import CommitInfo, Heads, UpdateResult
@@ -37,6 +41,10 @@ if TYPE_CHECKING:
 __all__ = ["GitEnvStore"]
 
 log = structlog.get_logger(__name__)
+
+_TREES_KEPT = 4
+"""Root trees of the last commits read, kept (commits never change): main's and the state
+branch's tips, and the ones a tick moves between."""
 
 
 class GitEnvStore:
@@ -59,6 +67,8 @@ class GitEnvStore:
     ) -> None:
         """Use ``GitEnvStore.open``; this wires an already opened cache."""
         self._repo = repo
+        self._staging = Staging(repo)
+        self._trees: dict[str, pygit2.Tree] = {}
         self._url = url
         self._remote = Remote(repo, url, credentials)
         self._main = main_branch
@@ -147,6 +157,7 @@ class GitEnvStore:
 
     def close(self) -> None:
         """Release the cache's file handles; the store is unusable afterwards."""
+        self._trees.clear()
         self._repo.free()
 
     def tip(self, branch: str) -> str | None:
@@ -168,11 +179,16 @@ class GitEnvStore:
             GitPermanentError: credentials or the certificate / host key were refused.
         """
         self._remote.fetch((self._main, self._state))
+        self._merge_packs()
         return Heads(main=self.tip(self._main), state=self.tip(self._state))
 
     # -- reading ----------------------------------------------------------------------
 
     def _tree(self, commit: str) -> pygit2.Tree:
+        # Reading a tip's 1,000 state documents resolves the same commit 1,000 times.
+        found = self._trees.get(commit)
+        if found is not None:
+            return found
         try:
             obj = self._repo.get(commit)
         except ValueError:
@@ -181,7 +197,11 @@ class GitEnvStore:
             raise GitPermanentError(
                 f"commit {commit!r} is not in the local cache; fetch first", ref=self.url
             )
-        return obj.peel(pygit2.Tree)
+        tree = obj.peel(pygit2.Tree)
+        if len(self._trees) >= _TREES_KEPT:
+            self._trees.pop(next(iter(self._trees)))
+        self._trees[commit] = tree
+        return tree
 
     def _entry(self, commit: str, path: str) -> pygit2.Object | None:
         tree = self._tree(commit)
@@ -301,18 +321,30 @@ class GitEnvStore:
         specs = list(plan(tip))
         if not specs:
             return UpdateResult(branch=branch, commits=(), tip=tip, attempts=attempt - 1)
-        commits = self._build_commits(tip, specs)
+        # The new objects are packed during the push, not before it: the push reads them
+        # from memory, and the time between reading the tip and the push (when another
+        # writer can win the race) stays as short as it can be.
+        commits = self._build_commits(tip, specs, pack=False)
         new_tip = commits[-1]
         try:
-            self._remote.push(branch, new_tip, tip)
+            with self._packing():
+                self._remote.push(branch, new_tip, tip)
         except PushRejectedError as exc:
             log.info("git_push_rejected", branch=branch, attempt=attempt, reason=str(exc))
             raise
         self._repo.references.create(tracking_ref(branch), new_tip, force=True)
         log.info("git_pushed", branch=branch, tip=new_tip, commits=len(commits), attempt=attempt)
+        self._merge_packs()
         return UpdateResult(branch=branch, commits=tuple(commits), tip=new_tip, attempts=attempt)
 
-    def _build_commits(self, tip: str | None, specs: Sequence[CommitSpec]) -> list[str]:
+    def _build_commits(
+        self, tip: str | None, specs: Sequence[CommitSpec], *, pack: bool = True
+    ) -> list[str]:
+        """Write ``specs`` as commits on ``tip``; return their ids, oldest first.
+
+        Their objects are packed before returning, unless ``pack`` is False: the caller
+        then packs them, whatever happens next.
+        """
         parent = tip
         tree = self._tree(tip) if tip is not None else None
         commits: list[str] = []
@@ -326,7 +358,44 @@ class GitEnvStore:
             parent = str(oid)
             commits.append(parent)
             tree = self._repo[tree_id].peel(pygit2.Tree)
+            if self._staging.over_limit:
+                self._pack()
+        if pack:
+            self._pack()
         return commits
+
+    def _pack(self) -> None:
+        """Move the objects staged in memory into a pack of the cache."""
+        try:
+            self._staging.pack()
+        except OSError as exc:
+            raise GitTemporaryError(
+                f"cannot write new objects to the cache: {exc}", ref=self.url
+            ) from None
+
+    def _merge_packs(self) -> None:
+        """Keep the number of packs in the cache bounded (``Staging.merge``).
+
+        A failure leaves the cache as it was, only slower to read: logged, never raised.
+        """
+        try:
+            merged = self._staging.merge()
+        except (OSError, ValueError) as exc:
+            log.warning("git_cache_merge_failed", error=str(exc))
+            return
+        if merged:
+            log.info("git_cache_packs_merged", packs=merged)
+
+    @contextlib.contextmanager
+    def _packing(self) -> Iterator[None]:
+        """Pack the staged objects while the block runs (see ``Staging.packing``)."""
+        try:
+            with self._staging.packing():
+                yield
+        except OSError as exc:
+            raise GitTemporaryError(
+                f"cannot write new objects to the cache: {exc}", ref=self.url
+            ) from None
 
 
 def _walk(tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, str]]:
