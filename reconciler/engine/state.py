@@ -8,7 +8,10 @@ the normalised spec, so recovery never re-reads the experiment's YAML. Pure: no 
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -53,7 +56,7 @@ _FINAL = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.PREEMPTED, Phase.WI
 Pairs = tuple[tuple[str, int], ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IterationRecord:
     """What one iteration observed and decided."""
 
@@ -69,7 +72,7 @@ class IterationRecord:
     """Candidate to the probability that it beats the baseline on the first reward."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExperimentState:
     """The whole recorded state of one experiment."""
 
@@ -163,7 +166,7 @@ def to_json(state: ExperimentState) -> bytes:
         ],
         "spec": codec.to_data(state.spec),
     }
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+    return (_pretty(data) + "\n").encode()
 
 
 def from_json(raw: bytes) -> ExperimentState:
@@ -183,27 +186,13 @@ def from_json(raw: bytes) -> ExperimentState:
         source_commit=data["sourceCommit"],
         phase=Phase(data["phase"]),
         iteration=data["iteration"],
-        weights=tuple((name, int(weights[name])) for name in order),
+        weights=tuple([(sys.intern(name), int(weights[name])) for name in order]),
         started_at=_epoch(data["startedAt"]),
         updated_at=_epoch(data["updatedAt"]),
         last_iteration_at=_epoch(data["lastIterationAt"]),
         failures=data["failures"],
         no_data=data["noData"],
-        history=tuple(
-            IterationRecord(
-                iteration=r["iteration"],
-                time=_epoch(r["time"]),
-                weights=tuple((n, int(w)) for n, w in r["weights"].items()),
-                verdicts=tuple(r["verdicts"].items()),
-                metrics=tuple(
-                    (version, metric, value)
-                    for version, values in r["metrics"].items()
-                    for metric, value in values.items()
-                ),
-                chances=tuple(r["chances"].items()),
-            )
-            for r in data["history"]
-        ),
+        history=tuple([_record(r) for r in data["history"]]),
         winner=data["winner"],
         reason=data["reason"],
         decided_on=data["decidedOn"],
@@ -213,6 +202,113 @@ def from_json(raw: bytes) -> ExperimentState:
     )
 
 
+def _record(data: dict[str, Any]) -> IterationRecord:
+    # Version and metric names and verdicts recur in every record of every document:
+    # interned, a process holding 10,000 states keeps one copy of each.
+    intern = sys.intern
+    return IterationRecord(
+        iteration=data["iteration"],
+        time=_epoch(data["time"]),
+        weights=tuple([(intern(n), int(w)) for n, w in data["weights"].items()]),
+        verdicts=tuple([(intern(n), intern(v)) for n, v in data["verdicts"].items()]),
+        metrics=tuple(
+            [
+                (intern(version), intern(metric), value)
+                for version, values in data["metrics"].items()
+                for metric, value in values.items()
+            ]
+        ),
+        chances=tuple([(intern(n), c) for n, c in data["chances"].items()]),
+    )
+
+
+def _pretty(data: dict[str, Any]) -> str:
+    """``json.dumps(data, indent=2, sort_keys=True)``, byte for byte, in a third of its time.
+
+    With ``indent`` the standard library encodes in pure Python through nested
+    generators; a tick of 1,000 transitions spent most of its record phase there. This
+    renderer appends to one list instead, and lets the C string encoder do the strings.
+    Data it was not written for (a key that is not a string, a value of another type) is
+    handed to ``json.dumps`` whole.
+    """
+    out: list[str] = []
+    try:
+        _render(data, out, "\n")
+    except _NotPlain:
+        return json.dumps(data, indent=2, sort_keys=True)
+    return "".join(out)
+
+
+class _NotPlain(Exception):  # noqa: N818 - a private signal, not an error
+    """The data holds something ``_render`` leaves to ``json.dumps``."""
+
+
+_encode_string = json.encoder.encode_basestring_ascii
+
+
+def _render(value: object, out: list[str], newline: str) -> None:
+    """Append ``value`` at the indentation ``newline`` ends with; scalars are not recursed."""
+    if isinstance(value, dict):
+        if not value:
+            out.append("{}")
+            return
+        inner = newline + "  "
+        separator = "{" + inner
+        for key in sorted(value):
+            if not isinstance(key, str):
+                raise _NotPlain
+            item = value[key]
+            head = separator + _encode_string(key) + ": "
+            if isinstance(item, dict | list | tuple):
+                out.append(head)
+                _render(item, out, inner)
+            else:
+                out.append(head + _scalar(item))
+            separator = "," + inner
+        out.append(newline + "}")
+    elif isinstance(value, list | tuple):
+        if not value:
+            out.append("[]")
+            return
+        inner = newline + "  "
+        separator = "[" + inner
+        for item in value:
+            if isinstance(item, dict | list | tuple):
+                out.append(separator)
+                _render(item, out, inner)
+            else:
+                out.append(separator + _scalar(item))
+            separator = "," + inner
+        out.append(newline + "]")
+    else:
+        out.append(_scalar(value))
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, str):
+        return _encode_string(value)
+    if isinstance(value, float):
+        return _float(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    raise _NotPlain
+
+
+def _float(value: float) -> str:
+    """A float as ``json`` writes it (``allow_nan``: NaN and the infinities as names)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
+
+
 def _nest(metrics: tuple[tuple[str, str, float | None], ...]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for version, metric, value in metrics:
@@ -220,9 +316,13 @@ def _nest(metrics: tuple[tuple[str, str, float | None], ...]) -> dict[str, dict[
     return out
 
 
+# Every document of a tick carries the tick's time, and most iterations of a fleet were
+# taken at the same few ticks: converting each time once saves a tenth of load and record.
+@functools.lru_cache(maxsize=4096)
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
+@functools.lru_cache(maxsize=4096)
 def _epoch(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
