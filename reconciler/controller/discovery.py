@@ -2,14 +2,23 @@
 
 The first scan of a process lists main's tree once; later scans read only the files that
 changed since the previous main commit. A file is parsed only when its bytes carry a
-``kind: Experiment`` or ``kind: Metric`` line, and each blob is parsed once per process.
-Problems found in a file are returned with every scan that still sees that blob, so the
-caller can report them; the caller decides how loudly. Never writes anything.
+``kind: Experiment`` or ``kind: Metric`` line, and each blob is parsed once per process;
+only the parses of files main still holds are kept, and without the source location of
+every field (``Experiment.locations``: what ``reconciler validate`` reports with, 60 % of a
+parsed experiment's memory; the problems keep their own). Problems found in a file are
+returned with every scan that still sees that blob, so the caller can report them; the
+caller decides how loudly. ``scan`` may be given the specs the state branch recorded for
+the blobs it names (each live state document holds its experiment's normalised spec): a
+file whose blob is among them is then not parsed again, so a restarted process does not
+re-read every experiment file (DESIGN.md 4.3); their problems were reported when they were
+first seen. Never writes anything.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 from reconciler.ports import EnvStore
 from reconciler.spec.loader import LoadResult, Problem, load_experiments, looks_like_experiment
@@ -17,6 +26,8 @@ from reconciler.spec.metric import MetricDefinition, load_metrics, looks_like_me
 from reconciler.spec.model import Experiment
 
 _YAML_SUFFIXES = (".yaml", ".yml")
+_EXPERIMENT_LINE = re.compile(rb"^kind:[ \t]*[\"']?Experiment[\"']?[ \t]*(#.*)?$", re.MULTILINE)
+"""A top-level ``kind: Experiment`` line: one per Experiment document of a file."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +60,19 @@ class Discovery:
         self._seen: str | None = None
         self._files: dict[str, str] = {}
         self._parsed: dict[str, tuple[LoadResult, tuple[MetricDefinition, ...]]] = {}
+        self._known: dict[str, list[Experiment]] = {}
 
-    def scan(self, main: str) -> Scan:
-        """Experiments and problems on ``main`` (a commit id)."""
+    def scan(self, main: str, known: Iterable[tuple[str, Experiment]] = ()) -> Scan:
+        """Experiments and problems on ``main`` (a commit id).
+
+        ``known`` pairs a blob id with an experiment already parsed from it (a live state
+        document's spec): a file not parsed yet whose blob holds exactly the known
+        experiments (as many ``kind: Experiment`` documents, from the same path) is taken
+        from them instead of being parsed.
+        """
+        self._known = {}
+        for blob, spec in known:
+            self._known.setdefault(blob, []).append(spec)
         if self._seen is None:
             for prefix in self._paths:
                 for path, blob in self._store.list_files(main, prefix):
@@ -64,6 +85,8 @@ class Discovery:
                 changed = self._store.blob_id(main, path)
                 if changed is not None:
                     self._consider(path, changed)
+            kept = {f"{path}\0{blob}" for path, blob in self._files.items()}
+            self._parsed = {k: v for k, v in self._parsed.items() if k in kept}
         self._seen = main
         found: list[Found] = []
         metrics: list[MetricDefinition] = []
@@ -91,14 +114,27 @@ class Discovery:
         if cached is None:
             data = self._store.read_file(main, path) or b""
             experiments = LoadResult((), ())
-            if looks_like_experiment(data):
-                experiments = load_experiments(path, data)
+            recorded = self._recorded(path, blob, data)
+            if recorded is not None:
+                experiments = LoadResult(recorded, ())
+            elif looks_like_experiment(data):
+                loaded = load_experiments(path, data)
+                experiments = LoadResult(
+                    tuple(replace(e, locations={}) for e in loaded.experiments), loaded.problems
+                )
             definitions: tuple[MetricDefinition, ...] = ()
             if looks_like_metric(data):
-                loaded = load_metrics(path, data)
-                definitions = tuple(loaded.metrics)
-                problems = tuple(dict.fromkeys((*experiments.problems, *loaded.problems)))
+                metrics = load_metrics(path, data)
+                definitions = tuple(metrics.metrics)
+                problems = tuple(dict.fromkeys((*experiments.problems, *metrics.problems)))
                 experiments = LoadResult(experiments.experiments, problems)
             cached = (experiments, definitions)
             self._parsed[key] = cached
         return cached
+
+    def _recorded(self, path: str, blob: str, data: bytes) -> tuple[Experiment, ...] | None:
+        """The experiments the state branch recorded for this file, when they are all of it."""
+        specs = [spec for spec in self._known.get(blob, ()) if spec.path == path]
+        if not specs or len(_EXPERIMENT_LINE.findall(data)) != len(specs):
+            return None
+        return tuple(sorted(specs, key=lambda spec: spec.key))

@@ -112,6 +112,8 @@ class Reconciler:
         self._discovery = Discovery(store, paths)
         self._reported: set[tuple[str, str]] = set()
         self._recovered = False
+        self._documents: dict[str, ExperimentState | None] = {}
+        """State documents of the last state tip read, parsed, by blob id (None: invalid)."""
 
     def tick(self) -> TickReport:
         """One pass of the loop; raises only for faults of the Env repo as a whole.
@@ -132,12 +134,17 @@ class Reconciler:
         if heads.main is None:
             log.warning("main_missing", branch=self._store.main_branch)
             return report
-        scan = self._discovery.scan(heads.main)
+        states = self._load(heads.state)
+        # Each live state holds its experiment's normalised spec: discovery takes a file
+        # whose blob a state names from there instead of parsing it again (a restarted
+        # process would otherwise re-read every experiment file).
+        scan = self._discovery.scan(
+            heads.main, known=[(s.spec_blob, s.spec) for s in states.values()]
+        )
         self._report_problems(scan, report)
         if scan.metrics != self._metrics_seen:
             self._metric_documents(scan.metrics)
             self._metrics_seen = scan.metrics
-        states = self._load(heads.state)
         for state in states.values():
             report.live[state.phase.value] = report.live.get(state.phase.value, 0) + 1
         if not self._recovered:
@@ -199,14 +206,22 @@ class Reconciler:
         states: dict[str, ExperimentState] = {}
         if tip is None:
             return states
-        for path, _blob in self._store.list_files(tip, LIVE_PREFIX):
-            raw = self._store.read_file(tip, path) or b""
-            try:
-                state = from_json(raw)
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error("state_document_invalid", path=path, commit=tip, error=str(exc))
-                continue
-            states[state.key] = state
+        documents: dict[str, ExperimentState | None] = {}
+        for path, blob in self._store.list_files(tip, LIVE_PREFIX):
+            if blob in self._documents:
+                state = self._documents[blob]
+            else:
+                raw = self._store.read_file(tip, path) or b""
+                try:
+                    state = from_json(raw)
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error("state_document_invalid", path=path, commit=tip, error=str(exc))
+                    state = None
+            documents[blob] = state
+            if state is not None:
+                states[state.key] = state
+        # Only the documents of the last tip read are kept: most are unchanged next tick.
+        self._documents = documents
         return states
 
     def _report_problems(self, scan: Scan, report: TickReport) -> None:

@@ -5,11 +5,14 @@ line folding, spacing before comments). This module instead asks ruamel.yaml's c
 where the scalar is (its start and end offsets in the text) and splices the new value in
 at that place, in the style the old one had (plain, single- or double-quoted; a plain value
 that would read back as something else is double-quoted). The result is parsed again to
-prove the path now holds the new value. Pure: text in, text out.
+prove the path now holds the new value. Pure: text in, text out; so the last results are
+remembered, since a promotion that lost a race to another writer edits the same file again
+on the new tip, and both parses (pure-Python ruamel.yaml) are most of a promotion's own time.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -31,6 +34,11 @@ def set_scalar(text: str, path: str, value: str, *, document: int = 0) -> str:
         YamlSetError: when the file does not parse, the document or path does not exist,
             or the path leads to a mapping or a list rather than a value.
     """
+    return _set_scalar(text, path, value, document)
+
+
+@functools.lru_cache(maxsize=64)
+def _set_scalar(text: str, path: str, value: str, document: int) -> str:
     steps = fieldpath.parse(path)
     try:
         documents = list(YAML(typ="rt").compose_all(text))
