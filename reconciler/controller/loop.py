@@ -113,6 +113,8 @@ class Reconciler:
         self._reported: set[tuple[str, str]] = set()
         self._recovered = False
         self._documents: dict[str, ExperimentState | None] = {}
+        self._weights_set: dict[str, ExperimentState] = {}
+        """Finished experiments whose final weights this tick set: archived at its end."""
         """State documents of the last state tip read, parsed, by blob id (None: invalid)."""
 
     def tick(self) -> TickReport:
@@ -147,10 +149,7 @@ class Reconciler:
             self._metrics_seen = scan.metrics
         for state in states.values():
             report.live[state.phase.value] = report.live.get(state.phase.value, 0) + 1
-        if not self._recovered:
-            for state in states.values():
-                self._apply_weights(state, report)
-            self._recovered = True
+        self._reapply(states, report)
         recorded = self._record(scan, states, heads.state, report)
         for transition, commit in recorded:
             self._act(transition, commit, report)
@@ -159,7 +158,45 @@ class Reconciler:
             if state.phase.deciding and state.key not in acted:
                 decision = find_decision(self._store, heads.state, state) if heads.state else None
                 self._finish(state, decision, report)
+        self._archive_settled(report)
         return report
+
+    def _reapply(self, states: dict[str, ExperimentState], report: TickReport) -> None:
+        """Set every recorded weight after a restart; else the final ones still to be set."""
+        self._weights_set = {}
+        if not self._recovered:
+            # Finished experiments first: a live run on the same target then sets its own.
+            for state in sorted(states.values(), key=lambda s: not s.phase.final):
+                self._apply_weights(state, report)
+            self._recovered = True
+            return
+        for state in states.values():
+            if state.settling:  # setting them failed last time
+                self._apply_weights(state, report)
+
+    def _archive_settled(self, report: TickReport) -> None:
+        """Archive the finished experiments whose final weights this tick set.
+
+        Their documents stayed live until now, so that a process stopped in between sets
+        the weights on restart (recovery re-applies every live document's weights).
+        """
+        latest = {t.state.key: t.state for t, _ in report.recorded}
+        now = self._clock()
+        settled = [
+            experiment.traffic_settled(state, now, why="traffic on the baseline")
+            for key, state in sorted(self._weights_set.items())
+            if latest.get(key, state).settling
+        ]
+        self._weights_set = {}
+        if not settled:
+            return
+        self._guard("archive finished experiments")
+        commits = [records.state_commit(t) for t in settled]
+        result = self._store.update_branch(self._store.state_branch, lambda _tip: commits)
+        report.pushes.append((self._store.state_branch, result.attempts))
+        for transition, commit in zip(settled, result.commits, strict=True):
+            report.recorded.append((transition, commit))
+            self._log_transition(transition, commit)
 
     def _record(
         self,
@@ -312,12 +349,20 @@ class Reconciler:
     ) -> list[Transition]:
         to_start = self._new_runs(scan, states, state_tip)
         on_main = {f.spec.key: f for f in scan.experiments}
+        running = {s.spec.target for s in states.values() if not s.phase.final}
         transitions: list[Transition] = []
         busy: set[str] = set()
         for key in sorted(states):
             state = states[key]
             if state.phase.deciding:
                 busy.update((key, state.spec.target))
+                continue
+            if state.settling:
+                planned = None
+                if state.spec.target in running or state.spec.target in to_start:
+                    why = "another run sets the target's traffic now"
+                    planned = experiment.traffic_settled(state, now, why=why)
+                transitions.extend([planned] if planned else [])
                 continue
             planned = self._plan_running(
                 state, to_start, on_main, observations, main=scan.main, now=now
@@ -435,6 +480,8 @@ class Reconciler:
     def _apply_weights(self, state: ExperimentState, report: TickReport) -> None:
         pairs = _weight_pairs(state)
         if not pairs:
+            if state.settling:
+                self._weights_set[state.key] = state
             return
         self._guard("set weights")
         try:
@@ -444,6 +491,8 @@ class Reconciler:
             log.error("weights_failed", experiment=state.id, error=str(exc))
             return
         log.info("weights_set", experiment=state.id, weights=dict(state.weights))
+        if state.settling:
+            self._weights_set[state.key] = state
 
     def _finish(self, state: ExperimentState, decision: str | None, report: TickReport) -> None:
         """Push the recorded outcome to main (once), then record that it landed."""

@@ -238,8 +238,15 @@ def outcome_landed(
         waiting = replace(state, phase=phase, outcome_commit=commit, updated_at=now, sync="waiting")
         return Transition(waiting, (), f"{summary}, waiting for the GitOps operator")
     final = weights.baseline_only(state.spec) if shifts_traffic(state.spec) else ()
-    new_state = replace(state, phase=phase, outcome_commit=commit, updated_at=now, weights=final)
     actions: tuple[Action, ...] = (SetWeights(final),) if final != state.weights else ()
+    new_state = replace(
+        state,
+        phase=phase,
+        outcome_commit=commit,
+        updated_at=now,
+        weights=final,
+        applied=not actions,
+    )
     return Transition(new_state, actions, summary)
 
 
@@ -253,9 +260,23 @@ def sync_settled(state: ExperimentState, now: float, *, revision: str | None) ->
     final = weights.baseline_only(state.spec) if shifts_traffic(state.spec) else ()
     sync = "synced" if revision else "timeout"
     reason = f"synced at {revision}" if revision else "not synced in time by the GitOps operator"
-    new_state = replace(state, sync=sync, weights=final, updated_at=now, reason=reason)
     actions: tuple[Action, ...] = (SetWeights(final),) if final != state.weights else ()
+    new_state = replace(
+        state, sync=sync, weights=final, updated_at=now, reason=reason, applied=not actions
+    )
     return Transition(new_state, actions, f"{_short(state.spec)}: {reason}")
+
+
+def traffic_settled(state: ExperimentState, now: float, *, why: str) -> Transition:
+    """A finished experiment's final weights are set (or another run owns the target now).
+
+    Until this transition its document stays live, so a process that stopped between
+    recording the final weights and setting them sets them on restart; after it, the
+    document is archived. ``why`` ends the summary.
+    """
+    return Transition(
+        replace(state, applied=True, updated_at=now), (), f"{_short(state.spec)}: {why}"
+    )
 
 
 def not_ready(state: ExperimentState, now: float, why: str) -> Transition:
@@ -279,10 +300,17 @@ def _stop(
     state: ExperimentState, phase: Phase, reason: str, now: float, preempted_by: str | None = None
 ) -> Transition:
     final = weights.baseline_only(state.spec) if shifts_traffic(state.spec) else ()
-    new_state = replace(
-        state, phase=phase, weights=final, updated_at=now, reason=reason, preempted_by=preempted_by
-    )
     actions: tuple[Action, ...] = (SetWeights(final),) if final else ()
+    new_state = replace(
+        state,
+        phase=phase,
+        weights=final,
+        updated_at=now,
+        reason=reason,
+        preempted_by=preempted_by,
+        # A preempting run sets the target's weights itself, right after this one.
+        applied=preempted_by is not None or not actions,
+    )
     return Transition(new_state, actions, f"{_short(state.spec)}: {reason}")
 
 

@@ -102,11 +102,20 @@ class ExperimentState:
     sync: str | None = None
     """After an outcome: ``waiting`` for the GitOps operator to apply it, then ``synced`` or
     ``timeout``; None when no operator is configured."""
+    applied: bool = True
+    """False while the final weights this (finished) document records may not be on the
+    cluster yet: the document stays live, so that a process restarted before they were set
+    sets them (recovery re-applies the live documents' weights), until they are."""
 
     @property
     def archived(self) -> bool:
         """Whether the document belongs under ``archive/`` (over, and nothing to wait for)."""
-        return self.phase.final and self.sync != "waiting"
+        return self.phase.final and self.sync != "waiting" and self.applied
+
+    @property
+    def settling(self) -> bool:
+        """Finished, and its final weights are still to be set on the cluster."""
+        return self.phase.final and self.sync != "waiting" and not self.applied
 
     @property
     def id(self) -> str:
@@ -150,6 +159,7 @@ def to_json(state: ExperimentState) -> bytes:
         "outcomeCommit": state.outcome_commit,
         "preemptedBy": state.preempted_by,
         "sync": state.sync,
+        "applied": state.applied,
         "startedAt": _iso(state.started_at),
         "updatedAt": _iso(state.updated_at),
         "lastIterationAt": _iso(state.last_iteration_at),
@@ -199,6 +209,7 @@ def from_json(raw: bytes) -> ExperimentState:
         outcome_commit=data["outcomeCommit"],
         preempted_by=data["preemptedBy"],
         sync=data["sync"],
+        applied=data.get("applied", True),
     )
 
 
