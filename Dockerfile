@@ -2,17 +2,27 @@
 # gid 65532 on a read-only root filesystem; only /tmp (an emptyDir in the pod) is written.
 # pygit2's wheel carries libgit2, so the image holds neither git nor a compiler.
 #
-#   docker build -t IMAGE .     # BuildKit (Docker 23+ by default): RUN --mount below
+#   docker build -t IMAGE .
 #   hack/build-image --tag IMAGE # podman, on machines without Docker (see the script)
 ARG BASE_IMAGE=debian:bookworm-slim
 
-# --- build: the project's wheel and its dependencies' wheels, made by the runtime's Python ---
-FROM ${BASE_IMAGE} AS build
-# The same line as the runtime stage's, so the two share the layer. ca-certificates: the public
-# CAs, which libgit2 (through Python's default paths) and requests use for HTTPS.
+# --- debian-python: Debian's Python on the base; the build and the image both start here ---
+FROM ${BASE_IMAGE} AS debian-python
+# ca-certificates: the public CAs, which libgit2 (through Python's default paths) and requests
+# use for HTTPS.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates python3 python3-venv \
+        ca-certificates python3 \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log
+
+# --- build: the wheels, then the image's venv, made here and copied whole into the image ----
+FROM debian-python AS build
+# python3-venv: pip, for the build only. binutils: strip, for the debug information that some
+# wheels' extension modules carry.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        binutils python3-venv \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log
 RUN python3 -m venv /opt/build
@@ -25,31 +35,46 @@ ARG PIP_CERT=
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY reconciler ./reconciler
-RUN /opt/build/bin/pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels . \
- && cd /wheels && sha256sum -- *.whl >SHA256SUMS
+RUN /opt/build/bin/pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels .
+# The venv holds no pip: the build's pip installs into it (--python). Then it loses what the
+# reconciler never imports, nor anything it imports (hack/image-test imports every module of
+# the package, talks to an API server through the Kubernetes client and runs the demo, all in
+# the image, to prove it):
+# - kubernetes/aio, the asyncio client that kubernetes bundles (66 MB in 37.0), and the
+#   packages only it needs: aiohttp, aiohttp-retry, aiosignal, aiohappyeyeballs, frozenlist,
+#   multidict, yarl, propcache, attrs;
+# - dateparser, regex, pytz, tzlocal: prometheus-api-client needs them in its utils module
+#   only, which PrometheusConnect does not import;
+# - pycparser: cffi parses C declarations with it; pygit2's compiled module has none to parse;
+# - kubernetes' own tests, and the debug information in extension modules (strip).
+# Byte code is compiled here, as the root filesystem is read-only in the pod. The ~900
+# generated API and model modules of kubernetes.client (33 MB of source) are kept as byte code
+# only (24 MB, compileall -b, the sourceless layout Python imports as it is): kubernetes loads
+# them lazily, on first use, and the reconciler uses none (it sends its requests through
+# ApiClient), so they cost no start-up time, and still load should anything ask for one.
+RUN python3 -m venv --without-pip /opt/reconciler \
+ && pip="/opt/build/bin/pip --python /opt/reconciler/bin/python --disable-pip-version-check" \
+ && $pip install --no-cache-dir --no-index --no-compile --find-links /wheels gitops-reconciler \
+ && $pip uninstall --yes aiohttp aiohttp-retry aiosignal aiohappyeyeballs frozenlist multidict \
+        yarl propcache attrs dateparser regex pytz tzlocal pycparser \
+ && cd /opt/reconciler/lib/python3*/site-packages \
+ && rm -r kubernetes/aio \
+ && find kubernetes -name '*_test.py' -delete \
+ && find . -name '*.so' -type f -exec sh -c 'for f; do \
+        if readelf -S "$f" | grep -q "\.debug_"; then strip --strip-debug "$f" || exit; fi; \
+    done' sh {} + \
+ && python3 -m compileall -q -j 0 -x '/kubernetes/client/(api|models)/(?!__init__\.py$)' . \
+ && python3 -m compileall -q -j 0 -b -x '/__init__\.py$' \
+        kubernetes/client/api kubernetes/client/models \
+ && find kubernetes/client/api kubernetes/client/models -maxdepth 1 -name '*.py' \
+        ! -name __init__.py -delete
 
 # --- runtime ---------------------------------------------------------------------------------
-FROM ${BASE_IMAGE}
-RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates python3 python3-venv \
- && apt-get clean \
- && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log
+FROM debian-python
 RUN groupadd --gid 65532 reconciler \
  && useradd --uid 65532 --gid 65532 --home-dir /tmp --no-create-home \
         --shell /usr/sbin/nologin reconciler
-# Exactly the wheels built above, from a mount that leaves no copy in a layer; pip itself is
-# removed afterwards (nothing is installed at run time). Byte code is compiled here because
-# the root filesystem is read-only in the pod. The checksums are copied first because podman
-# keys a RUN's cache by its text, not by what its --mount brings: new wheels, new checksums,
-# so the install runs again (and checks that the mount holds what was copied).
-COPY --from=build /wheels/SHA256SUMS /opt/reconciler/wheels.sha256
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    (cd /wheels && sha256sum --check --quiet /opt/reconciler/wheels.sha256) \
- && python3 -m venv /opt/reconciler \
- && /opt/reconciler/bin/pip install --no-cache-dir --disable-pip-version-check --no-index \
-        --find-links /wheels gitops-reconciler \
- && /opt/reconciler/bin/pip uninstall --yes --disable-pip-version-check pip setuptools
+COPY --from=build /opt/reconciler /opt/reconciler
 ENV PATH=/opt/reconciler/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/tmp \
     TMPDIR=/tmp \

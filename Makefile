@@ -34,9 +34,9 @@ lint: $(STAMP)
 
 # The container image: hack/build-image builds it with podman (making debian:bookworm-slim
 # with debootstrap when it is neither local nor pullable); hack/image-test runs it as the pod
-# does. The size goal is 200 MB; the image is 329 MB today (see the README), hence the limit.
+# does and fails when it is not under IMAGE_MAX_MB (the goal; README "Build the image").
 IMAGE        ?=
-IMAGE_MAX_MB ?= 340
+IMAGE_MAX_MB ?= 200
 
 image:
 	bash hack/build-image $(if $(IMAGE),--tag $(IMAGE))
