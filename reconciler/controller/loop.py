@@ -20,7 +20,7 @@ from reconciler.controller import records
 from reconciler.controller.discovery import Discovery, Found, Scan
 from reconciler.engine import experiment
 from reconciler.engine.experiment import Observations, PushOutcome, SetWeights, Transition
-from reconciler.engine.state import ExperimentState, experiment_id, from_json
+from reconciler.engine.state import ExperimentState, as_recorded, experiment_id, from_json
 from reconciler.errors import ReconcilerError, TemporaryError
 from reconciler.gitstore.state_branch import archive_path, with_readme
 from reconciler.ports import (
@@ -32,6 +32,7 @@ from reconciler.ports import (
     Heads,
     MetricsSource,
     MetricValue,
+    Plan,
 )
 from reconciler.promote import edits
 from reconciler.spec.loader import Problem
@@ -210,17 +211,22 @@ class Reconciler:
         now = self._clock()
         observations = self._observe(states, now)
         planned: list[Transition] = []
+        specs: list[CommitSpec] = []
 
         def plan(tip: str | None) -> list[CommitSpec]:
             current = states if tip == state_tip else self._load(tip)
             planned[:] = self._plan(scan, current, observations, now, tip)
-            commits = [records.state_commit(t) for t in planned]
-            if commits and tip is None:
-                first = commits[0]
-                commits[0] = CommitSpec(first.message, with_readme(None, first.changes))
-            return commits
+            specs[:] = [records.state_commit(t) for t in planned]
+            if specs and tip is None:
+                first = specs[0]
+                specs[0] = CommitSpec(first.message, with_readme(None, first.changes))
+            return list(specs)
 
         result = self._store.update_branch(self._store.state_branch, plan)
+        for transition, spec in zip(planned, specs, strict=True):
+            blob = records.live_blob(spec.changes)
+            if blob is not None:  # the next tick's load finds it parsed already
+                self._documents[blob] = as_recorded(transition.state)
         recorded = list(zip(planned, result.commits, strict=True))
         if result.commits:
             report.pushes.append((self._store.state_branch, result.attempts))
@@ -498,24 +504,11 @@ class Reconciler:
         """Push the recorded outcome to main (once), then record that it landed."""
         outcome = experiment.outcome_of(state)
         existing: list[str] = []
-
-        def plan_main(tip: str | None) -> list[CommitSpec]:
-            existing.clear()
-            if tip is None:
-                return []
-            found = find_outcome(self._store, tip, state)
-            if found is not None:
-                existing.append(found)
-                return []
-            files = {
-                p: self._store.read_file(tip, p) for p in edits.needed_paths(state.spec, outcome)
-            }
-            changes = edits.apply(state.spec, outcome, state.winner, files)
-            return [records.outcome_commit(state, changes, decision)]
-
         self._guard("push an outcome to main")
         try:
-            pushed = self._store.update_branch(self._store.main_branch, plan_main)
+            pushed = self._store.update_branch(
+                self._store.main_branch, outcome_plan(self._store, state, decision, existing)
+            )
         except ReconcilerError as exc:
             report.errors.append(f"{state.id}: outcome {outcome} not pushed: {exc}")
             log.error("outcome_failed", experiment=state.id, outcome=outcome, error=str(exc))
@@ -572,6 +565,32 @@ class Reconciler:
             commit=commit,
             summary=transition.summary,
         )
+
+
+def outcome_plan(
+    store: EnvStore, state: ExperimentState, decision: str | None, existing: list[str]
+) -> Plan:
+    """The plan for main that pushes ``state``'s recorded outcome, unless it is there.
+
+    On each tip it is given it first looks for the outcome by ``Rollout-Id`` (then it
+    plans nothing, and ``existing`` holds that commit), else applies the promotion or
+    rollback transforms to the files they need and plans the one outcome commit.
+    """
+    outcome = experiment.outcome_of(state)
+
+    def plan(tip: str | None) -> list[CommitSpec]:
+        existing.clear()
+        if tip is None:
+            return []
+        found = find_outcome(store, tip, state)
+        if found is not None:
+            existing.append(found)
+            return []
+        files = {p: store.read_file(tip, p) for p in edits.needed_paths(state.spec, outcome)}
+        changes = edits.apply(state.spec, outcome, state.winner, files)
+        return [records.outcome_commit(state, changes, decision)]
+
+    return plan
 
 
 def find_outcome(store: EnvStore, main_tip: str, state: ExperimentState) -> str | None:

@@ -11,6 +11,7 @@ at once (7 KB each, on top of the blobs written from them) were a fifth of its m
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 
 from reconciler.engine.experiment import PROMOTED, Transition, outcome_of
@@ -53,13 +54,23 @@ def state_commit(transition: Transition) -> CommitSpec:
     return CommitSpec(format_message(transition.summary, trailers, body=body), _Document(state))
 
 
+def live_blob(changes: Mapping[str, bytes | None]) -> str | None:
+    """The Git blob id of the live state document a state commit wrote, once it was read.
+
+    None for a commit that archives its experiment, or whose document was not rendered.
+    The loop keeps what it recorded under this id, so the next tick need not parse it.
+    """
+    return changes.live_blob if isinstance(changes, _Document) else None
+
+
 class _Document(Mapping[str, bytes | None]):
     """The file changes of a state commit; the document is rendered on each read of it."""
 
-    __slots__ = ("_archived", "_live", "_state")
+    __slots__ = ("_archived", "_live", "_state", "live_blob")
 
     def __init__(self, state: ExperimentState) -> None:
         self._state = state
+        self.live_blob: str | None = None
         self._live = live_path(state.spec.namespace, state.spec.name)
         self._archived = (
             archive_path(state.spec.namespace, state.spec.name, state.spec_blob[:12])
@@ -69,7 +80,12 @@ class _Document(Mapping[str, bytes | None]):
 
     def __getitem__(self, path: str) -> bytes | None:
         if path == self._live:
-            return None if self._archived is not None else to_json(self._state)
+            if self._archived is not None:
+                return None
+            data = to_json(self._state)
+            header = b"blob %d\0" % len(data)
+            self.live_blob = hashlib.sha1(header + data, usedforsecurity=False).hexdigest()
+            return data
         if path == self._archived:
             return to_json(self._state)
         raise KeyError(path)

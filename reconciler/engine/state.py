@@ -12,7 +12,7 @@ import functools
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -138,8 +138,26 @@ def experiment_id(spec: Experiment, spec_blob: str) -> str:
 
 
 def to_json(state: ExperimentState) -> bytes:
-    """The state document's bytes: sorted keys, two-space indent, trailing newline."""
-    data = {
+    """The state document's bytes: sorted keys, two-space indent, trailing newline.
+
+    The iteration records and the spec are the same from one document of an experiment
+    to the next (an iteration adds one record): each is rendered once and its text reused.
+    """
+    try:
+        history = [_Raw(_record_text(r)) for r in state.history]
+        out: list[str] = []
+        _render(_document(state, history, _Raw(_spec_text(state.spec))), out, "\n")
+        text = "".join(out)
+    except _NotPlain:
+        plain = _document(
+            state, [_record_data(r) for r in state.history], codec.to_data(state.spec)
+        )
+        text = json.dumps(plain, indent=2, sort_keys=True)
+    return (text + "\n").encode()
+
+
+def _document(state: ExperimentState, history: list[Any], spec: Any) -> dict[str, Any]:  # noqa: ANN401 - rendered or plain
+    return {
         "schema": SCHEMA,
         "id": state.id,
         "experiment": state.key,
@@ -163,20 +181,84 @@ def to_json(state: ExperimentState) -> bytes:
         "startedAt": _iso(state.started_at),
         "updatedAt": _iso(state.updated_at),
         "lastIterationAt": _iso(state.last_iteration_at),
-        "history": [
-            {
-                "iteration": r.iteration,
-                "time": _iso(r.time),
-                "weights": dict(r.weights),
-                "verdicts": dict(r.verdicts),
-                "metrics": _nest(r.metrics),
-                "chances": dict(r.chances),
-            }
-            for r in state.history
-        ],
-        "spec": codec.to_data(state.spec),
+        "history": history,
+        "spec": spec,
     }
-    return (_pretty(data) + "\n").encode()
+
+
+def _record_data(r: IterationRecord) -> dict[str, Any]:
+    return {
+        "iteration": r.iteration,
+        "time": _iso(r.time),
+        "weights": dict(r.weights),
+        "verdicts": dict(r.verdicts),
+        "metrics": _nest(r.metrics),
+        "chances": dict(r.chances),
+    }
+
+
+class _Raw(str):
+    """JSON text already rendered at the indentation where it goes."""
+
+    __slots__ = ()
+
+
+_HISTORY_ITEM = "\n    "
+"""Where an iteration record sits: an item of the top-level ``history`` list."""
+_TOP_VALUE = "\n  "
+"""Where the spec sits: the value of a top-level key."""
+
+
+@functools.lru_cache(maxsize=32_768)
+def _record_text(record: IterationRecord) -> str:
+    """An iteration record rendered as an item of ``history`` (records never change)."""
+    out: list[str] = []
+    _render(_record_data(record), out, _HISTORY_ITEM)
+    return "".join(out)
+
+
+_SPECS_KEPT = 16_384
+_spec_texts: dict[int, tuple[Experiment, str]] = {}
+
+
+def _spec_text(spec: Experiment) -> str:
+    """The spec rendered as the value of ``spec``; kept while the same spec object lives.
+
+    Keyed by identity (a spec holds mappings, so it has no hash), with the object kept
+    beside its text so that an id reused by another object is never mistaken for it.
+    """
+    cached = _spec_texts.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    out: list[str] = []
+    _render(codec.to_data(spec), out, _TOP_VALUE)
+    text = "".join(out)
+    if len(_spec_texts) >= _SPECS_KEPT:
+        _spec_texts.pop(next(iter(_spec_texts)))
+    _spec_texts[id(spec)] = (spec, text)
+    return text
+
+
+def as_recorded(state: ExperimentState) -> ExperimentState:
+    """``state`` as its document reads back: ``from_json(to_json(state))``, without parsing.
+
+    Documents keep times to the millisecond; everything else reads back as it was.
+    """
+
+    def time(epoch: float) -> float:
+        return _epoch(_iso(epoch))
+
+    history = tuple(
+        record if time(record.time) == record.time else replace(record, time=time(record.time))
+        for record in state.history
+    )
+    return replace(
+        state,
+        started_at=time(state.started_at),
+        updated_at=time(state.updated_at),
+        last_iteration_at=time(state.last_iteration_at),
+        history=history,
+    )
 
 
 def from_json(raw: bytes) -> ExperimentState:
@@ -297,7 +379,7 @@ def _render(value: object, out: list[str], newline: str) -> None:
 
 def _scalar(value: object) -> str:
     if isinstance(value, str):
-        return _encode_string(value)
+        return value if type(value) is _Raw else _encode_string(value)
     if isinstance(value, float):
         return _float(value)
     if value is None:

@@ -1,3 +1,4 @@
+import json
 from dataclasses import replace
 from importlib import resources
 
@@ -5,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.engine import experiment as engine
+from reconciler.engine import state as engine_state
 from reconciler.engine.state import ExperimentState, Phase, from_json, to_json
 from reconciler.ports import MetricValue
 from reconciler.spec.loader import load_experiments
@@ -128,7 +130,36 @@ def test_the_engine_is_deterministic(seq: list[Sample]) -> None:
 def test_state_documents_round_trip_through_json(seq: list[Sample]) -> None:
     transitions, _ = run(SPEC, seq)
     for t in transitions:
-        assert from_json(to_json(t.state)) == t.state
+        document = to_json(t.state)
+        assert from_json(document) == t.state
+        # the bytes are json.dumps(indent=2, sort_keys=True)'s, whatever renders them
+        canonical = json.dumps(json.loads(document), indent=2, sort_keys=True) + "\n"
+        assert document.decode() == canonical
+        assert to_json(from_json(document)) == document  # a reloaded state renders alike
+
+
+@given(
+    st.lists(samples, min_size=1, max_size=6),
+    st.floats(min_value=1e9, max_value=4e9),
+    st.floats(min_value=0, max_value=1),
+)
+def test_as_recorded_is_what_the_document_reads_back_as(
+    seq: list[Sample], base: float, fraction: float
+) -> None:
+    # Real clocks give sub-millisecond times, which documents do not keep: the loop keeps
+    # what it recorded in this form, so it decides as a restarted process would.
+    transitions, _ = run(SPEC, seq)
+    for t in transitions:
+        state = replace(
+            t.state,
+            started_at=base + fraction,
+            updated_at=base + 2 * fraction + 0.0004,
+            last_iteration_at=base + fraction / 3,
+            history=tuple(
+                replace(r, time=base + r.iteration + fraction / 7) for r in t.state.history
+            ),
+        )
+        assert engine_state.as_recorded(state) == from_json(to_json(state))
 
 
 def test_failure_limit_consecutive_fails_roll_back_early() -> None:
