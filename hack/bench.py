@@ -2,6 +2,16 @@
 """Benchmarks that print a table and a final JSON line. Not tests: nothing is asserted.
 
     python hack/bench.py recovery --experiments 1000 --history 100000
+    python hack/bench.py promote --runs 15           # ours vs the shell way vs a bare push
+    python hack/bench.py race --rate 5 --seconds 20 --promotions 100
+    python hack/bench.py tick --experiments 1000     # one full tick, time per phase
+    python hack/bench.py memory --experiments 10000  # peak RSS of a process holding them
+
+Each builds what it needs in a temporary directory (Env repo, ``git daemon`` and ``git
+http-backend`` on 127.0.0.1) and stops what it started; ``--quick`` runs a small version
+in seconds (the test suite runs those). ``promote``, ``race``, ``tick`` and ``memory``
+live in ``hack/benchlib/`` (their docstrings say exactly what is timed); the shell way
+they compare with is ``hack/shell-promote.sh``.
 
 ``recovery`` builds a state branch with N live experiments and H commits of history
 (with ``git fast-import``, so building is quick), then, in a fresh Python process, times
@@ -27,6 +37,12 @@ from reconciler.engine import experiment
 from reconciler.engine.state import to_json
 from reconciler.gitstore.state_branch import live_path
 from reconciler.spec.loader import load_experiments
+
+# ``python hack/bench.py`` puts hack/ on sys.path, for benchlib; benchlib imports what the
+# tests already have from ``tests``, at the repository's root.
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+from benchlib import memory, promote, race, tick
 
 BRANCH = "reconciler-state"
 
@@ -179,9 +195,38 @@ def main() -> None:
     rec.add_argument("--experiments", type=int, default=1000)
     rec.add_argument("--history", type=int, default=100_000)
     rec.add_argument("--runs", type=int, default=3)
+    pro = sub.add_parser("promote", help="one promotion: ours, the shell way, a bare push")
+    pro.add_argument("--runs", type=int, default=15)
+    pro.add_argument("--servers", default="git,http", help="git (git daemon), http, or both")
+    pro.add_argument("--quick", action="store_true", help="a few runs, for the test suite")
+    rac = sub.add_parser("race", help="promotions while a CI process keeps pushing to main")
+    rac.add_argument("--rate", type=float, default=5.0, help="CI commits per second")
+    rac.add_argument("--seconds", type=float, default=20.0)
+    rac.add_argument("--promotions", type=int, default=100)
+    rac.add_argument("--server", choices=("git", "http"), default="git")
+    rac.add_argument("--no-shell", action="store_true", help="skip the shell way's series")
+    rac.add_argument("--quick", action="store_true", help="a few seconds, for the test suite")
+    tic = sub.add_parser("tick", help="one tick of the loop with N running experiments")
+    tic.add_argument("--experiments", type=int, default=1000)
+    tic.add_argument("--per-namespace", type=int, default=100)
+    tic.add_argument("--runs", type=int, default=5, help="ticks of the running process")
+    tic.add_argument("--quick", action="store_true", help="a few experiments, for the test suite")
+    mem = sub.add_parser("memory", help="peak memory of a process holding N live experiments")
+    mem.add_argument("--experiments", type=int, default=10_000)
+    mem.add_argument("--per-namespace", type=int, default=100)
+    mem.add_argument("--quick", action="store_true", help="a few experiments, for the test suite")
+    mem.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    mem.add_argument("--url", help=argparse.SUPPRESS)
+    mem.add_argument("--cache", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.bench == "recovery":
-        recovery(args)
+    run = {
+        "recovery": recovery,
+        "promote": promote.run,
+        "race": race.run,
+        "tick": tick.run,
+        "memory": memory.run,
+    }
+    run[args.bench](args)
 
 
 if __name__ == "__main__":

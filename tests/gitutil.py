@@ -3,7 +3,7 @@
 The reconciler itself never runs ``git``; tests do, to prepare remotes and to check what
 the store wrote the way a person would. Every ``git`` here runs with a clean environment
 (no system or user configuration, a private HOME, fixed author and committer) so results
-do not depend on the machine.
+do not depend on the machine. The benchmarks (``hack/bench.py``) use ``git_env`` too.
 """
 
 from __future__ import annotations
@@ -50,9 +50,14 @@ def require_git() -> str:
     return found
 
 
-def git_env(home: Path | None = None) -> dict[str, str]:
-    """A clean environment for ``git``: no system/user config, fixed identity, no prompts."""
+def git_env(home: Path | None = None, *, author: tuple[str, str] = AUTHOR) -> dict[str, str]:
+    """A clean environment for ``git``: no system/user config, fixed identity, no prompts.
+
+    ``home`` (created when absent) defaults to a private directory of this process;
+    ``author`` is the identity of the commits ``git`` makes.
+    """
     home = home or _HOME
+    home.mkdir(parents=True, exist_ok=True)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
@@ -60,10 +65,10 @@ def git_env(home: Path | None = None) -> dict[str, str]:
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
         "GIT_TERMINAL_PROMPT": "0",
-        "GIT_AUTHOR_NAME": AUTHOR[0],
-        "GIT_AUTHOR_EMAIL": AUTHOR[1],
-        "GIT_COMMITTER_NAME": AUTHOR[0],
-        "GIT_COMMITTER_EMAIL": AUTHOR[1],
+        "GIT_AUTHOR_NAME": author[0],
+        "GIT_AUTHOR_EMAIL": author[1],
+        "GIT_COMMITTER_NAME": author[0],
+        "GIT_COMMITTER_EMAIL": author[1],
     }
     if "SYSTEMROOT" in os.environ:  # pragma: no cover - only on Windows
         env["SYSTEMROOT"] = os.environ["SYSTEMROOT"]

@@ -10,10 +10,8 @@ import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 import pygit2
 import pytest
@@ -24,9 +22,10 @@ from reconciler.gitstore import Credentials, GitEnvStore
 from reconciler.ports import CommitSpec
 from tests.fixtures.net import free_port, stop, wait_for_port
 from tests.gitutil import git, git_env, make_bare_repo, require_binary, require_git, rev_parse
+from tests.httpgit import GitHTTPHandler, GitHTTPServer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +34,7 @@ TOKEN = "s3cret-token-value"  # noqa: S105 - a test token
 USERNAME = "x-access-token"
 
 
-# -- HTTPS: git http-backend behind a small threaded server ----------------------------
+# -- HTTPS: git http-backend (tests.httpgit) behind TLS, with Basic auth ----------------
 
 
 @dataclass
@@ -46,13 +45,11 @@ class Counters:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class GitHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
+class CountingServer(GitHTTPServer):
+    """``tests.httpgit``'s server on a free port, counting connections, requests and logins."""
 
     def __init__(self, root: Path, git_path: str) -> None:
-        super().__init__(("127.0.0.1", 0), GitHTTPHandler)
-        self.root = root
-        self.git_path = git_path
+        super().__init__(("127.0.0.1", 0), root, git_path, BasicAuthHandler)
         self.counters = Counters()
         basic = base64.b64encode(f"{USERNAME}:{TOKEN}".encode()).decode()
         self.expected_auth = f"Basic {basic}"
@@ -63,85 +60,22 @@ class GitHTTPServer(ThreadingHTTPServer):
         return super().get_request()
 
 
-class GitHTTPHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: GitHTTPServer
+class BasicAuthHandler(GitHTTPHandler):
+    """Serves a request only with ``TOKEN`` as Basic auth, in ``git_env()``."""
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
+    remote_user = USERNAME
+    server: CountingServer
 
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def _serve(self) -> None:
+    def authorized(self) -> bool:
         counters = self.server.counters
-        body = self._body()
         auth = self.headers.get("Authorization")
         with counters.lock:
             counters.requests += 1
             counters.auth_attempts += auth is not None
-        if auth != self.server.expected_auth:
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="git"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        path, _, query = self.path.partition("?")
-        env = {
-            **git_env(),
-            "GIT_PROJECT_ROOT": str(self.server.root),
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "REQUEST_METHOD": self.command,
-            "PATH_INFO": unquote(path),
-            "QUERY_STRING": query,
-            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-            "CONTENT_LENGTH": str(len(body)),
-            "REMOTE_USER": USERNAME,
-            "REMOTE_ADDR": "127.0.0.1",
-        }
-        for header, variable in (
-            ("Git-Protocol", "GIT_PROTOCOL"),
-            ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
-        ):
-            if self.headers.get(header):
-                env[variable] = self.headers[header]
-        done = subprocess.run(
-            [self.server.git_path, "http-backend"],
-            input=body,
-            env=env,
-            capture_output=True,
-            check=False,
-        )
-        separator = b"\r\n\r\n" if b"\r\n\r\n" in done.stdout else b"\n\n"
-        head, _, payload = done.stdout.partition(separator)
-        status, headers = 200, []
-        for line in head.decode("latin-1").splitlines():
-            name, _, value = line.partition(":")
-            if name.lower() == "status":
-                status = int(value.split()[0])
-            elif name:
-                headers.append((name, value.strip()))
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        return auth == self.server.expected_auth
+
+    def base_env(self) -> Mapping[str, str]:
+        return git_env()
 
 
 @dataclass(frozen=True)
@@ -181,7 +115,7 @@ def https_remote(tmp_path: Path) -> Iterator[HTTPSRemote]:
     repo = root / "env.git"
     make_bare_repo(repo, {"README.md": "Env repo\n"})
     git("--git-dir", repo, "config", "http.receivepack", "true")
-    server = GitHTTPServer(root, git_path)
+    server = CountingServer(root, git_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)

@@ -1,0 +1,88 @@
+"""The benchmarks' quick modes, so they never rot: each runs in a few seconds.
+
+Figures are not asserted (the machine running the tests is busy with them); what is
+asserted is the final JSON line's shape and the benchmarks' own correctness checks: every
+promotion landed once with a one-line diff, no CI commit lost, nothing forced, one push
+per tick with one commit per transition, and nothing left running.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.gitutil import require_git
+
+BENCH = Path(__file__).resolve().parents[2] / "hack" / "bench.py"
+
+pytestmark = pytest.mark.e2e
+
+
+def run_bench(*args: str, timeout: float = 120.0) -> tuple[str, dict[str, Any]]:
+    require_git()
+    done = subprocess.run(
+        [sys.executable, str(BENCH), *args, "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    return done.stdout, json.loads(lines[-1])
+
+
+def test_promote_times_ours_the_shell_way_and_the_floor_on_both_servers() -> None:
+    printed, result = run_bench("promote")
+    assert result["bench"] == "promote"
+    assert set(result["servers"]) == {"git", "http"}
+    for figures in result["servers"].values():
+        for series in ("ours_ms", "shell_ms", "floor_ms"):
+            assert figures[series]["min"] <= figures[series]["median"] <= figures[series]["max"]
+        assert figures["ours_to_floor"] > 0
+        assert figures["shell_to_ours"] > 0
+    assert "ours/floor" in printed
+
+
+def test_race_lands_every_reported_promotion_once_and_loses_no_ci_commit() -> None:
+    _printed, result = run_bench("race")
+    assert result["bench"] == "race"
+    assert result["force_pushes"] == 0
+    for way in ("ours", "shell"):
+        assert result[way]["ci_lost"] == 0
+        assert result[way]["ci_pushed"] == result[way]["ci_made"] > 0
+        assert 1 <= result[way]["attempts_max"] <= 5
+        assert 0 <= result[way]["landed"] <= result[way]["promotions"]
+
+
+def test_tick_records_every_transition_as_a_commit_in_one_push() -> None:
+    _printed, result = run_bench("tick")
+    assert result["bench"] == "tick"
+    assert result["pushes_per_tick"] == 1
+    assert result["commits_per_tick"] == result["experiments"] > 0
+    assert set(result["phases_ms"]) >= {"fetch", "load", "plan", "push"}
+
+
+def test_memory_reports_the_peak_of_a_process_holding_every_experiment() -> None:
+    _printed, result = run_bench("memory")
+    assert result["bench"] == "memory"
+    assert result["pushes"] == 1
+    assert result["peak_mib"] >= result["imported_mib"] > 0
+
+
+def test_recovery_still_runs() -> None:
+    require_git()
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "recovery", *("--experiments", "20"), *("--history", "50")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["bench"] == "recovery"
