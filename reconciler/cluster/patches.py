@@ -21,9 +21,17 @@ from reconciler.spec.model import WeightObjRef
 
 NGINX_CANARY = "nginx.ingress.kubernetes.io/canary"
 NGINX_CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
-NGINX_FIELD_PATHS = frozenset({".metadata.annotations.canary-weight", ".spec.canaryWeight"})
-"""What a ``weightObjRef`` to an ingress-nginx canary may say as its ``fieldPath``
-(``fieldPath`` cannot spell the annotation's name, which has dots and a slash)."""
+NGINX_FIELD_PATHS = frozenset(
+    {
+        ("metadata", "annotations", NGINX_CANARY_WEIGHT),
+        ("metadata", "annotations", "canary-weight"),
+        ("spec", "canaryWeight"),
+    }
+)
+"""What a ``weightObjRef`` to an ingress-nginx canary may say as its ``fieldPath``, parsed:
+the annotation itself (``.metadata.annotations["nginx.ingress.kubernetes.io/canary-weight"]``)
+or one of the short names that stand for it."""
+_ANNOTATIONS = ("metadata", "annotations")
 
 
 class WeightFieldError(ValueError):
@@ -60,18 +68,23 @@ def weight_field(ref: WeightObjRef) -> WeightField:
     Raises:
         WeightFieldError: the fieldPath does not parse, or an Ingress names another field.
     """
+    try:
+        steps = fieldpath.parse(ref.field_path)
+    except fieldpath.FieldPathError as exc:
+        if not is_ingress(ref):
+            raise WeightFieldError(str(exc)) from None
+        steps = ()
     if is_ingress(ref):
-        if ref.field_path not in NGINX_FIELD_PATHS:
+        if steps not in NGINX_FIELD_PATHS:
             raise WeightFieldError(
                 f"{ref.kind} {ref.name}: an ingress-nginx canary's weight is its "
                 f"'{NGINX_CANARY_WEIGHT}' annotation; write fieldPath "
-                f"'.metadata.annotations.canary-weight' (got {ref.field_path!r})"
+                f"'.metadata.annotations[\"{NGINX_CANARY_WEIGHT}\"]' (got {ref.field_path!r})"
             )
-        return WeightField(("metadata", "annotations", NGINX_CANARY_WEIGHT), as_string=True)
-    try:
-        return WeightField(fieldpath.parse(ref.field_path))
-    except fieldpath.FieldPathError as exc:
-        raise WeightFieldError(str(exc)) from None
+        return WeightField((*_ANNOTATIONS, NGINX_CANARY_WEIGHT), as_string=True)
+    # Annotations are strings to the API server, whatever object they are on.
+    annotation = len(steps) == len(_ANNOTATIONS) + 1 and steps[:2] == _ANNOTATIONS
+    return WeightField(steps, as_string=annotation)
 
 
 def read_weight(obj: Any, field: WeightField) -> int | None:  # noqa: ANN401 - decoded JSON

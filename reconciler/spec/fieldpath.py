@@ -1,5 +1,9 @@
 """Iter8's ``fieldPath`` (``.spec.http[0].route[1].weight``): parse it, read and write by it.
 
+A key that is not a plain name (an annotation's, with dots and a slash) is written in
+brackets and quotes, as kubectl's JSONPath has it: ``.metadata.annotations["a.b/c"]``
+(single quotes too; a backslash escapes the quote or itself).
+
 Pure functions over plain dicts and lists (a decoded Kubernetes object). The cluster
 adapters use them to patch weights; the loader uses ``parse`` to reject a path that would
 never resolve. They never create intermediate objects: a path that does not exist is an
@@ -13,7 +17,14 @@ from typing import Any
 
 Step = str | int
 
-_TOKEN = re.compile(r"\.([A-Za-z_$][A-Za-z0-9_$-]*)|\[(\d+)\]")
+_NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*")
+_TOKEN = re.compile(
+    r"\.(" + _NAME.pattern + r")"
+    r"|\[(\d+)\]"
+    r'|\["((?:[^"\\]|\\.)+)"\]'
+    r"|\['((?:[^'\\]|\\.)+)'\]"
+)
+_ESCAPE = re.compile(r"\\(.)")
 
 
 class FieldPathError(ValueError):
@@ -33,10 +44,14 @@ def parse(path: str) -> tuple[Step, ...]:
         if match is None:
             raise FieldPathError(
                 f"fieldPath {path!r} does not parse at offset {position}: expected "
-                "'.field' or '[index]', as in '.spec.http[0].route[1].weight'"
+                "'.field', '[index]' or '[\"key\"]', as in '.spec.http[0].route[1].weight'"
             )
-        name, index = match.groups()
-        steps.append(name if name is not None else int(index))
+        name, index, double, single = match.groups()
+        if index is not None:
+            steps.append(int(index))
+        else:
+            key = name if name is not None else double if double is not None else single
+            steps.append(_ESCAPE.sub(r"\1", key) if name is None else key)
         position = match.end()
     if not steps:
         raise FieldPathError(
@@ -84,6 +99,19 @@ def set_value(obj: Any, steps: tuple[Step, ...], value: Any) -> None:  # noqa: A
     parent[last] = value
 
 
+def render(steps: tuple[Step, ...]) -> str:
+    """The fieldPath that ``parse`` reads back as ``steps``."""
+    return "".join(_step(s) for s in steps)
+
+
+def _step(step: Step) -> str:
+    if isinstance(step, int):
+        return f"[{step}]"
+    if _NAME.fullmatch(step):
+        return f".{step}"
+    escaped = step.replace("\\", "\\\\").replace('"', '\\"')
+    return f'["{escaped}"]'
+
+
 def _render(steps: tuple[Step, ...]) -> str:
-    out = "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps)
-    return out or "the top of the object"
+    return render(steps) or "the top of the object"

@@ -112,6 +112,32 @@ def test_nginx_canary_weight_is_a_string_annotation() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        '.metadata.annotations["nginx.ingress.kubernetes.io/canary-weight"]',
+        ".metadata.annotations.canary-weight",
+        ".spec.canaryWeight",
+    ],
+)
+def test_an_ingress_canary_weight_may_be_named_by_its_annotation(path: str) -> None:
+    field = weight_field(WeightObjRef("networking.k8s.io/v1", "Ingress", "web", path))
+    assert field.steps == ("metadata", "annotations", NGINX_CANARY_WEIGHT)
+    assert field.encode(30) == "30"
+
+
+def test_an_annotation_of_any_kind_holds_its_weight_as_a_string() -> None:
+    path = '.metadata.annotations["example.com/weight"]'
+    field = weight_field(WeightObjRef("example.com/v1", "Split", "web", path))
+    obj = {"metadata": {"annotations": {"example.com/weight": "5"}}}
+    assert read_weight(obj, field) == 5
+    assert plan_patch(obj, [(field, 25)])[-1] == {
+        "op": "replace",
+        "path": "/metadata/annotations/example.com~1weight",
+        "value": "25",
+    }
+
+
 def test_an_ingress_weight_must_use_the_canary_field_path() -> None:
     with pytest.raises(WeightFieldError, match="canary-weight"):
         weight_field(

@@ -184,7 +184,16 @@ def test_smi_traffic_split(admin: Kube, namespace: str) -> None:
     assert [b["weight"] for b in got["spec"]["backends"]] == [60, 40]
 
 
-def test_nginx_canary_ingress_weight_annotation(admin: Kube, namespace: str) -> None:
+@pytest.mark.parametrize(
+    "field_path",
+    [
+        '.metadata.annotations["nginx.ingress.kubernetes.io/canary-weight"]',
+        ".metadata.annotations.canary-weight",
+    ],
+)
+def test_nginx_canary_ingress_weight_annotation(
+    admin: Kube, namespace: str, field_path: str
+) -> None:
     ingress = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
@@ -216,7 +225,7 @@ def test_nginx_canary_ingress_weight_annotation(admin: Kube, namespace: str) -> 
         "networking.k8s.io/v1",
         "Ingress",
         "web-canary",
-        ".metadata.annotations.canary-weight",
+        field_path,
         namespace,
     )
     cluster = KubeCluster(admin)
