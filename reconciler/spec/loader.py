@@ -13,7 +13,7 @@ import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
@@ -40,6 +40,8 @@ from reconciler.spec.model import (
     Weights,
 )
 from reconciler.spec.yamldoc import DocumentReader, InvalidDocumentError, Problem, documents_of_kind
+
+_T = TypeVar("_T")
 
 API_VERSIONS = frozenset({"iter8.tools/v2alpha2", "reconciler/v1alpha1"})
 _KIND_LINE = re.compile(rb"^kind:[ \t]*[\"']?Experiment[\"']?[ \t]*(#.*)?$", re.MULTILINE)
@@ -86,7 +88,7 @@ def load_experiments(path: str, data: bytes, *, repo_path: str | None = None) ->
     for document in parsed.documents:
         reader = _Reader(path, repo_path or path)
         experiment = reader.experiment(document)
-        problems.extend(reader.problems)
+        problems.extend(sorted(reader.problems, key=lambda p: (p.location.line, p.location.column)))
         if experiment is not None and not any(p.severity == "error" for p in reader.problems):
             experiments.append(experiment)
     return LoadResult(tuple(experiments), tuple(problems))
@@ -221,28 +223,66 @@ class _Reader(DocumentReader):
         if api_version == "reconciler/v1alpha1":
             known.update({"gitops", "readiness"})
         self._unknown(spec, "spec", known)
-        testing, deployment, weights = self._strategy(spec)
-        version_info = self._map(spec, "versionInfo", "spec", required=True)
-        baseline, candidates = self._versions(version_info)
+        # Each section is read on its own, so one error per section shows at once, not only
+        # the first of the document; the rules that tie sections together need them all.
+        strategy = self._section(lambda: self._strategy(spec))
+        version_info = self._section(lambda: self._map(spec, "versionInfo", "spec", required=True))
+        versions = (
+            self._section(lambda: self._versions(version_info))
+            if version_info is not None
+            else None
+        )
+        criteria = self._section(
+            lambda: self._criteria(self._map(spec, "criteria", "spec", required=False))
+        )
+        duration = self._section(
+            lambda: self._duration(self._map(spec, "duration", "spec", required=False))
+        )
+        gitops = self._section(lambda: self._gitops(spec)) if "gitops" in known else GitOps()
+        readiness = (
+            self._section(lambda: self._readiness(spec))
+            if "readiness" in known
+            else ReadinessGate()
+        )
+        if (
+            strategy is None
+            or version_info is None
+            or versions is None
+            or criteria is None
+            or duration is None
+            or gitops is None
+            or readiness is None
+        ):
+            raise InvalidDocumentError(self.path)
+        testing, deployment, weights = strategy
+        baseline, candidates = versions
         experiment = Experiment(
             name=name,
             namespace=namespace,
             target=target,
             testing_pattern=testing,
             deployment_pattern=deployment,
-            criteria=self._criteria(self._map(spec, "criteria", "spec", required=False)),
-            duration=self._duration(self._map(spec, "duration", "spec", required=False)),
+            criteria=criteria,
+            duration=duration,
             weights=weights,
             baseline=baseline,
             candidates=candidates,
-            gitops=self._gitops(spec) if "gitops" in known else GitOps(),
-            readiness=self._readiness(spec) if "readiness" in known else ReadinessGate(),
+            gitops=gitops,
+            readiness=readiness,
             api_version=api_version,
             path=self.repo_path,
             locations=self.locations,
         )
         self._check_pattern(experiment, spec, version_info)
         return experiment
+
+    @staticmethod
+    def _section(read: Callable[[], _T]) -> _T | None:
+        """``read()``, or None when it recorded an error (which stops only that section)."""
+        try:
+            return read()
+        except InvalidDocumentError:
+            return None
 
     def _check_pattern(
         self, experiment: Experiment, spec: CommentedMap, version_info: CommentedMap

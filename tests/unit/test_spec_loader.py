@@ -118,6 +118,24 @@ def test_broken_files_report_file_line_and_column(text: bytes, expected: str) ->
     ]
 
 
+def test_errors_in_different_sections_all_show_at_once() -> None:
+    text = ITER8.replace(
+        b"fieldPath: .spec.http[0].route[1].weight", b"fieldPath: spec..http"
+    ).replace(b'upperLimit: "0.01"', b"upperLimit: lots")
+    result = load_experiments("f.yaml", text)
+    assert result.experiments == ()
+    assert [str(p).split(": error: ")[0] for p in result.errors] == ["f.yaml:22:7", "f.yaml:45:9"]
+
+
+def test_a_valid_document_beside_a_broken_one_still_loads() -> None:
+    broken = ITER8.replace(b'upperLimit: "0.01"', b"upperLimit: lots")
+    fine = ITER8.replace(b"name: quickstart-exp", b"name: second-exp")
+    assert fine != ITER8
+    result = load_experiments("f.yaml", broken + b"---\n" + fine)
+    assert [e.name for e in result.experiments] == ["second-exp"]
+    assert len(result.errors) == 1
+
+
 def test_unknown_fields_are_warnings_with_their_line() -> None:
     text = ITER8.replace(b"  duration:\n", b"  durashun: 3\n  duration:\n")
     result = load_experiments("f.yaml", text)
