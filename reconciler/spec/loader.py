@@ -316,6 +316,7 @@ class _Reader(DocumentReader):
             )
         if testing is TestingPattern.CONFORMANCE:
             return
+        self._check_blue_green_deletes(experiment, spec)
         missing = [v.name for v in experiment.versions if v.weight_obj_ref is None]
         if not missing:
             return
@@ -333,6 +334,30 @@ class _Reader(DocumentReader):
                 f"{message}; {experiment.deployment_pattern.value} shifts traffic, add a "
                 "weightObjRef (apiVersion, kind, name, fieldPath) to each version",
             )
+
+    def _check_blue_green_deletes(self, experiment: Experiment, spec: CommentedMap) -> None:
+        """Warn when a blue/green promotion deletes files: maybe the winner's own manifests.
+
+        A blue/green winner serves all traffic until the GitOps operator has applied the
+        promotion (then traffic returns to the baseline, which runs the winner's version
+        by then); deleting its manifests in that same commit lets the operator remove it
+        while it serves.
+        """
+        if experiment.deployment_pattern is not DeploymentPattern.BLUE_GREEN:
+            return
+        deleted = [*experiment.gitops.cleanup]
+        for edit in experiment.gitops.promote:
+            if isinstance(edit, DeleteEdit):
+                deleted.extend(edit.paths)
+        if not deleted:
+            return
+        self._warn(
+            self.locations.get("spec.gitops", self._at(spec)),
+            f"BlueGreen: the promotion deletes {', '.join(deleted)}; with Argo CD or Flux "
+            "configured, the winner serves all traffic until the operator has applied that "
+            "commit, so if these are the winner's manifests the operator removes it while "
+            "it serves. Delete them in a later commit (once the experiment is archived)",
+        )
 
     def _strategy(self, spec: CommentedMap) -> tuple[TestingPattern, DeploymentPattern, Weights]:
         strategy = self._map(spec, "strategy", "spec", required=True)

@@ -65,7 +65,8 @@ def experiment(
         + "  gitops:\n    promote:\n    - copy:\n        from: current.yaml\n"
         "        to: current.yaml\n        replace:\n"
         f"        - {{old: {versions[0]}, new: '{{{{ variables.tag }}}}'}}\n"
-        "    cleanup: [candidates.yaml]\n"
+        # a blue/green winner keeps serving until the promotion is applied: nothing deleted
+         + ("" if deployment == "BlueGreen" else "    cleanup: [candidates.yaml]\n")
     ).encode()
 
 

@@ -136,6 +136,19 @@ def test_a_valid_document_beside_a_broken_one_still_loads() -> None:
     assert len(result.errors) == 1
 
 
+def test_a_blue_green_promotion_that_deletes_files_is_warned_about() -> None:
+    demo = DEMO.read_bytes()
+    assert b"cleanup:" in demo
+    blue_green = demo.replace(b"deploymentPattern: Progressive", b"deploymentPattern: BlueGreen")
+    assert blue_green != demo
+    result = load_experiments("apps/bookinfo/experiment.yaml", blue_green)
+    assert len(result.experiments) == 1  # a warning: the deleted files may not be the winner's
+    (warning,) = [p for p in result.problems if "BlueGreen" in p.message]
+    assert warning.severity == "warning"
+    assert "apps/bookinfo/productpage-candidate.yaml" in warning.message
+    assert not [p for p in load_experiments("e.yaml", demo).problems if "BlueGreen" in p.message]
+
+
 def test_unknown_fields_are_warnings_with_their_line() -> None:
     text = ITER8.replace(b"  duration:\n", b"  durashun: 3\n  duration:\n")
     result = load_experiments("f.yaml", text)
