@@ -93,7 +93,9 @@ class Wiring:
                     ca_file=settings.prometheus_ca_file,
                     headers=tuple(settings.prometheus_headers.items()),
                     timeout_seconds=settings.prometheus_timeout,
-                )
+                ),
+                # a Prometheus that keeps failing is asked again at the next tick, not sooner
+                cooldown_seconds=settings.interval,
             ),
             Catalog(),
         )

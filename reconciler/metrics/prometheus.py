@@ -3,7 +3,10 @@
 ``PrometheusClient`` sends one PromQL query (bearer token file, CA file, custom headers,
 a timeout) and classifies what goes wrong: no answer, a refused connection or a 5xx is
 temporary and retried by tenacity within a bound; a 4xx (a bad query), a TLS failure or
-an answer that is not Prometheus' is permanent and reported at once. ``PrometheusMetrics``
+an answer that is not Prometheus' is permanent and reported at once. After ``TRIP_AFTER``
+queries in a row have failed that way, the client stops asking for ``COOLDOWN_SECONDS``
+(a circuit breaker): every query in between is unavailable at once, so a Prometheus that
+hangs costs a tick two queries' retries, not every metric's. ``PrometheusMetrics``
 resolves an experiment's metric name in the ``Catalog``, renders its query for one
 version (``reconciler.metrics.promql``), and returns a value with its sample size,
 ``no-data`` (no series, or NaN: distinct from 0), or ``unavailable`` (the source failed):
@@ -14,7 +17,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -44,6 +48,11 @@ log = structlog.get_logger(__name__)
 
 ATTEMPTS = 3
 """Tries per query before a temporary fault makes the metric ``unavailable``."""
+TRIP_AFTER = 2
+"""Queries in a row that fail (after their retries) before the client stops asking."""
+COOLDOWN_SECONDS = 30.0
+"""How long it then answers ``unavailable`` without asking; then one query tries again.
+``reconciler run`` uses its tick interval: a failing Prometheus is asked again next tick."""
 _HTTP_BAD_REQUEST, _HTTP_SERVER_ERROR = 400, 500
 _TEMPORARY_STATUS = frozenset({408, 429})
 OK, NO_DATA, UNAVAILABLE = "ok", "no-data", "unavailable"
@@ -141,9 +150,23 @@ def _log_retry(state: RetryCallState) -> None:
 class PrometheusClient:
     """Instant queries against one Prometheus, with bounded, classified retries."""
 
-    def __init__(self, config: PrometheusConfig) -> None:
-        """Build the HTTP session; nothing is sent yet."""
+    def __init__(
+        self,
+        config: PrometheusConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        trip_after: int = TRIP_AFTER,
+        cooldown_seconds: float = COOLDOWN_SECONDS,
+    ) -> None:
+        """Build the HTTP session; nothing is sent yet. ``clock`` times the breaker."""
         self.config = config
+        self._clock = clock
+        self._trip_after = trip_after
+        self._cooldown = cooldown_seconds
+        self._failures = 0
+        """Queries in a row that failed for a temporary reason."""
+        self._closed_at = 0.0
+        """While the clock is before this, queries are not sent (the circuit is open)."""
         session = requests.Session()
         session.verify = str(config.ca_file) if config.ca_file else True
         session.hooks["response"].append(_raise_for_status)
@@ -168,6 +191,39 @@ class PrometheusClient:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    def query(self, promql: str) -> Any:  # noqa: ANN401 - JSON as Prometheus sends it
+        """Evaluate ``promql`` now; return ``data.result``.
+
+        Raises:
+            PrometheusTemporaryError: still failing after ``ATTEMPTS`` tries, or not sent
+                because the last ``TRIP_AFTER`` queries failed so (for ``COOLDOWN_SECONDS``).
+            PrometheusPermanentError: at the first permanent fault.
+        """
+        now = self._clock()
+        if now < self._closed_at:
+            raise PrometheusTemporaryError(
+                f"{self.config.display_url} is not asked for {self._closed_at - now:.0f} s more: "
+                f"{self._failures} queries in a row failed"
+            )
+        try:
+            result = self._query(promql)
+        except PrometheusTemporaryError as exc:
+            self._failures += 1
+            if self._failures >= self._trip_after:
+                self._closed_at = self._clock() + self._cooldown
+                log.warning(
+                    "prometheus_circuit_open",
+                    url=self.config.display_url,
+                    failures=self._failures,
+                    seconds=self._cooldown,
+                    error=str(exc),
+                )
+            raise
+        if self._failures >= self._trip_after:
+            log.info("prometheus_circuit_closed", url=self.config.display_url)
+        self._failures = 0
+        return result
+
     @retry(
         retry=retry_if_exception_type(TemporaryError),
         stop=stop_after_attempt(ATTEMPTS),
@@ -175,13 +231,7 @@ class PrometheusClient:
         before_sleep=_log_retry,
         reraise=True,
     )
-    def query(self, promql: str) -> Any:  # noqa: ANN401 - JSON as Prometheus sends it
-        """Evaluate ``promql`` now; return ``data.result``.
-
-        Raises:
-            PrometheusTemporaryError: still failing after ``ATTEMPTS`` tries.
-            PrometheusPermanentError: at the first permanent fault.
-        """
+    def _query(self, promql: str) -> Any:  # noqa: ANN401 - JSON as Prometheus sends it
         try:
             return self._connect.custom_query(
                 promql, params={"timeout": f"{self.config.timeout_seconds:g}"}

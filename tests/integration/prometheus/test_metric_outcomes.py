@@ -132,6 +132,76 @@ def test_prometheus_slower_than_the_timeout_is_unavailable(
     assert verdict({"istio/error-rate": evaluation.result}) != PASS
 
 
+def test_a_prometheus_that_keeps_failing_is_not_asked_again_until_the_cooldown_ends(
+    warmed: Traffic, proxy: FaultyProxy
+) -> None:
+    proxy.delay = 1.0  # hangs past the timeout
+    now = [0.0]
+    client = PrometheusClient(
+        PrometheusConfig(proxy.url, timeout_seconds=0.3),
+        clock=lambda: now[0],
+        trip_after=2,
+        cooldown_seconds=30.0,
+    )
+    metrics = PrometheusMetrics(client, Catalog())
+
+    def evaluate() -> tuple[str, str]:
+        evaluation = metrics.evaluate(
+            "istio/request-count",
+            version="productpage-v1",
+            namespace=NAMESPACE,
+            elapsed_seconds=warmed.elapsed(),
+            variables={},
+        )
+        return evaluation.result.status, evaluation.reason or ""
+
+    assert [evaluate()[0] for _ in range(2)] == ["unavailable", "unavailable"]
+    assert len(proxy.requests) == 2 * ATTEMPTS
+    # the circuit is open: unavailable at once, and nothing reaches the server
+    status, reason = evaluate()
+    assert status == "unavailable"
+    assert "is not asked for 30 s more: 2 queries in a row failed" in reason
+    now[0] = 29.0
+    assert evaluate()[0] == "unavailable"
+    assert len(proxy.requests) == 2 * ATTEMPTS
+    # after the cooldown one query goes out; Prometheus answers again, so all do
+    proxy.delay = 0.0
+    now[0] = 30.5
+    assert [evaluate()[0] for _ in range(2)] == ["ok", "ok"]
+    assert len(proxy.requests) == 2 * ATTEMPTS + 2
+
+
+def test_after_the_cooldown_one_failed_query_opens_the_circuit_again(
+    warmed: Traffic, proxy: FaultyProxy
+) -> None:
+    proxy.fail_first = 100  # 503 for every request
+    now = [0.0]
+    client = PrometheusClient(
+        PrometheusConfig(proxy.url), clock=lambda: now[0], trip_after=2, cooldown_seconds=10.0
+    )
+    metrics = PrometheusMetrics(client, Catalog())
+    for _ in range(3):
+        metrics.observe(
+            "istio/request-count",
+            version="productpage-v1",
+            namespace=NAMESPACE,
+            elapsed_seconds=warmed.elapsed(),
+            variables={},
+        )
+    assert len(proxy.requests) == 2 * ATTEMPTS
+    now[0] = 11.0
+    for _ in range(3):
+        value = metrics.observe(
+            "istio/request-count",
+            version="productpage-v1",
+            namespace=NAMESPACE,
+            elapsed_seconds=warmed.elapsed(),
+            variables={},
+        )
+        assert value.status == "unavailable"
+    assert len(proxy.requests) == 3 * ATTEMPTS  # one query half-opened it, and failed
+
+
 BAD_QUERY = b"""\
 apiVersion: reconciler/v1alpha1
 kind: Metric
