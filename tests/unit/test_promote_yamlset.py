@@ -1,8 +1,10 @@
 import difflib
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from ruamel.yaml import YAML
 
 from reconciler.promote.yamlset import YamlSetError, set_scalar
 
@@ -85,6 +87,15 @@ def test_a_plain_value_that_would_change_type_is_quoted() -> None:
     assert '    newTag: "true"\n' in after
 
 
+@pytest.mark.parametrize("word", ["yes", "no", "on", "Off", "1.10", "0o17"])
+def test_a_tag_that_yaml_1_1_or_1_2_reads_as_something_else_is_quoted(word: str) -> None:
+    # Kubernetes' Go YAML and kustomize read YAML 1.1, where yes/no/on/off are booleans:
+    # written plain, such a tag would reach the cluster as `true`.
+    after = set_scalar(KUSTOMIZATION, ".images[1].newTag", word)
+    assert f'    newTag: "{word}"\n' in after
+    assert yaml.safe_load(after)["images"][1]["newTag"] == word
+
+
 @pytest.mark.parametrize(
     ("path", "message"),
     [
@@ -113,3 +124,5 @@ def test_any_value_reads_back_and_only_its_line_changes(value: str) -> None:
         i for i, (a, b) in enumerate(zip(before_lines, after_lines, strict=True)) if a != b
     ]
     assert differing in ([], [10])
+    for data in (yaml.safe_load(after), YAML(typ="safe").load(after)):  # YAML 1.1 and 1.2
+        assert data["images"][1]["newTag"] == value
