@@ -81,9 +81,18 @@ class KubeSettings:
     retry: RetryPolicy = RetryPolicy()
     impersonate: str | None = None
     """Act as this user (``system:serviceaccount:NS:NAME``), e.g. to check RBAC."""
+    trip_after: int = 3
+    """Requests in a row without a usable answer (after their retries) before the client
+    stops asking the API server for ``cooldown_seconds`` (a circuit breaker)."""
+    cooldown_seconds: float = 10.0
 
 
-def connect(settings: KubeSettings, *, sleep: Callable[[float], None] = time.sleep) -> Kube:
+def connect(
+    settings: KubeSettings,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Kube:
     """Load the configuration (in-cluster or kubeconfig) and return a ``Kube``."""
     configuration = k8s.Configuration()
     namespace = settings.namespace
@@ -128,6 +137,9 @@ def connect(settings: KubeSettings, *, sleep: Callable[[float], None] = time.sle
         request_timeout=settings.request_timeout,
         retry=settings.retry,
         sleep=sleep,
+        clock=clock,
+        trip_after=settings.trip_after,
+        cooldown_seconds=settings.cooldown_seconds,
     )
 
 
@@ -143,8 +155,16 @@ class Kube:
         request_timeout: float = 10.0,
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        trip_after: int = 3,
+        cooldown_seconds: float = 10.0,
     ) -> None:
-        """Wrap an ``ApiClient``; ``sleep`` waits between retries (tests pass their own)."""
+        """Wrap an ``ApiClient``; ``sleep`` waits between retries (tests pass their own).
+
+        After ``trip_after`` requests in a row got no usable answer (each after its
+        retries), requests fail at once, without being sent, for ``cooldown_seconds`` on
+        ``clock``; then one goes out, and an answer closes the circuit again.
+        """
         self.api = api
         self.namespace = namespace
         self.field_manager = field_manager
@@ -154,6 +174,13 @@ class Kube:
         self._lock = threading.Lock()
         self.requests_sent = 0
         """HTTP requests sent, retries included (tests read it to prove there were none)."""
+        self._clock = clock
+        self._trip_after = trip_after
+        self._cooldown = cooldown_seconds
+        self._failures = 0
+        """Requests in a row that got no usable answer."""
+        self._closed_until = 0.0
+        """Until then (on ``clock``), requests are not sent: the circuit is open."""
         self.mapper = ResourceMapper(self._discover)
 
     def close(self) -> None:
@@ -228,6 +255,7 @@ class Kube:
             ClusterPermanentError: denied, invalid, or not found (at the first answer).
             ConflictError: someone else changed the object (never retried here).
         """
+        self._check_circuit(verb, target)
         policy = retry or self.retry
         retrying = Retrying(
             stop=stop_after_attempt(policy.attempts),
@@ -239,17 +267,56 @@ class Kube:
             reraise=True,
             before_sleep=_log_retry,
         )
-        result: dict[str, Any] = retrying(
-            self._send,
-            verb=verb,
-            method=method,
-            path=path,
-            target=target,
-            body=body,
-            content_type=content_type,
-            query=query,
-        )
+        try:
+            result: dict[str, Any] = retrying(
+                self._send,
+                verb=verb,
+                method=method,
+                path=path,
+                target=target,
+                body=body,
+                content_type=content_type,
+                query=query,
+            )
+        except ClusterTemporaryError as exc:
+            if not isinstance(exc, ConflictError):  # a conflict is an answer
+                self._no_answer(exc)
+                raise
+            self._answered()
+            raise
+        except ClusterError:
+            self._answered()
+            raise
+        self._answered()
         return result
+
+    def _check_circuit(self, verb: str, target: Target) -> None:
+        with self._lock:
+            now = self._clock()
+            if now < self._closed_until:
+                raise ClusterTemporaryError(
+                    f"{verb} {target}: the API server is not asked for "
+                    f"{self._closed_until - now:.0f} s more: {self._failures} requests in a row "
+                    "got no usable answer",
+                    verb=verb,
+                    target=target,
+                )
+
+    def _no_answer(self, exc: ClusterTemporaryError) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._failures < self._trip_after:
+                return
+            self._closed_until = self._clock() + self._cooldown
+            failures = self._failures
+        log.warning("kube_circuit_open", failures=failures, seconds=self._cooldown, error=str(exc))
+
+    def _answered(self) -> None:
+        with self._lock:
+            tripped = self._failures >= self._trip_after
+            self._failures = 0
+        if tripped:
+            log.info("kube_circuit_closed")
 
     def _send(
         self,

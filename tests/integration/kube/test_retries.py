@@ -186,3 +186,54 @@ def test_an_unreachable_server_is_a_bounded_temporary_error(tmp_path: Path) -> N
     finally:
         kube.close()
     assert len(waits) == 1
+
+
+def test_an_api_server_that_keeps_failing_is_not_asked_until_the_cooldown_ends(
+    stand_in: tuple[Script, Path],
+) -> None:
+    script, kubeconfig = stand_in
+    no_headers: dict[str, str] = {}
+    script.answers = [(503, no_headers)] * 6 + [(200, no_headers)]
+    now = [0.0]
+    kube = connect(
+        KubeSettings(
+            kubeconfig=str(kubeconfig),
+            retry=RetryPolicy(attempts=2, initial_wait=0.1, max_wait=1.0),
+            trip_after=3,
+            cooldown_seconds=10.0,
+        ),
+        sleep=lambda _seconds: None,
+        clock=lambda: now[0],
+    )
+    try:
+        for _ in range(3):
+            with pytest.raises(ClusterTemporaryError, match="unavailable or busy"):
+                kube.request("get", "GET", PATH, target=TARGET)
+        assert len(script.seen) == 6
+        # open: nothing is sent, and the error says for how long
+        now[0] = 9.0
+        with pytest.raises(ClusterTemporaryError, match="not asked for 1 s more: 3 requests"):
+            kube.request("get", "GET", PATH, target=TARGET)
+        assert len(script.seen) == 6
+        # after the cooldown one request goes out; the server answers, so all do again
+        now[0] = 10.5
+        assert kube.request("get", "GET", PATH, target=TARGET)["kind"] == "VirtualService"
+        assert kube.request("get", "GET", PATH, target=TARGET)["kind"] == "VirtualService"
+        assert len(script.seen) == 8
+    finally:
+        kube.close()
+
+
+def test_answers_that_refuse_do_not_open_the_circuit(stand_in: tuple[Script, Path]) -> None:
+    script, kubeconfig = stand_in
+    script.answers = [(403, {})]
+    kube = connect(
+        KubeSettings(kubeconfig=str(kubeconfig), trip_after=2), sleep=lambda _seconds: None
+    )
+    try:
+        for _ in range(4):
+            with pytest.raises(ForbiddenError):
+                kube.request("get", "GET", PATH, target=TARGET)
+    finally:
+        kube.close()
+    assert len(script.seen) == 4  # every one was sent: the server answers, it only refuses
