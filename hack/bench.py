@@ -148,6 +148,8 @@ def measure(repo: Path, work: Path, runs: int) -> list[dict[str, float]]:
 
 
 def recovery(args: argparse.Namespace) -> None:
+    if args.quick:
+        args.experiments, args.history, args.runs = 20, 50, 1
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
         work = Path(tmp)
         rows = []
@@ -195,6 +197,7 @@ def main() -> None:
     rec.add_argument("--experiments", type=int, default=1000)
     rec.add_argument("--history", type=int, default=100_000)
     rec.add_argument("--runs", type=int, default=3)
+    rec.add_argument("--quick", action="store_true", help="a few experiments, for the test suite")
     pro = sub.add_parser("promote", help="one promotion: ours, the shell way, a bare push")
     pro.add_argument("--runs", type=int, default=15)
     pro.add_argument("--servers", default="git,http", help="git (git daemon), http, or both")
