@@ -9,6 +9,14 @@ itself leader only until ``renew_deadline`` after the moment it *sent* its last
 successful renewal, which is shorter than the Lease duration: a replica that cannot
 renew stops acting on a repo before anyone else could take it over. Each tick takes at
 most one free Lease, so replicas that start together spread the repos between them.
+
+Replicas that start apart are balanced too: each one writes a heartbeat into one shared
+Lease of the repo set (``<prefix>-members-<hash of the repos>``, an annotation per replica,
+so no ``list`` permission is needed) and counts the replicas whose heartbeat it saw change
+within the Lease duration. A replica takes a free Lease only while it holds fewer than its
+fair share (the repos divided by the replicas, rounded up) and hands one back (stopping
+acting first) each tick it holds more; a Lease left free for a whole Lease duration is
+taken by anyone, so a miscount can delay a repo but never leave it without an actor.
 ``decide`` is pure; ``RepoLeases`` does the requests, with the clock passed in.
 """
 
@@ -36,6 +44,10 @@ log = structlog.get_logger(__name__)
 
 LEASE_API = "coordination.k8s.io/v1"
 REPO_ANNOTATION = "gitops-reconciler.dev/env-repo"
+MEMBER_ANNOTATION = "gitops-reconciler.dev/member-"
+"""Prefix of a replica's heartbeat annotation on the members Lease (plus a hash of its name)."""
+_FORGET_AFTER = 10
+"""Lease durations after which a heartbeat that stopped changing is removed."""
 _LEASE_RETRY = RetryPolicy(attempts=2, initial_wait=0.1, max_wait=0.5)
 
 
@@ -153,6 +165,14 @@ class RepoLeases:
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _state: dict[str, _Held] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _members: dict[str, tuple[str, float]] = field(default_factory=dict, init=False, repr=False)
+    """Heartbeat annotations seen on the members Lease: key -> (value, when it changed)."""
+    handed_back: list[tuple[str, float]] = field(default_factory=list, init=False, repr=False)
+    """(repo, when on ``clock``) for each Lease handed back: this replica stopped acting
+    on the repo then, before the Lease was freed for another."""
+    _present: set[str] = field(default_factory=set, init=False, repr=False)
+    """Heartbeat keys on the members Lease when we last read it."""
+    _beats: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._state = {repo: _Held() for repo in self.repos}
@@ -177,12 +197,33 @@ class RepoLeases:
             return self._state[repo].valid_until
 
     def tick(self) -> frozenset[str]:
-        """Renew what we hold, take at most one free Lease; return the repos held now."""
+        """Renew what we hold, take a free Lease while under our share; return what we hold.
+
+        At most one Lease is taken per tick; while over our fair share, one is handed back.
+        """
+        share = self.fair_share()
+        holding = len(self.held())
         taken = 0
         for repo in self._order():
-            step = self._attempt(repo, may_take=taken == 0)
+            step = self._attempt(repo, may_take=taken == 0, over_share=holding + taken >= share)
             taken += step in {Step.CREATE, Step.TAKE}
-        return self.held()
+        held = self.held()
+        if len(held) > share:
+            surplus = next(repo for repo in reversed(self._order()) if repo in held)
+            log.info("lease_handed_back", repo=clean_url(surplus), share=share, held=len(held))
+            self.release([surplus])
+            held = self.held()
+        return held
+
+    def fair_share(self) -> int:
+        """The repos this replica should hold: all of them divided by the live replicas.
+
+        With one repo the share is that repo whatever the replicas: no heartbeat is kept.
+        """
+        if len(self.repos) <= 1:
+            return len(self.repos)
+        replicas = self._heartbeat()
+        return math.ceil(len(self.repos) / replicas)
 
     def run(self, stop: threading.Event, on_change: Callable[[frozenset[str]], None]) -> None:
         """Tick every ``retry_period`` until ``stop`` is set, then release what we hold."""
@@ -199,12 +240,16 @@ class RepoLeases:
             on_change(frozenset())
 
     def release(self, repos: Iterable[str] | None = None) -> None:
-        """Stop acting on ``repos`` (default: all held), then hand their Leases back."""
+        """Stop acting on ``repos`` (default: all held, and leave), then hand them back."""
+        if repos is None and len(self.repos) > 1:
+            self._leave()
         chosen = list(repos) if repos is not None else list(self.repos)
         with self._lock:
             ours = [r for r in chosen if self._state[r].valid_until > -math.inf]
+            stopped = self.clock()
             for repo in ours:
                 self._state[repo].valid_until = -math.inf
+                self.handed_back.append((repo, stopped))
         for repo in ours:
             try:
                 obj = self.kube.get(self.ref(repo), retry=_LEASE_RETRY)
@@ -217,6 +262,111 @@ class RepoLeases:
             except ClusterError as exc:
                 log.warning("lease_release_failed", repo=clean_url(repo), error=str(exc))
 
+    # -- membership ----------------------------------------------------------------------
+
+    def members_ref(self) -> ObjectRef:
+        """The Lease that carries the heartbeats of every replica serving these repos."""
+        namespace = self.settings.namespace or self.kube.namespace
+        digest = hashlib.sha256("\n".join(sorted(self.repos)).encode()).hexdigest()[:10]
+        name = f"{self.settings.name_prefix}-members-{digest}"
+        return ObjectRef(LEASE_API, "Lease", name, namespace)
+
+    def _heartbeat(self) -> int:
+        """Write our heartbeat; return how many replicas (ourselves included) are alive.
+
+        A replica is alive while its heartbeat changed within the Lease duration, as seen
+        on our own clock. When the members Lease cannot be read or written, we count on
+        what we saw last.
+        """
+        ref = self.members_ref()
+        mine = self._member_key()
+        self._beats += 1
+        try:
+            obj = self.kube.get(ref, retry=_LEASE_RETRY)
+            annotations = dict(((obj or {}).get("metadata") or {}).get("annotations") or {})
+            now = self.clock()
+            seen = self._see_members(annotations, now)
+            self._present = {key for key in annotations if key.startswith(MEMBER_ANNOTATION)}
+            annotations = {
+                key: value
+                for key, value in annotations.items()
+                if not key.startswith(MEMBER_ANNOTATION)
+                or now - seen.get(key, now) < _FORGET_AFTER * self.settings.lease_duration
+            }
+            annotations[mine] = f"{self.identity} {self._beats}"
+            self._write_members(ref, obj, annotations)
+        except ClusterError as exc:  # a conflict included: another replica wrote first
+            log.debug("lease_heartbeat_skipped", error=str(exc))
+        now = self.clock()
+        alive = {
+            key
+            for key, (_value, changed) in self._members.items()
+            if key in self._present and now - changed < self.settings.lease_duration
+        }
+        return len(alive | {mine})
+
+    def _member_key(self) -> str:
+        return MEMBER_ANNOTATION + hashlib.sha256(self.identity.encode()).hexdigest()[:12]
+
+    def _leave(self) -> None:
+        """Take our heartbeat off the members Lease, so the others recount at once."""
+        ref = self.members_ref()
+        try:
+            obj = self.kube.get(ref, retry=_LEASE_RETRY)
+            annotations = dict(((obj or {}).get("metadata") or {}).get("annotations") or {})
+            if obj is None or annotations.pop(self._member_key(), None) is None:
+                return
+            self._write_members(ref, obj, annotations)
+        except ClusterError as exc:
+            log.warning("lease_leave_failed", error=str(exc))
+
+    def _see_members(self, annotations: Mapping[str, str], now: float) -> dict[str, float]:
+        """Note when each heartbeat changed; return when each was last seen changing."""
+        for key, value in annotations.items():
+            if key.startswith(MEMBER_ANNOTATION):
+                previous = self._members.get(key)
+                if previous is None or previous[0] != value:
+                    self._members[key] = (value, now)
+        return {key: changed for key, (_value, changed) in self._members.items()}
+
+    def _write_members(
+        self, ref: ObjectRef, obj: Mapping[str, Any] | None, annotations: dict[str, str]
+    ) -> None:
+        resource, namespace = self.kube.locate(ref)
+        if obj is None:
+            body: dict[str, Any] = {
+                "apiVersion": LEASE_API,
+                "kind": "Lease",
+                "metadata": {
+                    "name": ref.name,
+                    "namespace": namespace,
+                    "labels": {"app.kubernetes.io/managed-by": "gitops-reconciler"},
+                    "annotations": annotations,
+                },
+                "spec": {},
+            }
+            self.kube.request(
+                "create",
+                "POST",
+                resource.path(namespace),
+                target=resource.target(namespace, ref.name),
+                body=body,
+                query={"fieldManager": self.kube.field_manager},
+                retry=_LEASE_RETRY,
+            )
+            return
+        body = dict(obj)
+        body["metadata"] = {**(obj.get("metadata") or {}), "annotations": annotations}
+        self.kube.request(
+            "update",
+            "PUT",
+            resource.path(namespace, ref.name),
+            target=resource.target(namespace, ref.name),
+            body=body,
+            query={"fieldManager": self.kube.field_manager},
+            retry=_LEASE_RETRY,
+        )
+
     # -- one attempt ---------------------------------------------------------------------
 
     def _order(self) -> list[str]:
@@ -225,7 +375,7 @@ class RepoLeases:
             self.repos, key=lambda r: hashlib.sha256(f"{self.identity}/{r}".encode()).digest()
         )
 
-    def _attempt(self, repo: str, *, may_take: bool) -> Step:
+    def _attempt(self, repo: str, *, may_take: bool, over_share: bool = False) -> Step:
         # Our own validity counts from before the request (we may act only less long);
         # another holder's record counts from after we read it (it may act that long).
         started = self.clock()
@@ -235,6 +385,12 @@ class RepoLeases:
             read_at = self.clock()
             observed_at = self._observe(repo, record, read_at)
             step = decide(record, self.identity, observed_at, read_at)
+            if over_share and step in {Step.CREATE, Step.TAKE}:
+                # over our share only a Lease nobody took for a whole duration is ours to take
+                unclaimed = record is not None and (
+                    read_at - observed_at >= self.settings.lease_duration
+                )
+                may_take = may_take and unclaimed
             if step is Step.WAIT or (step in {Step.CREATE, Step.TAKE} and not may_take):
                 if record is not None and record.holder != self.identity:
                     self._lose(repo, record.holder)

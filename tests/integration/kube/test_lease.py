@@ -43,8 +43,6 @@ class Replica:
     stop: threading.Event = field(default_factory=threading.Event)
     crash: bool = False
     thread: threading.Thread | None = None
-    released_at: float | None = None
-    """When it stopped acting and handed its Leases back (a crash never does)."""
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._loop, name=self.leases.identity)
@@ -60,8 +58,7 @@ class Replica:
                     with self.lock:
                         self.windows[repo].append(Window(self.leases.identity, now, until))
             self.stop.wait(self.leases.settings.retry_period)
-        if not self.crash:
-            self.released_at = self.leases.clock()
+        if not self.crash:  # a crash hands nothing back: its Leases must expire
             self.leases.release()
 
     def halt(self, *, crash: bool = False) -> float:
@@ -79,14 +76,22 @@ def assert_one_actor_at_a_time(windows: dict[str, list[Window]], replicas: list[
     acting when it released them. A crashed (or hung) one counts as acting until its
     deadline: nobody may take over before that.
     """
-    released = {r.leases.identity: r.released_at for r in replicas if r.released_at}
+    handed_back = {
+        (r.leases.identity, repo): sorted(t for name, t in r.leases.handed_back if name == repo)
+        for r in replicas
+        for repo in windows
+    }
+
+    def end(window: Window, repo: str) -> float:
+        # until its deadline, or until it handed the repo back (all at once, or over its share)
+        later = [t for t in handed_back[window.identity, repo] if t >= window.start]
+        return min([window.until, *later[:1]])
+
     for repo, seen in windows.items():
         for a in seen:
             for b in seen:
                 if a.identity != b.identity:
-                    a_end = min(a.until, released.get(a.identity, a.until))
-                    b_end = min(b.until, released.get(b.identity, b.until))
-                    overlap = min(a_end, b_end) - max(a.start, b.start)
+                    overlap = min(end(a, repo), end(b, repo)) - max(a.start, b.start)
                     assert overlap < 0, f"{repo}: {a} and {b} acted at the same time"
 
 
@@ -153,6 +158,43 @@ def test_each_repo_has_one_actor_and_a_stopped_replicas_repos_move_within_the_le
     assert_one_actor_at_a_time(windows, replicas)
 
 
+def test_a_replica_that_starts_later_gets_its_share_and_no_repo_ever_has_two_actors(
+    admin: Kube, kube_server: KubeServer, namespace: str
+) -> None:
+    windows: dict[str, list[Window]] = {repo: [] for repo in REPOS}
+    lock = threading.Lock()
+    first = _replica(admin, "early", namespace, windows, lock)
+    first.start()
+    others = [kube_server.connect(), kube_server.connect()]
+    late = [
+        _replica(others[0], "late-1", namespace, windows, lock),
+        _replica(others[1], "late-2", namespace, windows, lock),
+    ]
+    replicas = [first, *late]
+    try:
+        wait_for(lambda: first.leases.held() == set(REPOS), 5)
+        for replica in late:
+            replica.start()
+        # three repos, three replicas: one each, every repo held
+        wait_for(lambda: all(len(r.leases.held()) == 1 for r in replicas), 10)
+        time.sleep(0.5)
+        held = [r.leases.held() for r in replicas]
+        assert all(len(h) == 1 for h in held)
+        assert frozenset().union(*held) == set(REPOS)
+        # one leaves: its repo goes to one of the two others
+        leaving = late[0]
+        theirs = leaving.leases.held()
+        leaving.halt()
+        wait_for(lambda: any(theirs <= r.leases.held() for r in (first, late[1])), 5)
+    finally:
+        for replica in replicas:
+            if not replica.stop.is_set():
+                replica.halt()
+        for kube in others:
+            kube.close()
+    assert_one_actor_at_a_time(windows, replicas)
+
+
 def test_a_crashed_replica_is_replaced_only_after_its_lease_expired(
     admin: Kube, kube_server: KubeServer, namespace: str
 ) -> None:
@@ -165,8 +207,10 @@ def test_a_crashed_replica_is_replaced_only_after_its_lease_expired(
     second = _replica(other, "second", namespace, windows, lock)
     try:
         second.start()
-        time.sleep(0.5)
-        assert second.leases.held() == frozenset()  # nothing free to take
+        # the first hands back what is over its share (3 repos, 2 replicas: 2 and 1)
+        wait_for(lambda: len(second.leases.held()) == 1, 5)
+        time.sleep(0.5)  # and it stays so
+        assert (len(first.leases.held()), len(second.leases.held())) == (2, 1)
         crashed_at = first.halt(crash=True)  # no release: the Leases must expire
         taken_after = wait_for(lambda: second.leases.held() == set(REPOS), 2 * FAST.lease_duration)
         # not before the duration (measured from the last renewal the others saw)...

@@ -11,7 +11,7 @@ from reconciler.cluster.errors import ForbiddenError
 from reconciler.cluster.events import KubeEvents
 from reconciler.cluster.handoff import ArgoCDApp, FluxSync, GitOpsHandoff
 from reconciler.cluster.kube import KubeCluster
-from reconciler.cluster.lease import LeaseSettings, RepoLeases
+from reconciler.cluster.lease import MEMBER_ANNOTATION, LeaseSettings, RepoLeases
 from reconciler.cluster.resources import ObjectRef
 from reconciler.spec.model import WeightObjRef
 from tests.fixtures.kube import (
@@ -135,10 +135,16 @@ def _leases_work(kube: Kube, namespace: str) -> None:
     settings = LeaseSettings(
         lease_duration=2, renew_deadline=1.5, retry_period=0.1, namespace=namespace
     )
-    leases = RepoLeases(kube, ("https://git.example/rbac/env.git",), "rbac-check", settings)
-    assert leases.tick() == {"https://git.example/rbac/env.git"}  # create
-    assert leases.tick() == {"https://git.example/rbac/env.git"}  # get + update
-    leases.release()  # update
+    repos = ("https://git.example/rbac/env.git", "https://git.example/rbac/other.git")
+    leases = RepoLeases(kube, repos, "rbac-check", settings)
+    # create (one Lease per tick) and the shared heartbeat Lease; then get + update
+    assert len(leases.tick()) == 1
+    assert leases.tick() == set(repos)
+    assert leases.tick() == set(repos)
+    members = kube.get(leases.members_ref())
+    assert members is not None
+    assert any(key.startswith(MEMBER_ANNOTATION) for key in members["metadata"]["annotations"])
+    leases.release()  # update (the repos' Leases, and the heartbeat taken off)
 
 
 def test_every_operation_of_the_reconciler_is_allowed_to_its_service_account_argocd(
