@@ -332,40 +332,12 @@ class RepoLeases:
     def _write_members(
         self, ref: ObjectRef, obj: Mapping[str, Any] | None, annotations: dict[str, str]
     ) -> None:
-        resource, namespace = self.kube.locate(ref)
         if obj is None:
-            body: dict[str, Any] = {
-                "apiVersion": LEASE_API,
-                "kind": "Lease",
-                "metadata": {
-                    "name": ref.name,
-                    "namespace": namespace,
-                    "labels": {"app.kubernetes.io/managed-by": "gitops-reconciler"},
-                    "annotations": annotations,
-                },
-                "spec": {},
-            }
-            self.kube.request(
-                "create",
-                "POST",
-                resource.path(namespace),
-                target=resource.target(namespace, ref.name),
-                body=body,
-                query={"fieldManager": self.kube.field_manager},
-                retry=_LEASE_RETRY,
-            )
+            self._create(ref, annotations, {})
             return
         body = dict(obj)
         body["metadata"] = {**(obj.get("metadata") or {}), "annotations": annotations}
-        self.kube.request(
-            "update",
-            "PUT",
-            resource.path(namespace, ref.name),
-            target=resource.target(namespace, ref.name),
-            body=body,
-            query={"fieldManager": self.kube.field_manager},
-            retry=_LEASE_RETRY,
-        )
+        self._update(ref, body)
 
     # -- one attempt ---------------------------------------------------------------------
 
@@ -436,28 +408,7 @@ class RepoLeases:
         }
         if step is Step.CREATE:
             spec |= {"acquireTime": stamp, "leaseTransitions": 0}
-            ref = self.ref(repo)
-            resource, namespace = self.kube.locate(ref)
-            body = {
-                "apiVersion": LEASE_API,
-                "kind": "Lease",
-                "metadata": {
-                    "name": ref.name,
-                    "namespace": namespace,
-                    "labels": {"app.kubernetes.io/managed-by": "gitops-reconciler"},
-                    "annotations": {REPO_ANNOTATION: clean_url(repo)},
-                },
-                "spec": spec,
-            }
-            created = self.kube.request(
-                "create",
-                "POST",
-                resource.path(namespace),
-                target=resource.target(namespace, ref.name),
-                body=body,
-                query={"fieldManager": self.kube.field_manager},
-                retry=_LEASE_RETRY,
-            )
+            created = self._create(self.ref(repo), {REPO_ANNOTATION: clean_url(repo)}, spec)
             self._observe(repo, LeaseRecord.from_object(created), self.clock())
             return
         if obj is None or record is None:
@@ -467,11 +418,41 @@ class RepoLeases:
         self._put(repo, obj, spec)
 
     def _put(self, repo: str, obj: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
-        ref = self.ref(repo)
-        resource, namespace = self.kube.locate(ref)
         body = dict(obj)
         body["spec"] = {**(obj.get("spec") or {}), **spec}
-        updated = self.kube.request(
+        updated = self._update(self.ref(repo), body)
+        self._observe(repo, LeaseRecord.from_object(updated), self.clock())
+
+    def _create(
+        self, ref: ObjectRef, annotations: Mapping[str, str], spec: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Create the Lease ``ref`` (labelled as ours); return it as the API server wrote it."""
+        resource, namespace = self.kube.locate(ref)
+        body = {
+            "apiVersion": LEASE_API,
+            "kind": "Lease",
+            "metadata": {
+                "name": ref.name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": "gitops-reconciler"},
+                "annotations": dict(annotations),
+            },
+            "spec": dict(spec),
+        }
+        return self.kube.request(
+            "create",
+            "POST",
+            resource.path(namespace),
+            target=resource.target(namespace, ref.name),
+            body=body,
+            query={"fieldManager": self.kube.field_manager},
+            retry=_LEASE_RETRY,
+        )
+
+    def _update(self, ref: ObjectRef, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace the Lease ``ref`` with ``body`` (its resourceVersion guards the write)."""
+        resource, namespace = self.kube.locate(ref)
+        return self.kube.request(
             "update",
             "PUT",
             resource.path(namespace, ref.name),
@@ -480,7 +461,6 @@ class RepoLeases:
             query={"fieldManager": self.kube.field_manager},
             retry=_LEASE_RETRY,
         )
-        self._observe(repo, LeaseRecord.from_object(updated), self.clock())
 
     def _stamp(self) -> str:
         """``MicroTime`` as the API wants it: ``2025-01-31T12:00:00.000000Z``."""

@@ -20,6 +20,7 @@ from reconciler.engine.analysis import PASS, judge_version
 from reconciler.metrics.catalog import Catalog
 from reconciler.metrics.prometheus import (
     ATTEMPTS,
+    Evaluation,
     PrometheusClient,
     PrometheusConfig,
     PrometheusMetrics,
@@ -51,20 +52,28 @@ def source(url: str, catalog: Catalog | None = None, timeout: float = 5.0) -> Pr
     return PrometheusMetrics(client, catalog or Catalog())
 
 
+def ask(
+    metrics: PrometheusMetrics,
+    traffic: Traffic,
+    metric: str = "istio/request-count",
+    *,
+    version: str = "productpage-v1",
+) -> Evaluation:
+    """``metric`` for ``version`` over the time the traffic ran, as an experiment asks."""
+    return metrics.evaluate(
+        metric,
+        version=version,
+        namespace=NAMESPACE,
+        elapsed_seconds=traffic.elapsed(),
+        variables={},
+    )
+
+
 def observe_all(
     metrics: PrometheusMetrics, version: str, traffic: Traffic
 ) -> dict[str, MetricValue]:
     names = ["istio/request-count", *(o.metric for o in OBJECTIVES)]
-    return {
-        name: metrics.observe(
-            name,
-            version=version,
-            namespace=NAMESPACE,
-            elapsed_seconds=traffic.elapsed(),
-            variables={},
-        )
-        for name in names
-    }
+    return {name: ask(metrics, traffic, name, version=version).result for name in names}
 
 
 def verdict(values: dict[str, MetricValue]) -> str:
@@ -116,13 +125,7 @@ def test_prometheus_slower_than_the_timeout_is_unavailable(
     proxy.delay = 1.0
     metrics = source(proxy.url, timeout=0.3)
     started = time.monotonic()
-    evaluation = metrics.evaluate(
-        "istio/error-rate",
-        version="productpage-v1",
-        namespace=NAMESPACE,
-        elapsed_seconds=warmed.elapsed(),
-        variables={},
-    )
+    evaluation = ask(metrics, warmed, "istio/error-rate")
     took = time.monotonic() - started
     assert evaluation.result == MetricValue(None, None, "unavailable")
     assert evaluation.reason is not None
@@ -146,13 +149,7 @@ def test_a_prometheus_that_keeps_failing_is_not_asked_again_until_the_cooldown_e
     metrics = PrometheusMetrics(client, Catalog())
 
     def evaluate() -> tuple[str, str]:
-        evaluation = metrics.evaluate(
-            "istio/request-count",
-            version="productpage-v1",
-            namespace=NAMESPACE,
-            elapsed_seconds=warmed.elapsed(),
-            variables={},
-        )
+        evaluation = ask(metrics, warmed)
         return evaluation.result.status, evaluation.reason or ""
 
     assert [evaluate()[0] for _ in range(2)] == ["unavailable", "unavailable"]
@@ -181,23 +178,11 @@ def test_after_the_cooldown_one_failed_query_opens_the_circuit_again(
     )
     metrics = PrometheusMetrics(client, Catalog())
     for _ in range(3):
-        metrics.observe(
-            "istio/request-count",
-            version="productpage-v1",
-            namespace=NAMESPACE,
-            elapsed_seconds=warmed.elapsed(),
-            variables={},
-        )
+        assert ask(metrics, warmed).result.status == "unavailable"
     assert len(proxy.requests) == 2 * ATTEMPTS
     now[0] = 11.0
     for _ in range(3):
-        value = metrics.observe(
-            "istio/request-count",
-            version="productpage-v1",
-            namespace=NAMESPACE,
-            elapsed_seconds=warmed.elapsed(),
-            variables={},
-        )
+        value = ask(metrics, warmed).result
         assert value.status == "unavailable"
     assert len(proxy.requests) == 3 * ATTEMPTS  # one query half-opened it, and failed
 
@@ -215,13 +200,7 @@ def test_a_query_prometheus_rejects_is_unavailable_at_once_without_retries(
     warmed: Traffic, proxy: FaultyProxy
 ) -> None:
     metrics = source(proxy.url, Catalog.from_files([("m.yaml", BAD_QUERY)]))
-    evaluation = metrics.evaluate(
-        "team/broken",
-        version="productpage-v1",
-        namespace=NAMESPACE,
-        elapsed_seconds=warmed.elapsed(),
-        variables={},
-    )
+    evaluation = ask(metrics, warmed, "team/broken")
     assert evaluation.result.status == "unavailable"
     assert evaluation.reason is not None
     assert "rejected the query: bad_data" in evaluation.reason
@@ -233,13 +212,7 @@ def test_a_temporary_overload_is_retried_and_then_answers(
 ) -> None:
     proxy.fail_first = ATTEMPTS - 1
     metrics = source(proxy.url)
-    value = metrics.observe(
-        "istio/request-count",
-        version="productpage-v1",
-        namespace=NAMESPACE,
-        elapsed_seconds=warmed.elapsed(),
-        variables={},
-    )
+    value = ask(metrics, warmed).result
     assert value.status == "ok"
     assert len(proxy.requests) == ATTEMPTS
 
@@ -255,13 +228,7 @@ def test_the_token_file_and_headers_reach_prometheus_and_a_new_token_is_used(
     metrics = PrometheusMetrics(PrometheusClient(config), Catalog())
     for content in ("first", "second"):
         token.write_text(content)
-        metrics.observe(
-            "istio/request-count",
-            version="productpage-v1",
-            namespace=NAMESPACE,
-            elapsed_seconds=warmed.elapsed(),
-            variables={},
-        )
+        assert ask(metrics, warmed).result.status == "ok"
     assert [r["Authorization"] for r in proxy.requests] == ["Bearer first", "Bearer second"]
     assert {r["X-Scope-OrgID"] for r in proxy.requests} == {"team-a"}
 
@@ -328,13 +295,7 @@ def test_a_hostile_version_name_cannot_make_a_query_return_data(
 ) -> None:
     metrics = source(prometheus.url)
     for metric in ("request-count", "error-rate", "latency-p95"):
-        evaluation = metrics.evaluate(
-            f"{library}/{metric}",
-            version=name,
-            namespace=NAMESPACE,
-            elapsed_seconds=warmed.elapsed(),
-            variables={},
-        )
+        evaluation = ask(metrics, warmed, f"{library}/{metric}", version=name)
         assert evaluation.result == MetricValue(None, None, "no-data"), evaluation
 
 
