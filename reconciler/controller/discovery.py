@@ -16,18 +16,21 @@ first seen. Never writes anything.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from reconciler.ports import EnvStore
-from reconciler.spec.loader import LoadResult, Problem, load_experiments, looks_like_experiment
+from reconciler.spec.loader import (
+    LoadResult,
+    Problem,
+    experiment_lines,
+    load_experiments,
+    looks_like_experiment,
+)
 from reconciler.spec.metric import MetricDefinition, load_metrics, looks_like_metric
 from reconciler.spec.model import Experiment
 
 _YAML_SUFFIXES = (".yaml", ".yml")
-_EXPERIMENT_LINE = re.compile(rb"^kind:[ \t]*[\"']?Experiment[\"']?[ \t]*(#.*)?$", re.MULTILINE)
-"""A top-level ``kind: Experiment`` line: one per Experiment document of a file."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,6 @@ class Discovery:
     def _recorded(self, path: str, blob: str, data: bytes) -> tuple[Experiment, ...] | None:
         """The experiments the state branch recorded for this file, when they are all of it."""
         specs = [spec for spec in self._known.get(blob, ()) if spec.path == path]
-        if not specs or len(_EXPERIMENT_LINE.findall(data)) != len(specs):
+        if not specs or experiment_lines(data) != len(specs):
             return None
         return tuple(sorted(specs, key=lambda spec: spec.key))

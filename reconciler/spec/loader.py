@@ -47,7 +47,14 @@ API_VERSIONS = frozenset({"iter8.tools/v2alpha2", "reconciler/v1alpha1"})
 _KIND_LINE = re.compile(rb"^kind:[ \t]*[\"']?Experiment[\"']?[ \t]*(#.*)?$", re.MULTILINE)
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
-__all__ = ["API_VERSIONS", "LoadResult", "Problem", "load_experiments", "looks_like_experiment"]
+__all__ = [
+    "API_VERSIONS",
+    "LoadResult",
+    "Problem",
+    "experiment_lines",
+    "load_experiments",
+    "looks_like_experiment",
+]
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,11 @@ def looks_like_experiment(data: bytes) -> bool:
     Lets discovery skip parsing the many manifests that cannot be experiments.
     """
     return _KIND_LINE.search(data) is not None
+
+
+def experiment_lines(data: bytes) -> int:
+    """How many top-level ``kind: Experiment`` lines the file has (one per such document)."""
+    return len(_KIND_LINE.findall(data))
 
 
 def load_experiments(path: str, data: bytes, *, repo_path: str | None = None) -> LoadResult:
