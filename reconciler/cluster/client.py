@@ -31,6 +31,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from reconciler.breaker import CircuitBreaker
 from reconciler.cluster.errors import (
     ClusterError,
     ClusterTemporaryError,
@@ -174,13 +175,10 @@ class Kube:
         self._lock = threading.Lock()
         self.requests_sent = 0
         """HTTP requests sent, retries included (tests read it to prove there were none)."""
-        self._clock = clock
-        self._trip_after = trip_after
-        self._cooldown = cooldown_seconds
-        self._failures = 0
-        """Requests in a row that got no usable answer."""
-        self._closed_until = 0.0
-        """Until then (on ``clock``), requests are not sent: the circuit is open."""
+        self._breaker = CircuitBreaker(
+            trip_after=trip_after, cooldown_seconds=cooldown_seconds, clock=clock
+        )
+        """Counts requests in a row that got no usable answer."""
         self.mapper = ResourceMapper(self._discover)
 
     def close(self) -> None:
@@ -255,7 +253,13 @@ class Kube:
             ClusterPermanentError: denied, invalid, or not found (at the first answer).
             ConflictError: someone else changed the object (never retried here).
         """
-        self._check_circuit(verb, target)
+        if wait := self._breaker.wait_left():
+            raise ClusterTemporaryError(
+                f"{verb} {target}: the API server is not asked for {wait:.0f} s more: "
+                f"{self._breaker.failures} requests in a row got no usable answer",
+                verb=verb,
+                target=target,
+            )
         policy = retry or self.retry
         retrying = Retrying(
             stop=stop_after_attempt(policy.attempts),
@@ -278,44 +282,27 @@ class Kube:
                 content_type=content_type,
                 query=query,
             )
-        except ClusterTemporaryError as exc:
-            if not isinstance(exc, ConflictError):  # a conflict is an answer
+        except ClusterError as exc:
+            # a refusal or a conflict is an answer; only silence or a busy server counts
+            if isinstance(exc, ClusterTemporaryError) and not isinstance(exc, ConflictError):
                 self._no_answer(exc)
-                raise
-            self._answered()
-            raise
-        except ClusterError:
-            self._answered()
+            else:
+                self._answered()
             raise
         self._answered()
         return result
 
-    def _check_circuit(self, verb: str, target: Target) -> None:
-        with self._lock:
-            now = self._clock()
-            if now < self._closed_until:
-                raise ClusterTemporaryError(
-                    f"{verb} {target}: the API server is not asked for "
-                    f"{self._closed_until - now:.0f} s more: {self._failures} requests in a row "
-                    "got no usable answer",
-                    verb=verb,
-                    target=target,
-                )
-
     def _no_answer(self, exc: ClusterTemporaryError) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._failures < self._trip_after:
-                return
-            self._closed_until = self._clock() + self._cooldown
-            failures = self._failures
-        log.warning("kube_circuit_open", failures=failures, seconds=self._cooldown, error=str(exc))
+        if self._breaker.failed():
+            log.warning(
+                "kube_circuit_open",
+                failures=self._breaker.failures,
+                seconds=self._breaker.cooldown_seconds,
+                error=str(exc),
+            )
 
     def _answered(self) -> None:
-        with self._lock:
-            tripped = self._failures >= self._trip_after
-            self._failures = 0
-        if tripped:
+        if self._breaker.answered():
             log.info("kube_circuit_closed")
 
     def _send(

@@ -39,6 +39,7 @@ from tenacity import (
 )
 from urllib3.util.retry import Retry
 
+from reconciler.breaker import CircuitBreaker
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
 from reconciler.metrics.catalog import Catalog, Resolved
 from reconciler.metrics.promql import Bindings, render
@@ -160,13 +161,10 @@ class PrometheusClient:
     ) -> None:
         """Build the HTTP session; nothing is sent yet. ``clock`` times the breaker."""
         self.config = config
-        self._clock = clock
-        self._trip_after = trip_after
-        self._cooldown = cooldown_seconds
-        self._failures = 0
-        """Queries in a row that failed for a temporary reason."""
-        self._closed_at = 0.0
-        """While the clock is before this, queries are not sent (the circuit is open)."""
+        self._breaker = CircuitBreaker(
+            trip_after=trip_after, cooldown_seconds=cooldown_seconds, clock=clock
+        )
+        """Counts queries in a row that failed for a temporary reason."""
         session = requests.Session()
         session.verify = str(config.ca_file) if config.ca_file else True
         session.hooks["response"].append(_raise_for_status)
@@ -199,29 +197,26 @@ class PrometheusClient:
                 because the last ``TRIP_AFTER`` queries failed so (for ``COOLDOWN_SECONDS``).
             PrometheusPermanentError: at the first permanent fault.
         """
-        now = self._clock()
-        if now < self._closed_at:
+        breaker = self._breaker
+        if wait := breaker.wait_left():
             raise PrometheusTemporaryError(
-                f"{self.config.display_url} is not asked for {self._closed_at - now:.0f} s more: "
-                f"{self._failures} queries in a row failed"
+                f"{self.config.display_url} is not asked for {wait:.0f} s more: "
+                f"{breaker.failures} queries in a row failed"
             )
         try:
             result = self._query(promql)
         except PrometheusTemporaryError as exc:
-            self._failures += 1
-            if self._failures >= self._trip_after:
-                self._closed_at = self._clock() + self._cooldown
+            if breaker.failed():
                 log.warning(
                     "prometheus_circuit_open",
                     url=self.config.display_url,
-                    failures=self._failures,
-                    seconds=self._cooldown,
+                    failures=breaker.failures,
+                    seconds=breaker.cooldown_seconds,
                     error=str(exc),
                 )
             raise
-        if self._failures >= self._trip_after:
+        if breaker.answered():
             log.info("prometheus_circuit_closed", url=self.config.display_url)
-        self._failures = 0
         return result
 
     @retry(
