@@ -166,12 +166,11 @@ class RepoLeases:
     _state: dict[str, _Held] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _members: dict[str, tuple[str, float]] = field(default_factory=dict, init=False, repr=False)
-    """Heartbeat annotations seen on the members Lease: key -> (value, when it changed)."""
+    """The heartbeats on the members Lease when we last read it: key -> (value, when we saw
+    it change)."""
     handed_back: list[tuple[str, float]] = field(default_factory=list, init=False, repr=False)
     """(repo, when on ``clock``) for each Lease handed back: this replica stopped acting
     on the repo then, before the Lease was freed for another."""
-    _present: set[str] = field(default_factory=set, init=False, repr=False)
-    """Heartbeat keys on the members Lease when we last read it."""
     _beats: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -285,13 +284,12 @@ class RepoLeases:
             obj = self.kube.get(ref, retry=_LEASE_RETRY)
             annotations = dict(((obj or {}).get("metadata") or {}).get("annotations") or {})
             now = self.clock()
-            seen = self._see_members(annotations, now)
-            self._present = {key for key in annotations if key.startswith(MEMBER_ANNOTATION)}
+            self._see_members(annotations, now)
+            forget = _FORGET_AFTER * self.settings.lease_duration
             annotations = {
                 key: value
                 for key, value in annotations.items()
-                if not key.startswith(MEMBER_ANNOTATION)
-                or now - seen.get(key, now) < _FORGET_AFTER * self.settings.lease_duration
+                if key not in self._members or now - self._members[key][1] < forget
             }
             annotations[mine] = f"{self.identity} {self._beats}"
             self._write_members(ref, obj, annotations)
@@ -301,7 +299,7 @@ class RepoLeases:
         alive = {
             key
             for key, (_value, changed) in self._members.items()
-            if key in self._present and now - changed < self.settings.lease_duration
+            if now - changed < self.settings.lease_duration
         }
         return len(alive | {mine})
 
@@ -320,14 +318,17 @@ class RepoLeases:
         except ClusterError as exc:
             log.warning("lease_leave_failed", error=str(exc))
 
-    def _see_members(self, annotations: Mapping[str, str], now: float) -> dict[str, float]:
-        """Note when each heartbeat changed; return when each was last seen changing."""
+    def _see_members(self, annotations: Mapping[str, str], now: float) -> None:
+        """Keep each heartbeat on the members Lease, with when we saw its value change."""
+        members: dict[str, tuple[str, float]] = {}
         for key, value in annotations.items():
             if key.startswith(MEMBER_ANNOTATION):
                 previous = self._members.get(key)
-                if previous is None or previous[0] != value:
-                    self._members[key] = (value, now)
-        return {key: changed for key, (_value, changed) in self._members.items()}
+                if previous is not None and previous[0] == value:
+                    members[key] = previous
+                else:
+                    members[key] = (value, now)
+        self._members = members
 
     def _write_members(
         self, ref: ObjectRef, obj: Mapping[str, Any] | None, annotations: dict[str, str]
