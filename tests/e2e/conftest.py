@@ -7,7 +7,6 @@ seconds after it starts before its first scrape) starts once, not once per test.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from reconciler.sim.server import MetricsServer
 from tests.e2e.world import World
 from tests.fixtures.git import GitDaemon
 from tests.fixtures.kube import KubeServer
-from tests.fixtures.prometheus import PrometheusProcess, PrometheusServer
+from tests.fixtures.prometheus import PrometheusServer, scraping
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +31,8 @@ def e2e_metrics() -> Iterator[MetricsServer]:
 @pytest.fixture(scope="session")
 def e2e_prometheus(e2e_metrics: MetricsServer) -> Iterator[PrometheusServer]:
     """Prometheus on 127.0.0.1, scraping ``e2e_metrics`` every second, for the session."""
-    with tempfile.TemporaryDirectory(prefix="e2e-prometheus-") as tmp:
-        process = PrometheusProcess([f"127.0.0.1:{e2e_metrics.port}"], Path(tmp))
-        try:
-            yield process.start()
-        finally:
-            process.stop()
+    with scraping(e2e_metrics.port, "e2e-prometheus-") as server:
+        yield server
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from reconciler.errors import GitPermanentError
 from reconciler.gitstore import Credentials, GitEnvStore
 from reconciler.ports import CommitSpec
-from tests.fixtures.net import free_port, stop, wait_for_port
+from tests.fixtures.net import free_port, self_signed_certificate, stop, wait_for_port
 from tests.gitutil import git, git_env, make_bare_repo, require_binary, require_git, rev_parse
 from tests.httpgit import GitHTTPHandler, GitHTTPServer
 
@@ -84,22 +84,6 @@ class HTTPSRemote:
     ca_file: Path
     repo: Path
     counters: Counters
-
-
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """A fresh self-signed certificate for 127.0.0.1 (it is its own CA); (cert, key)."""
-    openssl = require_binary("openssl", "openssl")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 @pytest.fixture
