@@ -4,9 +4,10 @@ It builds the real adapters from the one ``Settings`` object (the Env repo throu
 ``GitEnvStore``, Prometheus through ``PrometheusMetrics``, Kubernetes through
 ``KubeCluster``), serves /metrics, /healthz, /readyz and /webhook, and ticks the loop when
 the timer fires, when a verified push webhook arrives, or, for a local repo path, when a
-ref in it changes (watchdog). With leader election it ticks only while this replica holds
-the repo's Lease. The config file is watched as well: a valid new one replaces the
-adapters between ticks, an invalid one is reported and the old one kept. Failpoints named
+ref in it changes (``watch.RefsWatcher``). With leader election it ticks only while this
+replica holds the repo's Lease. The config file's content is watched as well
+(``watch.ContentWatcher``; reads and other files never count): a valid new one replaces
+the adapters between ticks, an invalid one is reported and the old one kept. Failpoints named
 in the settings exit the process hard at a step boundary (for the crash tests only).
 """
 
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from reconciler import logs
@@ -42,6 +42,7 @@ from reconciler.metrics.prometheus import PrometheusClient, PrometheusConfig, Pr
 from reconciler.server.http import Health, HttpServer
 from reconciler.server.telemetry import InstrumentedCluster, InstrumentedMetrics, Telemetry
 from reconciler.spec.metric import MetricDefinition
+from reconciler.watch import WATCHDOG_FILTER, ContentWatcher, RefsWatcher, git_dir
 
 log = structlog.get_logger("reconciler.run")
 FAILPOINT_EXIT = 70
@@ -171,15 +172,6 @@ def failpoint(names: tuple[str, ...]) -> Callable[[str], None]:
     return hit
 
 
-class _Wake(FileSystemEventHandler):
-    def __init__(self, callback: Callable[[], None]) -> None:
-        self._callback = callback
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if not event.is_directory:
-            self._callback()
-
-
 class Runner:
     """Ticks the loop on events until stopped."""
 
@@ -192,14 +184,23 @@ class Runner:
     ) -> None:
         """Validate the settings and build everything; nothing runs before ``run``."""
         self.sources = sources
+        # Made before the file is loaded: a change in between is then reloaded, not missed.
+        self.config_watch = (
+            ContentWatcher(sources.file, self._config_changed) if sources.file else None
+        )
+        self.refs_watch: RefsWatcher | None = None
         self.settings = sources.settings()
         logs.configure(json=self.settings.log_json, level=self.settings.log_level)
         self.clock = clock
         self.stop = stop or threading.Event()
         self.wake = threading.Event()
         self.reload = threading.Event()
+        self.reloads = 0
+        """Config reloads attempted because the file's content changed (applied or not)."""
         self.config_rejected = 0
         """Config file changes refused (invalid): the old settings stayed."""
+        self.ticks = 0
+        """Ticks run, whatever their outcome (``reconciler_ticks_total`` by result)."""
         self.telemetry = Telemetry()
         self.health = Health(stale_after=max(60.0, 3 * self.settings.interval))
         self.leases: RepoLeases | None = None
@@ -247,6 +248,7 @@ class Runner:
             return False
         finally:
             self.telemetry.tick_duration.labels(self.repo).observe(time.monotonic() - started)
+            self.ticks += 1
         self._count(report)
         self.health.tick_succeeded(self.clock())
         self.telemetry.ticks.labels(self.repo, "ok").inc()
@@ -295,18 +297,26 @@ class Runner:
         )
         self.http.start()
         self.observer = Observer()
-        watched = False
         if url_scheme(self.settings.repo) == "file":
             repo = Path(self.settings.repo.removeprefix("file://"))
             if repo.is_dir():
-                self.observer.schedule(_Wake(self.request_tick), str(repo), recursive=True)
-                watched = True
-        if self.sources.file is not None:
+                # Ref writes only: this process's own fetches read the repo, and a tick on
+                # a read would start the next fetch, a storm.
+                self.refs_watch = RefsWatcher(git_dir(repo), self.request_tick)
+                self.observer.schedule(
+                    self.refs_watch,
+                    str(self.refs_watch.git_dir),
+                    recursive=True,
+                    event_filter=WATCHDOG_FILTER,
+                )
+        if self.config_watch is not None:
             self.observer.schedule(
-                _Wake(self._config_changed), str(self.sources.file.parent), recursive=False
+                self.config_watch,
+                str(self.config_watch.folder),
+                recursive=False,
+                event_filter=WATCHDOG_FILTER,
             )
-            watched = True
-        if watched:
+        if self.refs_watch is not None or self.config_watch is not None:
             self.observer.start()
         if self.settings.leader_election:
             self.leases = RepoLeases(
@@ -331,6 +341,9 @@ class Runner:
         if self.observer is not None and self.observer.is_alive():
             self.observer.stop()
             self.observer.join(timeout=5)
+        for watch in (self.refs_watch, self.config_watch):
+            if watch is not None:
+                watch.cancel()
         if self.http is not None:
             self.http.stop()
 
@@ -342,6 +355,7 @@ class Runner:
         if not self.reload.is_set():
             return
         self.reload.clear()
+        self.reloads += 1
         try:
             settings = self.sources.settings()
             if settings == self.settings:
