@@ -28,6 +28,7 @@ __all__ = [
     "Plan",
     "Readiness",
     "UpdateResult",
+    "WeightReading",
 ]
 
 
@@ -145,8 +146,30 @@ class Readiness:
     reason: str
 
 
+@dataclass(frozen=True)
+class WeightReading:
+    """What the cluster carries at one weight reference, as one read found it."""
+
+    value: int | None
+    """The weight; None when the object or the field is absent (``exists`` tells which)."""
+    exists: bool = True
+    """Whether the object exists (False: deleted, or not created yet by the operator)."""
+    error: str | None = None
+    """Why the weight could not be read (then ``value`` means nothing)."""
+    writers: tuple[str, ...] = ()
+    """Who else owns the field, newest first, from the object's ``managedFields``
+    (``kustomize-controller (Apply, 2026-12-04T16:00:00Z)``); empty when unknown."""
+
+
 class Cluster(Protocol):
     """The Kubernetes side the loop needs: weights and readiness."""
+
+    def read_weights(self, refs: Sequence[WeightObjRef]) -> Mapping[WeightObjRef, WeightReading]:
+        """The weight at every ref, read with one request per kind and namespace.
+
+        Never raises for a failed read: the failure is the reading's ``error``.
+        """
+        ...
 
     def is_ready(self, ref: ObjectRef) -> Readiness:
         """Whether the object says it is ready (Deployment status, a Ready condition)."""

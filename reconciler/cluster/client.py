@@ -210,6 +210,29 @@ class Kube:
         except NotFoundError:
             return None
 
+    def list_objects(
+        self, api_version: str, kind: str, namespace: str | None, *, page_size: int = 500
+    ) -> list[dict[str, Any]]:
+        """Every object of ``kind`` in ``namespace`` (ours when None; all for cluster-scoped).
+
+        One LIST request per ``page_size`` objects (``limit`` and ``continue``).
+        """
+        resource = self.resource(api_version, kind)
+        where = (namespace or self.namespace) if resource.namespaced else None
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = {"limit": str(page_size)}
+            if token:
+                query["continue"] = token
+            answer = self.request(
+                "list", "GET", resource.path(where), target=resource.target(where), query=query
+            )
+            items.extend(i for i in answer.get("items") or [] if isinstance(i, dict))
+            token = str((answer.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return items
+
     def patch(
         self,
         ref: ObjectRef,

@@ -1,5 +1,10 @@
 """The ``Cluster`` port on a real API server: read and set weights, read readiness.
 
+``read_weights`` reads the weights of every live experiment with one LIST per kind and
+namespace (not one GET per object: the client costs milliseconds a request, and the loop
+reads every tick), and names who else owns each weight field (``managedFields``); where
+RBAC grants ``get`` but not ``list``, it falls back to one GET per object and says once
+what to grant.
 ``set_weights`` groups the weights by object and, per object, reads it, plans one JSON
 Patch guarded by ``test`` operations (``reconciler.cluster.patches``) and sends it; when
 another writer changed those weights in between, the API server refuses the whole patch,
@@ -12,22 +17,24 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from reconciler.cluster import patches, readiness
+from reconciler.cluster import ownership, patches, readiness
 from reconciler.cluster.client import JSON_PATCH, Kube
 from reconciler.cluster.errors import (
     ClusterPermanentError,
     ConflictError,
     FieldError,
+    ForbiddenError,
     NotFoundError,
 )
 from reconciler.cluster.resources import ObjectRef
-from reconciler.ports import Readiness
+from reconciler.errors import ReconcilerError
+from reconciler.ports import Readiness, WeightReading
 from reconciler.spec.model import WeightObjRef
 
 log = structlog.get_logger(__name__)
@@ -56,6 +63,10 @@ class KubeCluster:
         self._lock = threading.Lock()
         self.requests = 0
         """Write requests sent (a set that changes nothing sends none)."""
+        self.reads = 0
+        """Read requests sent by ``read_weights`` (LISTs, or GETs where LIST is denied)."""
+        self._unlistable: set[tuple[str, str]] = set()
+        """Kinds (apiVersion, kind) whose LIST RBAC denied: read one GET per object."""
 
     # -- weights ------------------------------------------------------------------------
 
@@ -68,6 +79,69 @@ class KubeCluster:
             return patches.read_weight(obj, patches.weight_field(ref))
         except patches.WeightFieldError as exc:
             raise self._field_error(ref, exc) from None
+
+    def read_weights(self, refs: Sequence[WeightObjRef]) -> Mapping[WeightObjRef, WeightReading]:
+        """The weight at every ref: one LIST per kind and namespace; failures in the reading."""
+        groups: dict[tuple[str, str, str | None], list[WeightObjRef]] = {}
+        for ref in refs:
+            groups.setdefault((ref.api_version, ref.kind, ref.namespace), []).append(ref)
+        out: dict[WeightObjRef, WeightReading] = {}
+        for (api_version, kind, namespace), members in groups.items():
+            try:
+                found = self._objects_of(api_version, kind, namespace, members)
+            except ReconcilerError as exc:
+                out.update({ref: WeightReading(None, error=str(exc)) for ref in members})
+                continue
+            for ref in members:
+                out[ref] = self._reading(ref, found.get(ref.name))
+        return out
+
+    def _objects_of(
+        self, api_version: str, kind: str, namespace: str | None, refs: Sequence[WeightObjRef]
+    ) -> dict[str, dict[str, Any]]:
+        """The objects ``refs`` name, by name: one LIST, or one GET each where LIST is denied."""
+        if (api_version, kind) not in self._unlistable:
+            try:
+                with self._lock:
+                    self.reads += 1
+                items = self.kube.list_objects(api_version, kind, namespace)
+            except ForbiddenError as exc:
+                self._unlistable.add((api_version, kind))
+                log.warning(
+                    "weights_list_denied",
+                    kind=kind,
+                    api_version=api_version,
+                    error=str(exc),
+                    fix=f"grant 'list' on {kind} (manifests/base/rbac.yaml does): one request "
+                    "per namespace instead of one per object, every tick",
+                )
+            else:
+                names = {ref.name for ref in refs}
+                return {
+                    str(item["metadata"]["name"]): item
+                    for item in items
+                    if (item.get("metadata") or {}).get("name") in names
+                }
+        found: dict[str, dict[str, Any]] = {}
+        for ref in {ref.name: ref for ref in refs}.values():  # one GET per object
+            with self._lock:
+                self.reads += 1
+            obj = self.kube.get(_object_ref(ref))
+            if obj is not None:
+                found[ref.name] = obj
+        return found
+
+    def _reading(self, ref: WeightObjRef, obj: Mapping[str, Any] | None) -> WeightReading:
+        if obj is None:
+            return WeightReading(None, exists=False)
+        try:
+            field = patches.weight_field(ref)
+            value = patches.read_weight(obj, field)
+        except patches.WeightFieldError as exc:
+            return WeightReading(None, error=str(self._field_error(ref, exc)))
+        return WeightReading(
+            value, writers=ownership.writers(obj, field.steps, exclude=self.kube.field_manager)
+        )
 
     def set_weights(self, weights: Sequence[tuple[WeightObjRef, int]]) -> None:
         """Set every weight; all weights in one object change in one guarded request.

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ruamel.yaml import YAML
 
 from reconciler.cluster.readiness import assess
 from reconciler.errors import PermanentError
-from reconciler.ports import Readiness
+from reconciler.ports import Readiness, WeightReading
 from reconciler.spec import fieldpath
 from reconciler.spec.model import ObjectRef, WeightObjRef
 
@@ -37,6 +37,10 @@ class MemoryCluster:
         self._lock = threading.Lock()
         self.requests = 0
         """Write requests served (a no-op set sends none)."""
+        self.reads = 0
+        """Read requests ``read_weights`` stands for: one per kind and namespace, as a LIST."""
+        self.writers: dict[tuple[ObjectKey, str], str] = {}
+        """Who last wrote a field by hand (``edit``), as ``managedFields`` would say."""
 
     def apply(self, manifest: dict[str, Any]) -> None:
         """Create or replace one object, as ``kubectl apply`` would."""
@@ -97,6 +101,40 @@ class MemoryCluster:
         except fieldpath.FieldPathError:
             return None
         return int(value) if value is not None else None
+
+    def read_weights(self, refs: Sequence[WeightObjRef]) -> Mapping[WeightObjRef, WeightReading]:
+        """Every ref's weight, counted as one read per kind and namespace (a LIST)."""
+        groups = {(ref.api_version, ref.kind, ref.namespace) for ref in refs}
+        out: dict[WeightObjRef, WeightReading] = {}
+        with self._lock:
+            self.reads += len(groups)
+            for ref in refs:
+                key = (ref.api_version, ref.kind, ref.namespace, ref.name)
+                obj = self._objects.get(key)
+                if obj is None:
+                    out[ref] = WeightReading(None, exists=False)
+                    continue
+                try:
+                    value = fieldpath.get(obj, fieldpath.parse(ref.field_path))
+                except fieldpath.FieldPathError:
+                    value = None
+                writer = self.writers.get((key, ref.field_path))
+                out[ref] = WeightReading(
+                    int(value) if value is not None else None,
+                    writers=(writer,) if writer else (),
+                )
+        return out
+
+    def edit(self, ref: WeightObjRef, weight: int, *, manager: str) -> None:
+        """Set one weight as someone else would (a person with kubectl, another controller)."""
+        key = (ref.api_version, ref.kind, ref.namespace, ref.name)
+        with self._lock:
+            current = self._objects.get(key)
+            if current is None:
+                raise ObjectNotFoundError(f"{ref.kind} {ref.namespace}/{ref.name} does not exist")
+            fieldpath.set_value(current, fieldpath.parse(ref.field_path), weight)
+            self.writers[(key, ref.field_path)] = f"{manager} (Update, now)"
+            self.requests += 1
 
     def set_weights(self, weights: Sequence[tuple[WeightObjRef, int]]) -> None:
         """Set the weights; one write per object whose weights change."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from reconciler.errors import ReconcilerError
-from reconciler.ports import Cluster, MetricsSource, MetricValue, Readiness
+from reconciler.ports import Cluster, MetricsSource, MetricValue, Readiness, WeightReading
 from reconciler.spec.model import ObjectRef, WeightObjRef
 
 
@@ -64,6 +64,19 @@ class Telemetry:
             "reconciler_kubernetes_request_errors_total",
             "Kubernetes requests that failed, by operation.",
             ["operation"],
+            registry=r,
+        )
+        self.weight_corrections = Counter(
+            "reconciler_weight_corrections_total",
+            "Times the cluster was found carrying other weights than the state branch "
+            "records, and they were set again, by experiment.",
+            ["repo", "experiment"],
+            registry=r,
+        )
+        self.held = Gauge(
+            "reconciler_experiments_held",
+            "Experiments held because something keeps putting other weights back.",
+            ["repo"],
             registry=r,
         )
         self.leader = Gauge(
@@ -124,6 +137,14 @@ class InstrumentedCluster:
         """Wrap ``inner``."""
         self._inner = inner
         self._telemetry = telemetry
+
+    def read_weights(self, refs: Sequence[WeightObjRef]) -> Mapping[WeightObjRef, WeightReading]:
+        """Read through the wrapped cluster, counting each kind and namespace it failed for."""
+        readings = self._inner.read_weights(refs)
+        failed = {(r.api_version, r.kind, r.namespace) for r, v in readings.items() if v.error}
+        if failed:
+            self._telemetry.kube_errors.labels("read_weights").inc(len(failed))
+        return readings
 
     def get_weight(self, ref: WeightObjRef) -> int | None:
         """Read through the wrapped cluster."""

@@ -17,11 +17,11 @@ pytestmark = pytest.mark.integration
 
 NAMESPACES = {"base": "gitops-reconciler", "argocd": "argocd", "flux": "flux-system"}
 EXPECTED_TRAFFIC_RULES = {
-    ("networking.istio.io", "virtualservices"): {"get", "patch"},
-    ("gateway.networking.k8s.io", "httproutes"): {"get", "patch"},
-    ("serving.knative.dev", "services"): {"get", "patch"},
-    ("split.smi-spec.io", "trafficsplits"): {"get", "patch"},
-    ("networking.k8s.io", "ingresses"): {"get", "patch"},
+    ("networking.istio.io", "virtualservices"): {"get", "list", "patch"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "patch"},
+    ("serving.knative.dev", "services"): {"get", "list", "patch"},
+    ("split.smi-spec.io", "trafficsplits"): {"get", "list", "patch"},
+    ("networking.k8s.io", "ingresses"): {"get", "list", "patch"},
     ("apps", "deployments"): {"get"},
     ("coordination.k8s.io", "leases"): {"get", "create", "update"},
     ("", "events"): {"create"},

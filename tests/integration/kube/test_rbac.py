@@ -116,6 +116,14 @@ def _traffic_objects(admin: Kube, app: str) -> list[tuple[WeightObjRef, int]]:
     return pairs
 
 
+def _weights_are_listed(cluster: KubeCluster, weights: list[tuple[WeightObjRef, int]]) -> None:
+    """Every tick's read: one LIST per kind and namespace, allowed by the ClusterRole."""
+    readings = cluster.read_weights([ref for ref, _ in weights])
+    assert [readings[ref].value for ref, _ in weights] == [w for _, w in weights]
+    assert not [r.error for r in readings.values() if r.error]
+    assert cluster.reads == len({(ref.api_version, ref.kind) for ref, _ in weights})
+
+
 def _events_work(kube: Kube, admin: Kube, ref: WeightObjRef) -> None:
     about = ObjectRef(ref.api_version, ref.kind, ref.name, ref.namespace)
     events = KubeEvents(kube)
@@ -181,6 +189,7 @@ def test_every_operation_of_the_reconciler_is_allowed_to_its_service_account_arg
         cluster = KubeCluster(kube)
         cluster.set_weights(weights)
         assert [cluster.get_weight(ref) for ref, _ in weights] == [w for _, w in weights]
+        _weights_are_listed(cluster, weights)
         _events_work(kube, admin, weights[0][0])
         assert cluster.is_ready(ObjectRef("apps/v1", "Deployment", "v2", namespace)).ready
         assert not cluster.is_ready(
