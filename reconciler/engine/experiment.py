@@ -23,14 +23,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from reconciler.engine import analysis, weights
+from reconciler.engine import analysis, traffic, weights
 from reconciler.engine.analysis import FAIL, NO_DATA, PASS, Judgement
 from reconciler.engine.state import (
     HISTORY_LIMIT,
+    SKIPPED_LIMIT,
     ExperimentState,
     IterationRecord,
     Pairs,
     Phase,
+    SkipRecord,
 )
 from reconciler.ports import MetricValue
 from reconciler.spec.model import DeploymentPattern, Experiment, TestingPattern, Version
@@ -39,6 +41,9 @@ Observations = Mapping[str, Mapping[str, MetricValue]]
 """Version name to metric name to value."""
 
 PROMOTED, ROLLED_BACK = "promoted", "rolled-back"
+HOLD_AFTER = 3
+"""Corrections in a row (no iteration judged in between) after which an experiment is held:
+something keeps putting other weights back, and fighting it silently helps nobody."""
 _WORDS = {PASS: "objectives met", FAIL: "objectives failed", NO_DATA: "not enough data"}
 
 
@@ -104,6 +109,7 @@ def start(
         updated_at=now,
         last_iteration_at=now,
         reason="experiment found on main",
+        applied=not initial,
     )
     actions: tuple[Action, ...] = (SetWeights(initial),) if initial else ()
     split = f", {_describe(spec, initial)}" if initial else ""
@@ -117,11 +123,20 @@ def start(
 def is_due(state: ExperimentState, now: float) -> bool:
     """Whether the next iteration's interval has passed."""
     interval = state.spec.duration.interval_seconds
-    return state.phase is Phase.PROGRESSING and now >= state.last_iteration_at + interval
+    return (
+        state.phase is Phase.PROGRESSING
+        and state.held is None
+        and now >= state.last_iteration_at + interval
+    )
 
 
 def step(state: ExperimentState, observations: Observations, now: float) -> Transition | None:
-    """Run one iteration if it is due; None when there is nothing to do yet."""
+    """Run one iteration if it is due; None when there is nothing to do yet.
+
+    Called only when the cluster was just seen carrying ``state.weights`` (invariant 8:
+    no iteration is judged on a split the cluster did not carry), so weights that stay as
+    they are count as confirmed at ``now``.
+    """
     if not is_due(state, now):
         return None
     spec = state.spec
@@ -153,6 +168,9 @@ def step(state: ExperimentState, observations: Observations, now: float) -> Tran
         history=(*state.history, record)[-HISTORY_LIMIT:],
         updated_at=now,
         last_iteration_at=now,
+        corrections=0,
+        applied=True,
+        applied_at=now,
     )
     of_total = f"iteration {iteration}/{spec.duration.iterations}"
     if failures >= spec.criteria.failure_limit:
@@ -166,7 +184,9 @@ def step(state: ExperimentState, observations: Observations, now: float) -> Tran
         return _decide(base, winner, reason, f"{_short(spec)}: {of_total}, {_WORDS[overall]}")
     leader = _leader(spec, judged, chances)
     new_weights = _next_weights(spec, state.weights, leader)
-    new_state = replace(base, weights=new_weights, reason=_reason(judged))
+    new_state = _confirm(
+        replace(base, weights=new_weights, reason=_reason(judged)), base, now, confirmed=True
+    )
     actions: tuple[Action, ...] = (SetWeights(new_weights),) if new_weights != state.weights else ()
     traffic = f", {_describe(spec, new_weights)}" if new_weights else ""
     return Transition(new_state, actions, f"{_short(spec)}: {of_total}{traffic}, {_WORDS[overall]}")
@@ -223,46 +243,61 @@ def outcome_of(state: ExperimentState) -> str:
 
 
 def outcome_landed(
-    state: ExperimentState, commit: str, now: float, *, await_sync: bool = False
+    state: ExperimentState,
+    commit: str,
+    now: float,
+    *,
+    await_sync: bool = False,
+    confirmed: bool = False,
 ) -> Transition:
     """Record that the outcome commit is on main: the experiment is over.
 
     With ``await_sync`` (a GitOps operator is configured) the traffic stays as it is until
     the operator has applied the commit (``sync_settled``); otherwise it returns to the
     baseline now. Either way the baseline is, by then or soon, what the outcome made it.
+    ``confirmed``: the cluster was seen carrying ``state.weights`` (or they were set
+    without error) in this tick; a document is archived only once its final weights are.
     """
     phase = Phase.PROMOTED if state.phase is Phase.PROMOTING else Phase.ROLLED_BACK
     word = f"{state.winner} promoted" if phase is Phase.PROMOTED else "rolled back"
     summary = f"{_short(state.spec)}: {word} in {commit[:12]}"
     if await_sync:
-        waiting = replace(state, phase=phase, outcome_commit=commit, updated_at=now, sync="waiting")
+        waiting = _confirm(
+            replace(state, phase=phase, outcome_commit=commit, updated_at=now, sync="waiting"),
+            state,
+            now,
+            confirmed=confirmed,
+        )
         return Transition(waiting, (), f"{summary}, waiting for the GitOps operator")
     final = weights.baseline_only(state.spec) if shifts_traffic(state.spec) else ()
     actions: tuple[Action, ...] = (SetWeights(final),) if final != state.weights else ()
-    new_state = replace(
+    new_state = _confirm_final(
+        replace(state, phase=phase, outcome_commit=commit, updated_at=now, weights=final),
         state,
-        phase=phase,
-        outcome_commit=commit,
-        updated_at=now,
-        weights=final,
-        applied=not actions,
+        now,
+        confirmed=confirmed,
     )
     return Transition(new_state, actions, summary)
 
 
-def sync_settled(state: ExperimentState, now: float, *, revision: str | None) -> Transition:
+def sync_settled(
+    state: ExperimentState, now: float, *, revision: str | None, confirmed: bool = False
+) -> Transition:
     """The operator applied the outcome (``revision``), or did not in time (None).
 
     The traffic returns to the baseline either way: after a promotion the baseline runs the
     winner's version once synced; on timeout the outcome is on main regardless, and the
-    operator will apply it.
+    operator will apply it. ``confirmed`` as for ``outcome_landed``.
     """
     final = weights.baseline_only(state.spec) if shifts_traffic(state.spec) else ()
     sync = "synced" if revision else "timeout"
     reason = f"synced at {revision}" if revision else "not synced in time by the GitOps operator"
     actions: tuple[Action, ...] = (SetWeights(final),) if final != state.weights else ()
-    new_state = replace(
-        state, sync=sync, weights=final, updated_at=now, reason=reason, applied=not actions
+    new_state = _confirm_final(
+        replace(state, sync=sync, weights=final, updated_at=now, reason=reason),
+        state,
+        now,
+        confirmed=confirmed,
     )
     return Transition(new_state, actions, f"{_short(state.spec)}: {reason}")
 
@@ -275,15 +310,19 @@ def traffic_settled(state: ExperimentState, now: float, *, why: str) -> Transiti
     document is archived. ``why`` ends the summary.
     """
     return Transition(
-        replace(state, applied=True, updated_at=now), (), f"{_short(state.spec)}: {why}"
+        replace(state, applied=True, applied_at=now, updated_at=now),
+        (),
+        f"{_short(state.spec)}: {why}",
     )
 
 
-def not_ready(state: ExperimentState, now: float, why: str) -> Transition:
+def not_ready(
+    state: ExperimentState, now: float, why: str, *, confirmed: bool = False
+) -> Transition:
     """The versions were not ready by the readiness deadline: no winner, fail safe."""
     base = replace(state, updated_at=now)
     summary = f"{_short(state.spec)}: not ready after {state.spec.readiness.timeout_seconds} s"
-    return _decide(base, None, f"not ready: {why}", summary)
+    return _decide(base, None, f"not ready: {why}", summary, confirmed=confirmed)
 
 
 def preempt(state: ExperimentState, by: str, now: float) -> Transition:
@@ -291,30 +330,166 @@ def preempt(state: ExperimentState, by: str, now: float) -> Transition:
     return _stop(state, Phase.PREEMPTED, f"preempted by {by}", now, preempted_by=by)
 
 
-def withdraw(state: ExperimentState, now: float) -> Transition:
+def withdraw(state: ExperimentState, now: float, *, confirmed: bool = False) -> Transition:
     """The experiment file left main: stop, traffic back to the baseline, never promote."""
-    return _stop(state, Phase.WITHDRAWN, "experiment file removed from main", now)
+    reason = "experiment file removed from main"
+    return _stop(state, Phase.WITHDRAWN, reason, now, confirmed=confirmed)
 
 
 def _stop(
-    state: ExperimentState, phase: Phase, reason: str, now: float, preempted_by: str | None = None
+    state: ExperimentState,
+    phase: Phase,
+    reason: str,
+    now: float,
+    preempted_by: str | None = None,
+    *,
+    confirmed: bool = False,
 ) -> Transition:
     final = weights.baseline_only(state.spec) if shifts_traffic(state.spec) else ()
     actions: tuple[Action, ...] = (SetWeights(final),) if final else ()
-    new_state = replace(
+    new_state = _confirm_final(
+        replace(
+            state,
+            phase=phase,
+            weights=final,
+            updated_at=now,
+            reason=reason,
+            preempted_by=preempted_by,
+            held=None,
+        ),
         state,
-        phase=phase,
-        weights=final,
-        updated_at=now,
-        reason=reason,
-        preempted_by=preempted_by,
-        # A preempting run sets the target's weights itself, right after this one.
-        applied=preempted_by is not None or not actions,
+        now,
+        confirmed=confirmed,
     )
+    if preempted_by is not None:
+        # A preempting run sets the target's weights itself, right after this one.
+        new_state = replace(new_state, applied=True, applied_at=None)
     return Transition(new_state, actions, f"{_short(state.spec)}: {reason}")
 
 
-def _decide(state: ExperimentState, winner: str | None, reason: str, summary: str) -> Transition:
+def would_hold(state: ExperimentState, *, counts: bool) -> bool:
+    """Whether one more correction of someone else's weights holds the experiment."""
+    return counts and state.corrections + 1 >= HOLD_AFTER
+
+
+def drifted(
+    state: ExperimentState, found: traffic.Assessment, now: float, *, counts: bool
+) -> Transition:
+    """The cluster did not carry the recorded weights (``found``); they are back now, or held.
+
+    Recorded once the loop has set the recorded weights again: the iteration that was due
+    is not judged (its traffic was not the recorded split), it waits a full interval from
+    ``now``, and the document says which one and why. ``counts`` is False when it was not
+    someone else's doing (our own write still due, an object that was only missing): it
+    then does not count towards a hold. When it counts and ``would_hold``, the experiment
+    is held instead (the loop did not set the weights): it neither iterates nor fights, and
+    ``held`` says which field, who keeps writing it, and the fix.
+    """
+    spec = state.spec
+    corrections = state.corrections + 1 if counts else state.corrections
+    if would_hold(state, counts=counts):
+        why = traffic.hold_reason(found, corrections)
+        who = ", ".join(traffic.culprits(found)) or "an unknown writer"
+        held = replace(
+            state,
+            corrections=corrections,
+            held=why,
+            reason=why,
+            updated_at=now,
+            applied=False,
+            applied_at=None,
+        )
+        summary = f"{_short(spec)}: held: {who} keeps setting other weights"
+        return Transition(held, (), summary)
+    waits = state.iteration + 1
+    if found.status == traffic.MISSING:
+        why = "the object that carries the weights did not exist (a rebuilt cluster?)"
+        summary = (
+            f"{_short(spec)}: weights set on a re-created object, iteration {waits} waits a "
+            "full interval"
+        )
+    elif counts:
+        why = f"the cluster carried other weights: {traffic.describe(found)}"
+        summary = (
+            f"{_short(spec)}: weights set again (the cluster carried "
+            f"{_describe(spec, found.seen)}), iteration {waits} waits a full interval"
+        )
+    else:
+        why = f"the recorded weights were not confirmed on the cluster: {traffic.describe(found)}"
+        summary = (
+            f"{_short(spec)}: {_describe(spec, state.weights)} set late, iteration {waits} "
+            "waits a full interval"
+        )
+    skip = SkipRecord(iteration=waits, time=now, seen=found.seen, reason=why)
+    new_state = replace(
+        state,
+        corrections=corrections,
+        last_iteration_at=now,
+        updated_at=now,
+        skipped=(*state.skipped, skip)[-SKIPPED_LIMIT:],
+        reason=why,
+        applied=True,
+        applied_at=now,
+    )
+    return Transition(new_state, (), summary)
+
+
+def resume(state: ExperimentState, now: float) -> Transition:
+    """A held experiment's weights have stayed as recorded for a full interval: iterate again.
+
+    The next iteration is judged a full interval from ``now``.
+    """
+    new_state = replace(
+        state,
+        held=None,
+        corrections=0,
+        last_iteration_at=now,
+        updated_at=now,
+        applied=True,
+        applied_at=now,
+        reason="the cluster has carried the recorded weights for a full interval",
+    )
+    return Transition(
+        new_state, (), f"{_short(state.spec)}: resumed, the cluster carries the recorded weights"
+    )
+
+
+def _confirm(
+    new: ExperimentState, old: ExperimentState, now: float, *, confirmed: bool
+) -> ExperimentState:
+    """``new`` (a document that goes on) with what is confirmed of its weights.
+
+    Changed weights are not confirmed until they are set; unchanged ones are confirmed at
+    ``now`` when the cluster was just seen carrying them, else keep what ``old`` had.
+    """
+    if new.weights != old.weights:
+        return replace(new, applied=False, applied_at=None)
+    if confirmed:
+        return replace(new, applied=True, applied_at=now)
+    return replace(new, applied=old.applied, applied_at=old.applied_at)
+
+
+def _confirm_final(
+    new: ExperimentState, old: ExperimentState, now: float, *, confirmed: bool
+) -> ExperimentState:
+    """``new`` (a finished document) applied only if its weights were confirmed this tick.
+
+    A finished document is archived once applied, and nothing converges an archived one,
+    so an older confirmation does not do.
+    """
+    if new.weights == old.weights and (confirmed or not new.weights):
+        return replace(new, applied=True, applied_at=now if new.weights else None)
+    return replace(new, applied=False, applied_at=None)
+
+
+def _decide(
+    state: ExperimentState,
+    winner: str | None,
+    reason: str,
+    summary: str,
+    *,
+    confirmed: bool = True,
+) -> Transition:
     spec = state.spec
     provisional = replace(state, winner=winner)
     outcome = outcome_of(provisional)
@@ -329,7 +504,12 @@ def _decide(state: ExperimentState, winner: str | None, reason: str, summary: st
         final = weights.all_on(spec, winner)
     else:
         final = weights.baseline_only(spec)
-    new_state = replace(provisional, phase=phase, weights=final, reason=reason)
+    new_state = _confirm(
+        replace(provisional, phase=phase, weights=final, reason=reason),
+        state,
+        state.updated_at,
+        confirmed=confirmed,
+    )
     verb = f"promoting {winner}" if outcome == PROMOTED else "rolling back"
     if outcome == ROLLED_BACK and winner == spec.baseline.name:
         verb = f"keeping {winner}"

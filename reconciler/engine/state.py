@@ -73,6 +73,22 @@ class IterationRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SkipRecord:
+    """An iteration that was not judged when it was due, and why."""
+
+    iteration: int
+    """The iteration that waits (a full interval, from ``time``)."""
+    time: float
+    seen: Pairs
+    """The weights the cluster carried instead of the recorded ones."""
+    reason: str
+
+
+SKIPPED_LIMIT = 20
+"""Skipped iterations kept in the live document; every one is also a commit of its own."""
+
+
+@dataclass(frozen=True, slots=True)
 class ExperimentState:
     """The whole recorded state of one experiment."""
 
@@ -103,9 +119,21 @@ class ExperimentState:
     """After an outcome: ``waiting`` for the GitOps operator to apply it, then ``synced`` or
     ``timeout``; None when no operator is configured."""
     applied: bool = True
-    """False while the final weights this (finished) document records may not be on the
-    cluster yet: the document stays live, so that a process restarted before they were set
-    sets them (recovery re-applies the live documents' weights), until they are."""
+    """Whether the cluster was seen carrying ``weights`` (read back, or set without error)
+    when this document was written; False while they are recorded but not yet confirmed
+    (write-ahead: a document that changes the weights is pushed before they are set). A
+    finished document stays live until its final weights are confirmed."""
+    applied_at: float | None = None
+    """When ``weights`` were confirmed on the cluster (None: not yet, or no weights)."""
+    corrections: int = 0
+    """Times in a row the cluster was found carrying other weights since the last judged
+    iteration (someone else writes them: a sync, a person, a second controller)."""
+    held: str | None = None
+    """Why the experiment is held (another writer keeps setting its weights: which object,
+    which field, who, and the fix); None when it is not."""
+    skipped: tuple[SkipRecord, ...] = ()
+    """Iterations that were not judged because the cluster did not carry the recorded
+    weights (the last ``SKIPPED_LIMIT``)."""
 
     @property
     def archived(self) -> bool:
@@ -178,6 +206,10 @@ def _document(state: ExperimentState, history: list[Any], spec: Any) -> dict[str
         "preemptedBy": state.preempted_by,
         "sync": state.sync,
         "applied": state.applied,
+        "appliedAt": None if state.applied_at is None else _iso(state.applied_at),
+        "corrections": state.corrections,
+        "held": state.held,
+        "skipped": [_skip_data(r) for r in state.skipped],
         "startedAt": _iso(state.started_at),
         "updatedAt": _iso(state.updated_at),
         "lastIterationAt": _iso(state.last_iteration_at),
@@ -194,6 +226,15 @@ def _record_data(r: IterationRecord) -> dict[str, Any]:
         "verdicts": dict(r.verdicts),
         "metrics": _nest(r.metrics),
         "chances": dict(r.chances),
+    }
+
+
+def _skip_data(r: SkipRecord) -> dict[str, Any]:
+    return {
+        "iteration": r.iteration,
+        "time": _iso(r.time),
+        "seen": dict(r.seen),
+        "reason": r.reason,
     }
 
 
@@ -258,6 +299,8 @@ def as_recorded(state: ExperimentState) -> ExperimentState:
         updated_at=time(state.updated_at),
         last_iteration_at=time(state.last_iteration_at),
         history=history,
+        applied_at=None if state.applied_at is None else time(state.applied_at),
+        skipped=tuple(replace(r, time=time(r.time)) for r in state.skipped),
     )
 
 
@@ -292,6 +335,20 @@ def from_json(raw: bytes) -> ExperimentState:
         preempted_by=data["preemptedBy"],
         sync=data["sync"],
         applied=data.get("applied", True),
+        applied_at=_epoch(data["appliedAt"]) if data.get("appliedAt") else None,
+        corrections=data.get("corrections", 0),
+        held=data.get("held"),
+        skipped=tuple(
+            [
+                SkipRecord(
+                    iteration=r["iteration"],
+                    time=_epoch(r["time"]),
+                    seen=tuple((sys.intern(n), int(w)) for n, w in r["seen"].items()),
+                    reason=r["reason"],
+                )
+                for r in data.get("skipped", ())
+            ]
+        ),
     )
 
 
