@@ -261,6 +261,9 @@ class Runner:
             self.telemetry.pushes.labels(self.repo, branch, "accepted").inc()
             if attempts > 1:
                 self.telemetry.pushes.labels(self.repo, branch, "conflict").inc(attempts - 1)
+        for experiment, _what in report.corrections:
+            self.telemetry.weight_corrections.labels(self.repo, experiment).inc()
+        self.telemetry.held.labels(self.repo).set(report.held)
         for transition, _commit in report.recorded:
             if transition.state.phase.final and transition.state.outcome_commit:
                 outcome = (

@@ -5,7 +5,9 @@ in-memory cluster and profile-driven metrics, so no Prometheus or API server rou
 in the figure: it is the loop's own cost. The first tick is a fresh process's (full fetch,
 every experiment file discovered, every weight re-applied); the next ones are a running
 process's, each one interval later. Each tick must record one transition per experiment,
-as one commit each (invariant 3), in one push.
+as one commit each (invariant 3), in one push. Every tick also reads every experiment's
+weights (invariant 8): the cluster counts its requests, as a LIST per kind and namespace
+would be one, and the table shows them.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from reconciler.metrics.profile import ProfileMetrics
 from reconciler.testing import DrivenClock
 
 PHASES = (
-    "fetch", "discover", "load", "observe", "plan", "state docs", "commits", "pack", "push",
-    "weights", "other",
+    "fetch", "discover", "load", "traffic", "observe", "plan", "state docs", "commits", "pack",
+    "push", "weights", "other",
 )  # fmt: skip
 REQUESTS_PER_SECOND = 2000.0
 
@@ -35,18 +37,20 @@ REQUESTS_PER_SECOND = 2000.0
 def _targets(reconciler: Reconciler, store: GitEnvStore) -> list[tuple[object, str, str]]:
     # Instrumentation reaches into the loop's parts on purpose; it changes no behaviour.
     discovery = vars(reconciler)["_discovery"]
+    traffic = vars(reconciler)["_traffic"]
     remote = vars(store)["_remote"]
     staging = vars(store).get("_staging")  # absent before the staging area existed
     targets: list[tuple[object, str, str]] = [
         (store, "fetch", "fetch"),
         (discovery, "scan", "discover"),
         (reconciler, "_load", "load"),
+        (traffic, "observe", "traffic"),
         (reconciler, "_observe", "observe"),
         (reconciler, "_plan", "plan"),
         (records, "to_json", "state docs"),
         (store, "update_branch", "commits"),
         (remote, "push", "push"),
-        (reconciler, "_apply_weights", "weights"),
+        (traffic, "set", "weights"),
     ]
     if staging is not None:
         targets.append((staging, "pack", "pack"))
@@ -70,6 +74,7 @@ def measure(
         clock.advance(world.INTERVAL)
         before = git(env, "--git-dir", repo, "rev-parse", world.STATE_BRANCH)
         phases = Phases()
+        reads, writes = cluster.reads, cluster.requests
         with phases.timing(_targets(reconciler, store)):
             started = time.perf_counter()
             report = reconciler.tick()
@@ -93,6 +98,8 @@ def measure(
                 "pushes": len(report.pushes),
                 "push_attempts": [attempts for _branch, attempts in report.pushes],
                 "commits": commits,
+                "cluster_reads": cluster.reads - reads,
+                "cluster_writes": cluster.requests - writes,
             }
         )
     store.close()
@@ -118,13 +125,15 @@ def run(args: argparse.Namespace) -> None:
         f"tick: {count} running experiments ({per_namespace} per namespace), all due; "
         f"Env repo built in {env_repo.built:.1f} s; ms"
     )
-    columns = ("tick", "total", *PHASES, "pushes")
+    columns = ("tick", "total", *PHASES, "pushes", "cluster reads", "writes")
     rows: list[list[object]] = [
         [
             "first",
             first["seconds"] * 1000,
             *(first["phases"].get(p, 0.0) * 1000 for p in PHASES),
             first["pushes"],
+            first["cluster_reads"],
+            first["cluster_writes"],
         ]
     ]
     medians = {
@@ -137,13 +146,17 @@ def run(args: argparse.Namespace) -> None:
             total["median"] * 1000,
             *medians.values(),
             max(t["pushes"] for t in running),
+            max(t["cluster_reads"] for t in running),
+            max(t["cluster_writes"] for t in running),
         ]
     )
     print(table(columns, rows))
     print(
         f"running tick: median {total['median']:.2f} s, min {total['min']:.2f} s, max "
         f"{total['max']:.2f} s (goal < 2 s at 1,000), pushes per tick "
-        f"{sorted({t['pushes'] for t in ticks})}, commits per tick = transitions = {count}"
+        f"{sorted({t['pushes'] for t in ticks})}, commits per tick = transitions = {count}, "
+        f"cluster reads per tick {sorted({t['cluster_reads'] for t in ticks})} "
+        f"(one per kind and namespace: {-(-count // per_namespace)} namespaces)"
     )
     emit(
         {
@@ -156,6 +169,8 @@ def run(args: argparse.Namespace) -> None:
             "first_tick_seconds": first["seconds"],
             "pushes_per_tick": max(t["pushes"] for t in ticks),
             "commits_per_tick": count,
+            "cluster_reads_per_tick": max(t["cluster_reads"] for t in ticks),
+            "cluster_writes_per_tick": max(t["cluster_writes"] for t in running),
             "phases_ms": medians,
             "first_tick_phases_ms": {p: first["phases"].get(p, 0.0) * 1000 for p in PHASES},
             "machine": machine(),

@@ -149,16 +149,19 @@ def build(env: Mapping[str, str], repo: Path, count: int, per_namespace: int) ->
     fast_import(env, repo, STATE_BRANCH, [(f"{count} experiments running", documents)])
 
 
+_OBSERVED = {
+    version: {
+        "istio/request-count": MetricValue(5000.0, 5000),
+        "istio/error-rate": MetricValue(profile.error_rate, 5000),
+        "istio/mean-latency": MetricValue(profile.mean_latency_ms, 5000),
+    }
+    for version, profile in PROFILES.items()
+}
+
+
 def _aged(spec: Experiment, blob: str, main: str) -> list[bytes]:
     """The state documents of ``spec`` at iterations 0 to AGES - 1, the last at STARTED."""
-    observed = {
-        version: {
-            "istio/request-count": MetricValue(5000.0, 5000),
-            "istio/error-rate": MetricValue(profile.error_rate, 5000),
-            "istio/mean-latency": MetricValue(profile.mean_latency_ms, 5000),
-        }
-        for version, profile in PROFILES.items()
-    }
+    observed = _OBSERVED
     documents = []
     for age in range(AGES):
         began = STARTED - age * INTERVAL
@@ -204,10 +207,33 @@ def served(bench: str, count: int, per_namespace: int) -> Iterator[Served]:
             yield Served(server, root / "env.git", work, built)
 
 
+def splits() -> list[tuple[int, int]]:
+    """The (stable, canary) weights the state documents record at each age."""
+    first = next(members(1, 1))
+    spec = load_experiments(first.path, _file(first)).experiments[0]
+    found = []
+    for age in range(AGES):
+        began = STARTED - age * INTERVAL
+        state = experiment.start(spec, spec_blob="0" * 40, source_commit="0" * 40, now=began).state
+        for step in range(1, age + 1):
+            stepped = experiment.step(state, _OBSERVED, began + step * INTERVAL)
+            if stepped is None:
+                raise SystemExit("bench: the world's experiment stopped progressing")
+            state = stepped.state
+        found.append((state.weight_of("stable"), state.weight_of("canary")))
+    return found
+
+
 def cluster(count: int, per_namespace: int) -> MemoryCluster:
-    """The cluster the world runs on: one VirtualService per experiment, at 100/0."""
+    """The cluster the world runs on: one VirtualService per experiment, at its recorded split.
+
+    A running fleet's cluster carries what the state branch records (the loop reads it
+    every tick and would correct it otherwise).
+    """
     memory = MemoryCluster()
-    for member in members(count, per_namespace):
+    by_age = splits()
+    for i, member in enumerate(members(count, per_namespace)):
+        stable, canary = by_age[i % AGES]
         memory.apply(
             {
                 "apiVersion": "networking.istio.io/v1beta1",
@@ -220,11 +246,11 @@ def cluster(count: int, per_namespace: int) -> MemoryCluster:
                             "route": [
                                 {
                                     "destination": {"host": member.name, "subset": "stable"},
-                                    "weight": 100,
+                                    "weight": stable,
                                 },
                                 {
                                     "destination": {"host": member.name, "subset": "canary"},
-                                    "weight": 0,
+                                    "weight": canary,
                                 },
                             ]
                         }

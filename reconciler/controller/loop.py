@@ -4,9 +4,11 @@ The only module that sequences I/O. Write-ahead everywhere: every transition is 
 and pushed to the state branch before its weights are set or its outcome is pushed to
 main, and a rejected state push acts on nothing. Outcomes are exactly-once: before an
 outcome commit is built, main is searched (back to the commit the decision was taken on)
-for one carrying the experiment's ``Rollout-Id``. A fresh process is recovery: it re-applies
-every recorded weight on its first tick and finishes every recorded decision. The clock is
-passed in; nothing here sleeps.
+for one carrying the experiment's ``Rollout-Id``. Level-triggered (invariant 8): every tick
+reads every live experiment's weights and sets the recorded ones where the cluster carries
+others (``controller.traffic``), so a fresh process, a rebuilt cluster under a running one
+and a person with kubectl all meet the same code; no iteration is judged on weights the
+cluster was not seen carrying. The clock is passed in; nothing here sleeps.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import structlog
 
 from reconciler.controller import records
 from reconciler.controller.discovery import Discovery, Found, Scan
-from reconciler.engine import experiment
+from reconciler.controller.traffic import Traffic
+from reconciler.engine import experiment, traffic
 from reconciler.engine.experiment import Observations, PushOutcome, SetWeights, Transition
 from reconciler.engine.state import ExperimentState, as_recorded, experiment_id, from_json
+from reconciler.engine.traffic import DRIFTED
 from reconciler.errors import ReconcilerError, TemporaryError
 from reconciler.gitstore.state_branch import archive_path, with_readme
 from reconciler.ports import (
@@ -37,7 +41,7 @@ from reconciler.ports import (
 from reconciler.promote import edits
 from reconciler.spec.loader import Problem
 from reconciler.spec.metric import MetricDefinition
-from reconciler.spec.model import DeploymentPattern, Experiment, ObjectRef, WeightObjRef
+from reconciler.spec.model import DeploymentPattern, Experiment, ObjectRef
 
 log = structlog.get_logger("reconciler.controller")
 
@@ -64,6 +68,10 @@ class TickReport:
     """(branch, attempts) of every accepted push; attempts above 1 were conflicts."""
     live: dict[str, int] = field(default_factory=dict)
     """Live experiments by phase at the start of the tick."""
+    corrections: list[tuple[str, str]] = field(default_factory=list)
+    """(experiment key, what the cluster carried) each time recorded weights were set again."""
+    held: int = 0
+    """Live experiments held because something keeps putting other weights back."""
 
 
 class Reconciler:
@@ -112,23 +120,21 @@ class Reconciler:
         self._clock = clock
         self._discovery = Discovery(store, paths)
         self._reported: set[tuple[str, str]] = set()
-        self._recovered = False
         self._documents: dict[str, ExperimentState | None] = {}
-        self._weights_set: dict[str, ExperimentState] = {}
-        """Finished experiments whose final weights this tick set: archived at its end."""
         """State documents of the last state tip read, parsed, by blob id (None: invalid)."""
+        self._traffic = Traffic(cluster, guard=self._guard)
 
     def tick(self) -> TickReport:
         """One pass of the loop; raises only for faults of the Env repo as a whole.
 
-        After a tick that raised (a push that may or may not have landed, say), the next
-        one re-applies every recorded weight, as a fresh process would.
+        A tick that raised (a push that may or may not have landed, say) leaves nothing to
+        remember: the next one reads the cluster and the state branch afresh.
         """
-        try:
-            return self._tick()
-        except BaseException:
-            self._recovered = False
-            raise
+        report = self._tick()
+        report.corrections = self._traffic.report.corrections
+        report.errors.extend(self._traffic.report.errors)
+        report.held = self._traffic.report.held
+        return report
 
     def _tick(self) -> TickReport:
         heads = self._store.fetch()
@@ -150,7 +156,10 @@ class Reconciler:
             self._metrics_seen = scan.metrics
         for state in states.values():
             report.live[state.phase.value] = report.live.get(state.phase.value, 0) + 1
-        self._reapply(states, report)
+        self._traffic.observe(states, self._clock())
+        if states:
+            self._guard("converge the cluster's weights")
+        self._traffic.converge(states, self._clock())
         recorded = self._record(scan, states, heads.state, report)
         for transition, commit in recorded:
             self._act(transition, commit, report)
@@ -159,36 +168,23 @@ class Reconciler:
             if state.phase.deciding and state.key not in acted:
                 decision = find_decision(self._store, heads.state, state) if heads.state else None
                 self._finish(state, decision, report)
-        self._archive_settled(report)
+        self._archive_settled(states, report)
         return report
 
-    def _reapply(self, states: dict[str, ExperimentState], report: TickReport) -> None:
-        """Set every recorded weight after a restart; else the final ones still to be set."""
-        self._weights_set = {}
-        if not self._recovered:
-            # Finished experiments first: a live run on the same target then sets its own.
-            for state in sorted(states.values(), key=lambda s: not s.phase.final):
-                self._apply_weights(state, report)
-            self._recovered = True
-            return
-        for state in states.values():
-            if state.settling:  # setting them failed last time
-                self._apply_weights(state, report)
+    def _archive_settled(self, states: dict[str, ExperimentState], report: TickReport) -> None:
+        """Archive the finished documents whose final weights the cluster now carries.
 
-    def _archive_settled(self, report: TickReport) -> None:
-        """Archive the finished experiments whose final weights this tick set.
-
-        Their documents stayed live until now, so that a process stopped in between sets
-        the weights on restart (recovery re-applies every live document's weights).
+        They stayed live until then, so that a process stopped in between (or an API server
+        that refused) sets the weights at a later tick.
         """
-        latest = {t.state.key: t.state for t, _ in report.recorded}
+        latest = dict(states)
+        latest.update((t.state.key, t.state) for t, _ in report.recorded)
         now = self._clock()
         settled = [
             experiment.traffic_settled(state, now, why="traffic on the baseline")
-            for key, state in sorted(self._weights_set.items())
-            if latest.get(key, state).settling
+            for key, state in sorted(latest.items())
+            if state.settling and self._traffic.converged(key)
         ]
-        self._weights_set = {}
         if not settled:
             return
         self._guard("archive finished experiments")
@@ -278,12 +274,18 @@ class Reconciler:
             emit("experiment_file_problem", problem=str(problem))
 
     def _observe(self, states: dict[str, ExperimentState], now: float) -> dict[str, Observations]:
-        """Metrics of due experiments; readiness before the first iteration; operator syncs."""
+        """Metrics of due experiments; readiness before the first iteration; operator syncs.
+
+        Only experiments whose weights the cluster was just seen carrying are measured:
+        the others are not judged this tick (invariant 8).
+        """
         out: dict[str, Observations] = {}
         self._waiting, self._synced = {}, {}
         for key, state in states.items():
             if state.phase.final and state.sync == "waiting":
                 self._synced[key] = self._poll_sync(state)
+                continue
+            if not self._traffic.converged(key) or self._traffic.episode(state) is not None:
                 continue
             if experiment.is_due(state, now) and state.iteration == 0:
                 pending = self._not_ready(state)
@@ -411,22 +413,49 @@ class Reconciler:
         )
         if newer is not None:
             return experiment.preempt(state, experiment_id(newer.spec, newer.blob), now)
+        confirmed = self._traffic.converged(key)
         if key not in on_main or on_main[key].blob != state.spec_blob:
-            return experiment.withdraw(state, now)
+            return experiment.withdraw(state, now, confirmed=confirmed)
+        if state.held is not None or not confirmed or self._traffic.episode(state) is not None:
+            return self._plan_off_record(state, now, confirmed=confirmed)
         stepped = None
         if key in self._waiting:
             if now - state.started_at >= state.spec.readiness.timeout_seconds:
-                stepped = experiment.not_ready(state, now, self._waiting[key])
+                stepped = experiment.not_ready(state, now, self._waiting[key], confirmed=True)
         elif key in observations:
             stepped = experiment.step(state, observations[key], now)
         if stepped is not None and stepped.state.phase.deciding:
             stepped = replace(stepped, state=replace(stepped.state, decided_on=main))
         return stepped
 
+    def _plan_off_record(
+        self, state: ExperimentState, now: float, *, confirmed: bool
+    ) -> Transition | None:
+        """A running experiment whose cluster is (or was, since its last iteration) off the record.
+
+        Held: it resumes once the weights stayed for a full interval. Someone else's
+        weights that would be the ``HOLD_AFTER``-th correction in a row: it is held now.
+        Otherwise, once the recorded weights are back on the cluster, what happened is
+        recorded (the iteration due waits a full interval); until then, and while the
+        weights cannot be read, nothing is recorded and nothing judged.
+        """
+        if state.held is not None:
+            return experiment.resume(state, now) if self._traffic.resumable(state, now) else None
+        episode = self._traffic.episode(state)
+        if episode is None:
+            return None  # unreadable: nothing is judged on weights nobody saw
+        found = self._traffic.assess(state)
+        if found.status == DRIFTED and experiment.would_hold(state, counts=episode.counts):
+            return experiment.drifted(state, found, now, counts=True)
+        if not confirmed:
+            return None
+        return experiment.drifted(state, episode.found, now, counts=episode.counts)
+
     def _plan_settling(self, state: ExperimentState, now: float) -> Transition | None:
         revision = self._synced.get(state.key)
         if revision is not None or now - state.updated_at >= self._sync_timeout:
-            return experiment.sync_settled(state, now, revision=revision)
+            confirmed = self._traffic.converged(state.key)
+            return experiment.sync_settled(state, now, revision=revision, confirmed=confirmed)
         return None
 
     def _new_runs(
@@ -458,7 +487,7 @@ class Reconciler:
             if ref is None:
                 return None
             try:
-                weight = self._cluster.get_weight(_resolve(ref, spec))
+                weight = self._cluster.get_weight(traffic.resolve(ref, spec))
             except ReconcilerError as exc:
                 log.warning("weights_unreadable", experiment=spec.key, error=str(exc))
                 return None
@@ -478,27 +507,10 @@ class Reconciler:
     def _act(self, transition: Transition, commit: str, report: TickReport) -> None:
         for action in transition.actions:
             if isinstance(action, SetWeights):
-                self._apply_weights(transition.state, report)
+                self._traffic.set(transition.state)
                 self._failpoint("after-weights")
             elif isinstance(action, PushOutcome):
                 self._finish(transition.state, commit, report)
-
-    def _apply_weights(self, state: ExperimentState, report: TickReport) -> None:
-        pairs = _weight_pairs(state)
-        if not pairs:
-            if state.settling:
-                self._weights_set[state.key] = state
-            return
-        self._guard("set weights")
-        try:
-            self._cluster.set_weights(pairs)
-        except ReconcilerError as exc:
-            report.errors.append(f"{state.id}: setting weights failed: {exc}")
-            log.error("weights_failed", experiment=state.id, error=str(exc))
-            return
-        log.info("weights_set", experiment=state.id, weights=dict(state.weights))
-        if state.settling:
-            self._weights_set[state.key] = state
 
     def _finish(self, state: ExperimentState, decision: str | None, report: TickReport) -> None:
         """Push the recorded outcome to main (once), then record that it landed."""
@@ -534,7 +546,11 @@ class Reconciler:
             except ReconcilerError as exc:
                 log.warning("gitops_refresh_failed", experiment=state.id, error=str(exc))
         landed = experiment.outcome_landed(
-            state, commit, self._clock(), await_sync=self._operator is not None
+            state,
+            commit,
+            self._clock(),
+            await_sync=self._operator is not None,
+            confirmed=self._traffic.converged(state.key),
         )
         result = self._store.update_branch(
             self._store.state_branch, lambda _tip: [records.state_commit(landed)]
@@ -545,7 +561,7 @@ class Reconciler:
         report.outcomes.append((state.id, commit))
         self._log_transition(landed, result.commits[-1])
         if any(isinstance(a, SetWeights) for a in landed.actions):
-            self._apply_weights(landed.state, report)
+            self._traffic.set(landed.state)
 
     def _log_transition(self, transition: Transition, commit: str) -> None:
         state = transition.state
@@ -634,21 +650,6 @@ def _event_object(state: ExperimentState) -> ObjectRef | None:
     for version in state.spec.versions:
         ref = version.weight_obj_ref
         if ref is not None:
-            resolved = _resolve(ref, state.spec)
+            resolved = traffic.resolve(ref, state.spec)
             return ObjectRef(resolved.api_version, resolved.kind, resolved.name, resolved.namespace)
     return None
-
-
-def _resolve(ref: WeightObjRef, spec: Experiment) -> WeightObjRef:
-    """The reference with the experiment's namespace when it names none."""
-    return replace(ref, namespace=ref.namespace or spec.namespace)
-
-
-def _weight_pairs(state: ExperimentState) -> list[tuple[WeightObjRef, int]]:
-    if not state.weights:
-        return []
-    return [
-        (_resolve(version.weight_obj_ref, state.spec), state.weight_of(version.name))
-        for version in state.spec.versions
-        if version.weight_obj_ref is not None
-    ]

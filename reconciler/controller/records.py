@@ -30,6 +30,11 @@ WINNER = "Rollout-Winner"
 OUTCOME = "Rollout-Outcome"
 STATE = "Rollout-State"
 OUTCOME_COMMIT = "Rollout-Outcome-Commit"
+SKIPPED = "Rollout-Skipped"
+"""The iteration a state commit says was not judged (the cluster did not carry the record)."""
+OBSERVED = "Rollout-Observed"
+"""The weights the cluster carried instead, on a commit that records a skip or a hold."""
+HELD = "Rollout-Held"
 
 
 def state_commit(transition: Transition) -> CommitSpec:
@@ -44,12 +49,22 @@ def state_commit(transition: Transition) -> CommitSpec:
     if state.weights:
         trailers.append((WEIGHTS, encode_mapping(dict(state.weights))))
     last = state.history[-1] if state.history else None
-    if last is not None and last.iteration == state.iteration and state.iteration > 0:
+    # The verdict of the iteration this run last judged: not on a commit that restarted the
+    # interval (a skip, a resume) or holds the run, which judged nothing.
+    judged = last is not None and last.time == state.last_iteration_at and state.held is None
+    if last is not None and judged and last.iteration == state.iteration and state.iteration > 0:
         trailers.append((VERDICT, encode_mapping(dict(last.verdicts))))
     if state.winner:
         trailers.append((WINNER, state.winner))
     if state.outcome_commit:
         trailers.append((OUTCOME_COMMIT, state.outcome_commit))
+    skip = state.skipped[-1] if state.skipped else None
+    if skip is not None and skip.time == state.updated_at:
+        trailers.append((SKIPPED, str(skip.iteration)))
+        if skip.seen:
+            trailers.append((OBSERVED, encode_mapping(dict(skip.seen))))
+    if state.held is not None:
+        trailers.append((HELD, "yes"))
     body = state.reason
     return CommitSpec(format_message(transition.summary, trailers, body=body), _Document(state))
 

@@ -32,14 +32,23 @@ def finished(world: World, experiment: ExperimentFile) -> Callable[[], Commit | 
 
 
 def assert_promoted_once(
-    world: World, experiment: ExperimentFile, *, also_on_main: Sequence[str] = ()
+    world: World,
+    experiment: ExperimentFile,
+    *,
+    also_on_main: Sequence[str] = (),
+    skips: int = 0,
 ) -> Commit:
     """The run ended as an uninterrupted canary that passes does; the outcome commit.
 
-    ``also_on_main``: files others wrote to main meanwhile.
+    ``also_on_main``: files others wrote to main meanwhile. ``skips``: commits that say an
+    iteration was not judged because the cluster did not carry the recorded weights.
     """
     key = experiment.key(world.namespace)
     runs = world.repo.state_log(key)
+    skipped = [c for c in runs if c.get("Rollout-Skipped") is not None]
+    assert len(skipped) == skips, world.describe()
+    assert not [c for c in skipped if c.verdicts], "a skip judged nothing"
+    runs = [c for c in runs if c not in skipped]
     expected = [("Progressing", i) for i in range(experiment.iterations)]
     expected += [("Promoting", experiment.iterations), ("Promoted", experiment.iterations)]
     assert [(c.phase, c.iteration) for c in runs] == expected, world.describe()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,18 +98,68 @@ def test_a_rebuilt_cluster_gets_the_recorded_weights_back_and_the_experiment_car
     assert world.weights() is None
     world.sync_cluster()
     assert world.weights() == BASELINE_ONLY
-    # One tick of a new process: the recorded weights are back, and it iterates on.
+    # One tick of a new process: the recorded weights are back, and the iteration that was
+    # due is not judged on the 100/0 the cluster carried: it waits a full interval.
     world.checking = True
     assert world.once() == 0
     after = world.repo.latest(key)
     assert after is not None
     assert world.weights() == before.weights
-    assert (after.phase, after.iteration) == ("Progressing", (before.iteration or 0) + 1), (
-        world.describe()
-    )
+    assert (after.phase, after.iteration) == ("Progressing", before.iteration), world.describe()
+    assert after.get("Rollout-Skipped") == str((before.iteration or 0) + 1)
+    assert after.get("Rollout-Observed") == "productpage-v1=100,productpage-v2=0"
+    assert after.verdicts is None
     world.start()
     world.wait("the experiment to finish", finished(world, experiment))
-    assert_promoted_once(world, experiment)  # one start, every iteration once
+    assert_promoted_once(world, experiment, skips=1)  # one start, every iteration once
+
+
+def test_a_cluster_wiped_under_a_running_process_gets_its_weights_back_in_one_tick(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    experiment = ExperimentFile(iterations=7, max_weight=40, increment=20)
+    world.repo.add_candidate(experiment, world.namespace)
+    key = experiment.key(world.namespace)
+    process = world.start()
+    world.wait(
+        "the candidate at its maximum weight",
+        lambda: (
+            (c := world.repo.latest(key)) is not None
+            and (c.weights or {}).get(CANDIDATE) == experiment.max_weight
+        ),
+    )
+    before_wipe = world.repo.tip(STATE)
+    assert before_wipe is not None
+    world.checking = False
+    world.wipe_cluster()
+    # While nothing is there, nothing is judged: the process says so and records nothing.
+    world.wait(
+        "the process to find the VirtualService gone",
+        lambda: "weights_unknown" in process.log.read_text(errors="replace"),
+    )
+    assert world.repo.tip(STATE) == before_wipe
+    recorded = world.recorded_weights()[0]
+    world.sync_cluster()  # the GitOps operator re-creates the app from main: 100/0
+    synced = time.monotonic()
+    world.wait("the recorded weights on the cluster", lambda: world.weights() == recorded)
+    back = time.monotonic() - synced
+    world.checking = True
+    skip = world.wait(
+        "the skip to be recorded",
+        lambda: next((c for c in world.repo.state_log(key) if c.get("Rollout-Skipped")), None),
+    )
+    since = [c.id for c in world.repo.log(STATE)]
+    new = since[: since.index(before_wipe)]
+    assert new[-1] == skip.id, "the first commit after the wipe is the skip"
+    assert skip.get("Rollout-Observed") == "productpage-v1=100,productpage-v2=0"
+    assert skip.weights == recorded
+    # within one tick of the process (interval 1 s): a bound for the log, not a benchmark
+    print(f"weights back {back:.2f} s after the cluster was re-created")  # noqa: T201
+    assert back < 5, f"{back:.1f} s"
+    assert process.metric("reconciler_weight_corrections_total", experiment=key) == 1
+    world.wait("the experiment to finish", finished(world, experiment))
+    assert_promoted_once(world, experiment, skips=1)
 
 
 def test_a_second_writer_pushing_to_main_throughout_loses_nothing(
