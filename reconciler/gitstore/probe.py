@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 __all__ = ["TIMEOUT", "TlsRefusal", "ssh_host_key_algorithms", "tls_refusal"]
 
-TIMEOUT = 10.0
+TIMEOUT = 5.0
 """Seconds a diagnosis may take to connect and complete its exchange."""
 
 # OpenSSL's X509_V_ERR_* codes, as ssl.SSLCertVerificationError.verify_code carries them.

@@ -367,6 +367,22 @@ def test_ssh_fetch_and_push_with_key_and_known_hosts(
     assert pygit2.settings.homedir == home_before
 
 
+def test_known_hosts_file_is_read_at_each_use_so_a_removed_host_key_is_refused_at_once(
+    sshd: SSHServer, ssh_repo: Path, tmp_path: Path
+) -> None:
+    mounted = tmp_path / "known_hosts"  # as a Secret volume holds it
+    shutil.copyfile(sshd.known_hosts, mounted)
+    store = ssh_store(sshd, ssh_repo, tmp_path, mounted)
+    assert store.fetch().main is not None
+    shutil.copyfile(
+        sshd.known_hosts_with(keygen(tmp_path / "new").with_suffix(".pub"), "new"), mounted
+    )
+    with pytest.raises(GitPermanentError, match="is not trusted"):
+        store.fetch()
+    shutil.copyfile(sshd.known_hosts, mounted)
+    assert store.fetch().main is not None
+
+
 def test_ssh_hashed_known_hosts_entry_for_the_port_is_accepted(
     sshd: SSHServer, ssh_repo: Path, tmp_path: Path
 ) -> None:
