@@ -264,6 +264,12 @@ FIELDS: tuple[Field, ...] = (
 _BY_NAME = {f.name: f for f in FIELDS}
 
 
+def describe(name: str) -> str:
+    """How messages name a setting: its flag and file key (``--ca-file / credentials.caFile``)."""
+    spec = _BY_NAME[name]
+    return f"{spec.flag} / {'.'.join(spec.file_path)}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated configuration (see ``FIELDS`` for each setting's meaning)."""

@@ -63,6 +63,15 @@ class GitPermanentError(GitError, PermanentError):
     """Authentication refused, repository missing, certificate invalid; not retried."""
 
 
+class TrustChangedError(GitError):
+    """The configured CA differs from the one this process loaded into libgit2.
+
+    libgit2 can add a CA to its process-wide store but never remove one, so neither a retry
+    nor a new store fixes this: only a fresh process trusts exactly what is configured.
+    ``reconciler run`` restarts itself (re-exec) when it sees this error.
+    """
+
+
 class PushRejectedError(GitTemporaryError):
     """The remote branch moved since we read it (compare-and-swap lost)."""
 

@@ -7,8 +7,12 @@ the timer fires, when a verified push webhook arrives, or, for a local repo path
 ref in it changes (``watch.RefsWatcher``). With leader election it ticks only while this
 replica holds the repo's Lease. The config file's content is watched as well
 (``watch.ContentWatcher``; reads and other files never count): a valid new one replaces
-the adapters between ticks, an invalid one is reported and the old one kept. Failpoints named
-in the settings exit the process hard at a step boundary (for the crash tests only).
+the adapters between ticks, an invalid one is reported and the old one kept. When the CA
+the Git store trusts no longer matches the configuration (a changed setting, a rotated
+Secret), the process re-executes itself before its next fetch: libgit2 cannot forget a CA,
+a new process trusts only the configured one, and all state is in Git, so nothing is lost.
+Failpoints named in the settings exit the process hard at a step boundary (for the crash
+tests only).
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from watchdog.observers import Observer
@@ -34,7 +39,7 @@ from reconciler.cluster.kube import KubeCluster
 from reconciler.cluster.lease import LeaseSettings, RepoLeases
 from reconciler.config import ConfigError, Settings, build
 from reconciler.controller.loop import Reconciler, TickReport
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, TrustChangedError
 from reconciler.gitstore.credentials import Credentials, url_scheme
 from reconciler.gitstore.repo import GitEnvStore
 from reconciler.metrics.catalog import Catalog
@@ -46,6 +51,8 @@ from reconciler.watch import WATCHDOG_FILTER, ContentWatcher, RefsWatcher, git_d
 
 log = structlog.get_logger("reconciler.run")
 FAILPOINT_EXIT = 70
+RESTART_FAILED_EXIT = 75
+"""Exit status when re-executing failed: the supervisor starting it afresh does the same."""
 
 
 @dataclass(frozen=True)
@@ -241,6 +248,8 @@ class Runner:
         started = time.monotonic()
         try:
             report = self.wiring.reconciler.tick()
+        except TrustChangedError as exc:
+            self._restart(str(exc))
         except ReconcilerError as exc:
             self.telemetry.ticks.labels(self.repo, "error").inc()
             self.health.tick_failed(str(exc))
@@ -270,6 +279,25 @@ class Runner:
                     "promoted" if transition.state.phase.value == "Promoted" else "rolled-back"
                 )
                 self.telemetry.promotions.labels(self.repo, outcome).inc()
+
+    def _restart(self, reason: str) -> NoReturn:
+        """Replace this process by a fresh run of the same command (same argv, environment).
+
+        Only a new process trusts exactly the configured CA (``TrustChangedError``). The HTTP
+        port and the watches are released first, so the new process can take them.
+        """
+        log.warning("trust_changed_restarting", repo=self.repo, reason=reason)
+        self._stop_services()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # orig_argv keeps how Python was started (-m reconciler, a console script, -X ...).
+        argv = [sys.executable, *sys.orig_argv[1:]]
+        try:
+            os.execv(sys.executable, argv)  # noqa: S606 - the same program, again
+        except OSError as exc:
+            log.error("restart_failed", repo=self.repo, error=str(exc))
+            sys.stderr.flush()
+            os._exit(RESTART_FAILED_EXIT)
 
     # -- services -------------------------------------------------------------------
 

@@ -1,52 +1,65 @@
-"""How the store proves who it is to the Env repo's server, and checks who the server is.
+"""How the store proves who it is to the Env repo's server.
 
 ``Credentials`` names files (a token for HTTPS, a key for SSH, a known_hosts file, a CA
 bundle), never their content: secrets are read at each use, so a rotated Kubernetes Secret
-is picked up without a restart. ``CredentialCallbacks`` answers libgit2's credentials
-request once per operation (a second request for the same URL means the server refused,
-and is reported as "authentication failed" instead of being retried 15 times) and returns
-libgit2's own certificate verdict. ``libgit2_settings`` applies the process-wide libgit2
-settings a connection needs (the CA bundle, a private home whose ``.ssh/known_hosts`` is
-the configured file). This module must never accept an invalid certificate or unknown host
-key, and never put a token, key content or a URL with userinfo in a message or a log.
+is picked up without a restart. A user name and token written in the URL itself
+(``https://user:token@host/repo.git``) are split off by ``split_login``: the URL without
+them is what the cache stores on disk, and ``CredentialCallbacks`` answers libgit2 from
+memory. ``CredentialCallbacks`` answers libgit2's credentials request once per operation
+(a second request for the same URL means the server refused, and is reported as
+"authentication failed" instead of being retried 15 times) and returns libgit2's own
+certificate verdict. Messages name the settings a person changes (``--token-file /
+credentials.tokenFile``), never libgit2's names. This module must never accept an invalid
+certificate or unknown host key, and never put a token, key content or a URL with
+userinfo in a message or a log. (What the process trusts, the CA and the known hosts, is
+``trust``'s job.)
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-import shutil
-import tempfile
-import threading
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pygit2
 from pygit2.enums import CredentialType
 
+from reconciler.config import describe
 from reconciler.errors import GitPermanentError
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from reconciler.gitstore.known_hosts import DEFAULT_PORT
 
 __all__ = [
+    "DEFAULT_USERNAME",
     "CredentialCallbacks",
     "Credentials",
+    "Login",
     "check_usable",
-    "libgit2_settings",
+    "no_known_hosts",
     "redact_url",
     "scrub",
+    "setting",
+    "split_login",
+    "ssh_address",
     "url_scheme",
 ]
 
+DEFAULT_USERNAME = "x-access-token"
 _SCP_LIKE = re.compile(r"^(?:[^@/]+@)?[^/:]+:(?!//)")
 _SSH_SCHEMES = frozenset({"ssh", "git+ssh", "ssh+git"})
-_SETTINGS_LOCK = threading.RLock()
-"""Guards libgit2's process-wide settings (home directory, CA locations)."""
-_LOADED_CAS: set[tuple[str, bytes]] = set()
+_SETTINGS = {
+    "token_file": "token_file",
+    "username": "username",
+    "ssh_key_file": "ssh_key_file",
+    "ssh_known_hosts_file": "known_hosts_file",
+    "ca_file": "ca_file",
+}
+"""``Credentials`` fields that are settings of ``reconciler run`` (and flags of every
+command that opens the Env repo), by the setting's name."""
+_NOT_SETTINGS = {
+    "ssh_public_key_file": "the SSH public key file",
+    "ssh_passphrase_file": "the SSH key passphrase file",
+}
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,7 @@ class Credentials:
     """
 
     token_file: Path | None = None
-    username: str = "x-access-token"
+    username: str = DEFAULT_USERNAME
     ssh_key_file: Path | None = None
     ssh_public_key_file: Path | None = None
     ssh_passphrase_file: Path | None = None
@@ -105,18 +118,70 @@ def scrub(text: str, url: str) -> str:
     """``text`` (a libgit2 message, say) without ``url``'s userinfo and query.
 
     Over HTTP(S) the user part may itself be a token, so all of the userinfo goes; over
-    SSH the user is a login name (``git``) and only the URL is shortened.
+    SSH the user is a login name (``git``): only a password goes, and the URL is shortened.
     """
     if "://" not in url:
         return text
     parts = urlsplit(url)
     text = text.replace(url, redact_url(url))
+    userinfo = parts.netloc.rpartition("@")[0]
     secrets = [parts.query]
-    if url_scheme(url) != "ssh":
-        secrets.append(parts.netloc.rpartition("@")[0])
+    secrets.append(userinfo.partition(":")[2] if url_scheme(url) == "ssh" else userinfo)
     for secret in filter(None, secrets):
         text = text.replace(secret, "***")
     return text
+
+
+def setting(name: str) -> str:
+    """How messages name the ``Credentials`` field ``name``: ``--ca-file / credentials.caFile``."""
+    return describe(_SETTINGS[name]) if name in _SETTINGS else _NOT_SETTINGS.get(name, name)
+
+
+@dataclass(frozen=True)
+class Login:
+    """A user name and password (a token) written in the URL; kept in memory only."""
+
+    user: str | None
+    password: str | None = field(default=None, repr=False)
+
+
+def split_login(url: str) -> tuple[str, Login | None]:
+    """``url`` without the secrets of its userinfo, and those secrets (None: there are none).
+
+    Over HTTP(S) all of the userinfo goes (the user part may itself be a token); over SSH
+    the login name stays in the URL (libgit2 needs it, it is no secret) and only a password
+    goes. Percent-escapes in the userinfo are decoded, as libgit2 would.
+    """
+    if "://" not in url:
+        return url, None
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, colon, password = userinfo.partition(":")
+    login = Login(unquote(user) or None, unquote(password) if colon else None)
+    if url_scheme(url) == "ssh":
+        if login.password is None:
+            return url, None
+        netloc = f"{user}@{host}" if user else host
+    else:
+        netloc = host
+    return urlunsplit(parts._replace(netloc=netloc)), login
+
+
+def ssh_address(url: str) -> tuple[str, int]:
+    """The host (as written, without brackets) and port an SSH URL connects to."""
+    if "://" in url:
+        netloc = urlsplit(url).netloc.rpartition("@")[2]
+        if netloc.startswith("["):
+            host, _, rest = netloc[1:].partition("]")
+            port = rest.removeprefix(":")
+        else:
+            host, _, port = netloc.partition(":")
+        return host, int(port) if port.isdigit() else DEFAULT_PORT
+    match = _SCP_LIKE.match(url)
+    address = match.group(0)[:-1] if match else url
+    return address.rpartition("@")[2], DEFAULT_PORT
 
 
 def check_usable(credentials: Credentials | None, url: str) -> None:
@@ -124,55 +189,81 @@ def check_usable(credentials: Credentials | None, url: str) -> None:
 
     Raises:
         GitPermanentError: a token for a non-HTTPS URL (a token never travels in clear
-            text), an SSH key for a non-SSH URL, or a configured file that is missing.
+            text), an SSH key for a non-SSH URL, an SSH URL without known_hosts (the
+            server could not be checked), or a configured file that is missing.
     """
+    scheme, shown = url_scheme(url), redact_url(url)
+    _, login = split_login(url)
+    if scheme == "http" and (
+        (login is not None and login.password is not None)
+        or (credentials is not None and credentials.token_file is not None)
+    ):
+        raise GitPermanentError(
+            f"{shown}: a token ({setting('token_file')}, or in the URL) is only sent over "
+            "https://, never plain http://"
+        )
+    if credentials is not None:
+        _check_transport(credentials, scheme, shown)
+    if scheme == "ssh" and (credentials is None or credentials.ssh_known_hosts_file is None):
+        raise no_known_hosts(shown)
     if credentials is None:
         return
-    scheme, shown = url_scheme(url), redact_url(url)
+    for name in ("token_file", "ssh_key_file", "ssh_known_hosts_file", "ca_file"):
+        path = getattr(credentials, name)
+        if path is not None and not Path(path).is_file():
+            raise GitPermanentError(f"{shown}: {setting(name)} names {path}: no such file")
+
+
+def no_known_hosts(shown: str) -> GitPermanentError:
+    """The refusal of an SSH URL (``shown``, without userinfo) with no known_hosts file."""
+    return GitPermanentError(
+        f"{shown}: an SSH server is only trusted by its host key: give a known_hosts file "
+        f"with {setting('ssh_known_hosts_file')} (~/.ssh/known_hosts is never used)"
+    )
+
+
+def _check_transport(credentials: Credentials, scheme: str, shown: str) -> None:
     usable = credentials.token_file is None and credentials.ssh_key_file is None
     if credentials.token_file is not None:
         usable = usable or scheme == "https"
-        if scheme == "http":
-            raise GitPermanentError(
-                f"{shown}: a token is only sent over https://, never plain http://"
-            )
     if credentials.ssh_key_file is not None:
         usable = usable or scheme == "ssh"
     if not usable:
         given = " and ".join(
-            name
-            for name, path in (
-                ("a token (HTTPS)", credentials.token_file),
-                ("an SSH key", credentials.ssh_key_file),
+            f"{what} ({setting(name)})"
+            for what, name, path in (
+                ("a token", "token_file", credentials.token_file),
+                ("an SSH key", "ssh_key_file", credentials.ssh_key_file),
             )
             if path is not None
         )
         raise GitPermanentError(f"{shown}: credentials give {given}, unusable with {scheme}")
-    for name in ("token_file", "ssh_key_file", "ssh_known_hosts_file", "ca_file"):
-        path = getattr(credentials, name)
-        if path is not None and not Path(path).is_file():
-            raise GitPermanentError(f"{shown}: {name} {path} does not exist")
 
 
-def _read_secret(path: Path, what: str, url: str) -> str:
+def _read_secret(path: Path, name: str, url: str) -> str:
     try:
         value = path.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
         raise GitPermanentError(
-            f"{url}: cannot read the {what} file {path}: {exc.strerror}"
+            f"{url}: cannot read {setting(name)} ({path}): {exc.strerror}"
         ) from None
     if not value:
-        raise GitPermanentError(f"{url}: the {what} file {path} is empty")
+        raise GitPermanentError(f"{url}: {setting(name)} ({path}) is empty")
     return value
 
 
 class CredentialCallbacks(pygit2.RemoteCallbacks):
     """libgit2 callbacks for one fetch or push: answer credentials once, trust libgit2."""
 
-    def __init__(self, credentials: Credentials | None) -> None:
-        """Callbacks for one network operation; make a new one for each operation."""
+    def __init__(self, credentials: Credentials | None, login: Login | None = None) -> None:
+        """Callbacks for one network operation; make a new one for each operation.
+
+        ``login`` is the user and token split off the URL (``split_login``): its token is
+        offered before ``credentials.token_file``.
+        """
         super().__init__()
         self._secrets = credentials
+        self._login = login
         self._answered: set[str] = set()
         self.refused_host: str | None = None
         """Host whose certificate or host key failed the check, if any."""
@@ -185,96 +276,77 @@ class CredentialCallbacks(pygit2.RemoteCallbacks):
     ) -> pygit2.Username | pygit2.UserPass | pygit2.Keypair:
         """Answer libgit2's request; a second request for ``url`` means it was refused."""
         shown = redact_url(url)
+        login = self._login or Login(None)
+        creds = self._secrets
         secret_types = CredentialType.USERPASS_PLAINTEXT | CredentialType.SSH_KEY
         if allowed_types & CredentialType.USERNAME and not allowed_types & secret_types:
             # SSH asks for the user name first; that is no secret and no refusal.
-            return pygit2.Username(username_from_url or "git")
+            return pygit2.Username(username_from_url or login.user or "git")
         if url in self._answered:
             raise GitPermanentError(f"authentication failed for {shown}")
-        creds = self._secrets
-        if creds is None:
-            raise GitPermanentError(f"{shown} asks for credentials and none are configured")
-        if allowed_types & CredentialType.USERPASS_PLAINTEXT and creds.token_file is not None:
-            token = _read_secret(creds.token_file, "token", shown)
-            self._answered.add(url)
-            return pygit2.UserPass(username_from_url or creds.username, token)
-        if allowed_types & CredentialType.SSH_KEY and creds.ssh_key_file is not None:
-            passphrase = None
-            if creds.ssh_passphrase_file is not None:
-                passphrase = _read_secret(creds.ssh_passphrase_file, "passphrase", shown)
-            public = creds.ssh_public_key_file
-            beside = creds.ssh_key_file.with_name(creds.ssh_key_file.name + ".pub")
-            if public is None and beside.is_file():
-                public = beside
-            self._answered.add(url)
-            return pygit2.Keypair(
-                username_from_url or "git",
-                str(public) if public is not None else None,
-                str(creds.ssh_key_file),
-                passphrase,
-            )
-        wanted = ", ".join(t.name or "?" for t in CredentialType if t & allowed_types)
-        raise GitPermanentError(
-            f"{shown} accepts {wanted}; the configured credentials offer none of these"
+        if allowed_types & CredentialType.USERPASS_PLAINTEXT:
+            user = username_from_url or login.user
+            user = user or (creds.username if creds is not None else DEFAULT_USERNAME)
+            if login.password is not None:
+                self._answered.add(url)
+                return pygit2.UserPass(user, login.password)
+            if creds is not None and creds.token_file is not None:
+                token = _read_secret(creds.token_file, "token_file", shown)
+                self._answered.add(url)
+                return pygit2.UserPass(user, token)
+        if (
+            allowed_types & CredentialType.SSH_KEY
+            and creds is not None
+            and creds.ssh_key_file is not None
+        ):
+            return self._keypair(creds, creds.ssh_key_file, username_from_url, url, shown)
+        raise GitPermanentError(f"{shown} asks for {_wanted(allowed_types)}")
+
+    def _keypair(
+        self,
+        creds: Credentials,
+        key_file: Path,
+        username_from_url: str | None,
+        url: str,
+        shown: str,
+    ) -> pygit2.Keypair:
+        passphrase = None
+        if creds.ssh_passphrase_file is not None:
+            passphrase = _read_secret(creds.ssh_passphrase_file, "ssh_passphrase_file", shown)
+        public = creds.ssh_public_key_file
+        beside = key_file.with_name(key_file.name + ".pub")
+        if public is None and beside.is_file():
+            public = beside
+        self._answered.add(url)
+        return pygit2.Keypair(
+            username_from_url or "git",
+            str(public) if public is not None else None,
+            str(key_file),
+            passphrase,
         )
 
     def certificate_check(self, certificate: None, valid: bool, host: bytes) -> bool:  # noqa: ARG002
         """Return libgit2's verdict unchanged: an invalid certificate or host key is refused.
 
         pygit2's default accepts any SSH host key; libgit2 computes ``valid`` from the CA
-        store (TLS) or from ``~/.ssh/known_hosts`` (SSH), which ``libgit2_settings`` points
-        at the configured file.
+        store (TLS) or from ``~/.ssh/known_hosts`` (SSH), which ``trust.libgit2_settings``
+        points at the entries of the configured file that vouch for this server.
         """
         if not valid:
             self.refused_host = host.decode("utf-8", "replace")
         return valid
 
 
-def _load_ca(ca_file: Path) -> None:
-    try:
-        digest = hashlib.sha256(ca_file.read_bytes()).digest()
-    except OSError as exc:
-        raise GitPermanentError(f"cannot read the CA file {ca_file}: {exc.strerror}") from None
-    key = (str(ca_file), digest)
-    with _SETTINGS_LOCK:
-        if key in _LOADED_CAS:
-            return
-        # Adds to the CA store pygit2 filled from Python's defaults at import time.
-        pygit2.settings.set_ssl_cert_locations(str(ca_file), None)
-        _LOADED_CAS.add(key)
-
-
-@contextmanager
-def libgit2_settings(credentials: Credentials | None, url: str) -> Iterator[None]:
-    """Apply the process-wide libgit2 settings one operation on ``url`` needs.
-
-    A CA bundle is added to the trusted CAs (once per content). For SSH the operation runs
-    with libgit2's home directory pointed at a private temporary directory whose
-    ``.ssh/known_hosts`` is a fresh copy of the configured file; the home directory is
-    process-wide, so SSH operations hold a lock and restore it afterwards.
-    """
-    if credentials is not None and credentials.ca_file is not None:
-        _load_ca(credentials.ca_file)
-    if url_scheme(url) != "ssh":
-        yield
-        return
-    known_hosts = credentials.ssh_known_hosts_file if credentials is not None else None
-    with _SETTINGS_LOCK:
-        if known_hosts is None:
-            yield
-            return
-        with tempfile.TemporaryDirectory(prefix="reconciler-ssh-") as home:
-            ssh_dir = Path(home, ".ssh")
-            ssh_dir.mkdir(mode=0o700)
-            try:
-                shutil.copyfile(known_hosts, ssh_dir / "known_hosts")
-            except OSError as exc:
-                raise GitPermanentError(
-                    f"{redact_url(url)}: cannot read known_hosts {known_hosts}: {exc.strerror}"
-                ) from None
-            previous = pygit2.settings.homedir
-            pygit2.settings.homedir = home
-            try:
-                yield
-            finally:
-                pygit2.settings.homedir = previous if previous is not None else str(Path.home())
+def _wanted(allowed: CredentialType) -> str:
+    """What a server asking for ``allowed`` wants, in settings, never libgit2's names."""
+    offers = []
+    if allowed & CredentialType.USERPASS_PLAINTEXT:
+        offers.append(f"a user name and token: give {setting('token_file')}")
+    if allowed & CredentialType.SSH_KEY:
+        offers.append(f"an SSH key: give {setting('ssh_key_file')}")
+    if not offers:
+        return (
+            "a kind of login the reconciler does not offer (only a token over HTTPS or an "
+            "SSH key are supported)"
+        )
+    return " or ".join(offers)

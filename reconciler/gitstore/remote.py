@@ -7,8 +7,10 @@ accepted only if the server's branch is still where we last saw it. A lost race 
 ``PushRejectedError`` whichever way libgit2 reports it (an exception from its client-side
 check, a per-reference status from the server, or our own check for local remotes);
 network faults ``GitTemporaryError``; refused credentials, certificates or host keys and
-missing repositories ``GitPermanentError``. It never forces a push and never shows a
-credential or a URL with userinfo.
+missing repositories ``GitPermanentError``, saying why and which setting to change. Where
+libgit2's words do not say why (a refused TLS certificate, a failed SSH key exchange), the
+server is asked once more outside libgit2 (``probe``) before the failure is classified.
+It never forces a push and never shows a credential or a URL with userinfo.
 """
 
 from __future__ import annotations
@@ -27,11 +29,16 @@ from reconciler.errors import GitError, GitPermanentError, GitTemporaryError, Pu
 from reconciler.gitstore.credentials import (
     CredentialCallbacks,
     Credentials,
-    libgit2_settings,
+    Login,
     redact_url,
     scrub,
+    setting,
+    split_login,
     url_scheme,
 )
+from reconciler.gitstore.known_hosts import KEY_TYPE_OF_ALGORITHM
+from reconciler.gitstore.probe import ssh_host_key_algorithms, tls_refusal
+from reconciler.gitstore.trust import SSHTarget, libgit2_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -55,6 +62,10 @@ _REJECTIONS = (
     "fetch first",
 )
 _PERMANENT = ("no such repository", "repository not found", "http status code: 404")
+_KEX_FAILED = "unable to exchange encryption keys"
+"""libssh2's words for a key exchange that failed: no host key of the types known_hosts
+holds (libgit2 asks only for those), no algorithm in common, or a connection cut."""
+_HTTPS_PORT = 443
 
 
 def tracking_ref(branch: str) -> str:
@@ -79,8 +90,8 @@ def _is_rejection(text: str) -> bool:
 class _PushCallbacks(CredentialCallbacks):
     """Credential callbacks that also record the server's per-reference verdicts."""
 
-    def __init__(self, credentials: Credentials | None) -> None:
-        super().__init__(credentials)
+    def __init__(self, credentials: Credentials | None, login: Login | None) -> None:
+        super().__init__(credentials, login)
         self.rejections: dict[str, str] = {}
 
     def push_update_reference(self, refname: str, message: str | None) -> None:
@@ -93,9 +104,13 @@ class Remote:
     """Fetch and CAS-push for the cache ``repo`` whose ``origin`` points at ``url``."""
 
     def __init__(self, repo: pygit2.Repository, url: str, credentials: Credentials | None) -> None:
-        """Wrap ``repo``'s ``origin``; ``url`` is its address (it may hold userinfo)."""
+        """Wrap ``repo``'s ``origin``; ``url`` is its address (it may hold userinfo).
+
+        ``origin`` holds ``url`` without a token (``split_login``); the token stays here.
+        """
         self._repo = repo
         self._url = url
+        self._login = split_login(url)[1]
         self._credentials = credentials
         self.shown = redact_url(url)
 
@@ -109,14 +124,17 @@ class Remote:
         """Fetch ``branches`` in one fetch; a branch absent on the server loses its ref."""
         self._check_local()
         refspecs = [f"+refs/heads/{b}:{tracking_ref(b)}" for b in dict.fromkeys(branches)]
-        callbacks = CredentialCallbacks(self._credentials)
-        with libgit2_settings(self._credentials, self._url):
+        callbacks = CredentialCallbacks(self._credentials, self._login)
+        failure: pygit2.GitError | OSError | None = None
+        with libgit2_settings(self._credentials, self._url) as target:
             try:
                 self._repo.remotes[REMOTE].fetch(
                     refspecs, callbacks=callbacks, prune=FetchPrune.PRUNE
                 )
             except (pygit2.GitError, OSError) as exc:
-                raise self._translate(exc, "fetch from", callbacks) from None
+                failure = exc
+        if failure is not None:  # classified outside the settings' lock: it may connect
+            raise self._translate(failure, "fetch from", callbacks, target) from None
         log.debug("git_fetched", url=self.shown, branches=list(branches))
 
     def push(self, branch: str, new_tip: str, old_tip: str | None) -> None:
@@ -162,38 +180,114 @@ class Remote:
             raise GitPermanentError(f"no repository at {local}", ref=self.shown)
 
     def _push_refspec(self, refspec: str, branch: str) -> None:
-        callbacks = _PushCallbacks(self._credentials)
-        with libgit2_settings(self._credentials, self._url):
+        callbacks = _PushCallbacks(self._credentials, self._login)
+        failure: pygit2.GitError | OSError | None = None
+        with libgit2_settings(self._credentials, self._url) as target:
             try:
                 self._repo.remotes[REMOTE].push([refspec], callbacks=callbacks)
             except (pygit2.GitError, OSError) as exc:
-                text = scrub(str(exc), self._url)
-                if _is_rejection(text):
-                    raise PushRejectedError(f"push rejected: {text}", ref=branch) from None
-                raise self._translate(exc, "push to", callbacks) from None
+                failure = exc
+        if failure is not None:
+            text = scrub(str(failure), self._url)
+            if _is_rejection(text):
+                raise PushRejectedError(f"push rejected: {text}", ref=branch) from None
+            raise self._translate(failure, "push to", callbacks, target) from None
         for refname, message in callbacks.rejections.items():
             raise PushRejectedError(
                 f"push of {refname} rejected: {scrub(message, self._url)}", ref=branch
             )
 
-    def _translate(self, exc: Exception, action: str, callbacks: CredentialCallbacks) -> GitError:
+    def _translate(
+        self,
+        exc: Exception,
+        action: str,
+        callbacks: CredentialCallbacks,
+        target: SSHTarget | None,
+    ) -> GitError:
         text = scrub(str(exc), self._url)
         where = f"{action} {self.shown}"
-        if isinstance(exc, pygit2.CertificateError) or callbacks.refused_host is not None:
-            if url_scheme(self._url) == "ssh":
-                what, fix = "SSH host key", "check ssh_known_hosts_file"
-            else:
-                what, fix = "TLS certificate", "check ca_file"
-            host = callbacks.refused_host or "the server"
-            return GitPermanentError(
-                f"{where}: the {what} of {host} is not trusted ({text}); {fix}"
-            )
+        refused = isinstance(exc, pygit2.CertificateError) or callbacks.refused_host is not None
+        if target is not None:
+            if refused:
+                return GitPermanentError(
+                    f"{where}: the SSH host key of {target.name} is not trusted: it is none "
+                    f"of the keys ({', '.join(target.selection.key_types)}) that "
+                    f"{setting('ssh_known_hosts_file')} ({target.known_hosts}) holds for it"
+                )
+            if _KEX_FAILED in text.lower():
+                mismatch = _host_key_type_mismatch(where, target)
+                if mismatch is not None:
+                    return mismatch
+        elif url_scheme(self._url) == "https" and (refused or text.startswith("SSL error")):
+            certificate = self._certificate_refusal(where, refused=refused)
+            if certificate is not None:
+                return certificate
         if isinstance(exc, pygit2.AuthError):
             return GitPermanentError(f"{where}: authentication failed ({text})")
         lowered = text.lower()
         if isinstance(exc, pygit2.InvalidSpecError) or any(p in lowered for p in _PERMANENT):
             return GitPermanentError(f"{where} failed: {text}")
         return GitTemporaryError(f"{where} failed: {text}")
+
+    def _certificate_refusal(self, where: str, *, refused: bool) -> GitError | None:
+        """Why the server's TLS certificate was refused; None: it was not (a network fault).
+
+        libgit2 refused it (``refused``), or failed the handshake in a way that may hide a
+        certificate for another name ("received early EOF"): Python's ``ssl``, trusting
+        what libgit2 trusts, says which.
+        """
+        parts = urlsplit(self._url)
+        host, port = parts.hostname or "", parts.port or _HTTPS_PORT
+        ca_file = self._credentials.ca_file if self._credentials is not None else None
+        trusted = (
+            f"the system's CAs and those of {setting('ca_file')} ({ca_file})"
+            if ca_file is not None
+            else f"the system's CAs only ({setting('ca_file')} is not set)"
+        )
+        try:
+            found = tls_refusal(host, port, ca_file)
+        except OSError:
+            found = None
+        server = f"the TLS certificate of {host}:{port}"
+        if found is not None and found.kind == "name":
+            return GitPermanentError(
+                f"{where}: {server} is for another host name ({found.detail}): use a host "
+                f"name it names in the URL, or give the server a certificate for {host} "
+                f"(CAs trusted: {trusted})"
+            )
+        if found is not None and found.kind == "validity":
+            return GitPermanentError(f"{where}: {server} is not valid now ({found.detail})")
+        if found is not None:
+            return GitPermanentError(
+                f"{where}: {server} is not trusted: it is not signed by any of {trusted} "
+                f"({found.detail}); give its CA with {setting('ca_file')}"
+            )
+        if not refused:
+            return None
+        return GitPermanentError(
+            f"{where}: {server} is not trusted: it is signed by a CA outside {trusted}, or it "
+            f"is for another host name than {host}"
+        )
+
+
+def _host_key_type_mismatch(where: str, target: SSHTarget) -> GitError | None:
+    """The refusal of a server offering no host key of a type known_hosts holds for it.
+
+    None when that is not why the key exchange failed (or the server cannot be asked).
+    """
+    try:
+        offered = ssh_host_key_algorithms(target.host, target.port)
+    except OSError:
+        return None
+    kinds = target.selection.key_types
+    if any(KEY_TYPE_OF_ALGORITHM.get(algorithm) in kinds for algorithm in offered):
+        return None
+    return GitPermanentError(
+        f"{where}: the SSH server {target.name} offers no host key of the type(s) "
+        f"{setting('ssh_known_hosts_file')} ({target.known_hosts}) holds for it: it holds "
+        f"{', '.join(kinds)}, the server offers {', '.join(offered) or 'none'}; if its host "
+        "key was replaced on purpose, put the new one in the file"
+    )
 
 
 def _swap_local_ref(

@@ -26,7 +26,13 @@ from pygit2.enums import ObjectType, SortMode
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from reconciler.errors import GitPermanentError, GitTemporaryError, PushRejectedError
-from reconciler.gitstore.credentials import Credentials, check_usable, redact_url, url_scheme
+from reconciler.gitstore.credentials import (
+    Credentials,
+    check_usable,
+    redact_url,
+    split_login,
+    url_scheme,
+)
 from reconciler.gitstore.remote import REMOTE, SCHEMES, Remote, tracking_ref
 from reconciler.gitstore.staging import Staging
 from reconciler.gitstore.trailers import parse_trailers
@@ -100,7 +106,8 @@ class GitEnvStore:
 
         ``url`` is anything libgit2 speaks (``https://``, ``ssh://``, ``git@host:path``,
         ``git://``, ``file://``) or a local path, made absolute. The cache's ``origin``
-        remote is pointed at ``url``. Nothing is fetched yet.
+        remote is pointed at ``url`` without the token its userinfo may hold (the cache's
+        config is on disk; the token stays in memory). Nothing is fetched yet.
 
         Raises:
             GitPermanentError: the credentials cannot serve ``url``, or ``cache_dir``
@@ -120,12 +127,13 @@ class GitEnvStore:
         if url_scheme(url) == "file" and "://" not in url:
             url = os.path.abspath(url)  # noqa: PTH100 - keep the path as given, no symlink resolution
         check_usable(credentials, url)
+        stored, _ = split_login(url)
         repo = _open_cache(Path(cache_dir))
         if REMOTE in repo.remotes.names():
-            if repo.remotes[REMOTE].url != url:
-                repo.remotes.set_url(REMOTE, url)
+            if repo.remotes[REMOTE].url != stored:
+                repo.remotes.set_url(REMOTE, stored)
         else:
-            repo.remotes.create(REMOTE, url)
+            repo.remotes.create(REMOTE, stored)
         return cls(
             repo,
             url,

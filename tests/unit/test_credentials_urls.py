@@ -4,7 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.gitstore.credentials import Credentials, redact_url, scrub, url_scheme
+from reconciler.gitstore.credentials import (
+    Credentials,
+    Login,
+    redact_url,
+    scrub,
+    setting,
+    split_login,
+    ssh_address,
+    url_scheme,
+)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +63,13 @@ def test_scrub_keeps_an_ssh_login_name_readable() -> None:
     )
 
 
+def test_scrub_removes_an_ssh_password_but_keeps_the_login_name() -> None:
+    url = "ssh://git:hunter2@host/env.git"
+    assert scrub("ssh://git@host/env.git: refused (hunter2)", url) == (
+        "ssh://git@host/env.git: refused (***)"
+    )
+
+
 def test_credentials_repr_shows_paths_never_secrets(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("do-not-show")
@@ -63,3 +79,48 @@ def test_credentials_repr_shows_paths_never_secrets(tmp_path: Path) -> None:
 def test_public_key_or_passphrase_without_private_key_is_refused() -> None:
     with pytest.raises(ValueError, match="need ssh_key_file"):
         Credentials(ssh_public_key_file=Path("k.pub"))
+
+
+@pytest.mark.parametrize(
+    ("url", "stored", "login"),
+    [
+        ("https://u:t0k@host:8443/env.git", "https://host:8443/env.git", Login("u", "t0k")),
+        ("https://t0k@host/env.git", "https://host/env.git", Login("t0k", None)),
+        ("https://u:p%40ss@host/env.git", "https://host/env.git", Login("u", "p@ss")),
+        ("https://host/env.git", "https://host/env.git", None),
+        ("ssh://git@host:2222/env.git", "ssh://git@host:2222/env.git", None),
+        ("ssh://git:pw@host/env.git", "ssh://git@host/env.git", Login("git", "pw")),
+        ("git@host:org/env.git", "git@host:org/env.git", None),
+        ("/srv/env.git", "/srv/env.git", None),
+    ],
+)
+def test_split_login_keeps_secrets_of_the_userinfo_out_of_the_stored_url(
+    url: str, stored: str, login: Login | None
+) -> None:
+    assert split_login(url) == (stored, login)
+
+
+def test_a_login_never_shows_its_password() -> None:
+    assert "t0k" not in repr(Login("u", "t0k"))
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("ssh://git@host:2222/env.git", ("host", 2222)),
+        ("ssh://Host.Example/env.git", ("Host.Example", 22)),
+        ("ssh://git@[::1]:2222/env.git", ("::1", 2222)),
+        ("git@github.com:org/env.git", ("github.com", 22)),
+        ("host:env.git", ("host", 22)),
+    ],
+)
+def test_ssh_address_is_the_host_as_written_and_the_port(
+    url: str, address: tuple[str, int]
+) -> None:
+    assert ssh_address(url) == address
+
+
+def test_messages_name_settings_by_flag_and_config_key() -> None:
+    assert setting("ca_file") == "--ca-file / credentials.caFile"
+    assert setting("ssh_known_hosts_file") == "--known-hosts-file / credentials.knownHostsFile"
+    assert setting("token_file") == "--token-file / credentials.tokenFile"
