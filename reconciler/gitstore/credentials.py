@@ -18,12 +18,14 @@ userinfo in a message or a log. (What the process trusts, the CA and the known h
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pygit2
 from pygit2.enums import CredentialType
+from pygit2.remotes import PushUpdate
 
 from reconciler.config import describe
 from reconciler.errors import GitPermanentError
@@ -255,15 +257,24 @@ def _read_secret(path: Path, name: str, url: str) -> str:
 class CredentialCallbacks(pygit2.RemoteCallbacks):
     """libgit2 callbacks for one fetch or push: answer credentials once, trust libgit2."""
 
-    def __init__(self, credentials: Credentials | None, login: Login | None = None) -> None:
+    def __init__(
+        self,
+        credentials: Credentials | None,
+        login: Login | None = None,
+        *,
+        on_connect: Callable[[], object] | None = None,
+    ) -> None:
         """Callbacks for one network operation; make a new one for each operation.
 
         ``login`` is the user and token split off the URL (``split_login``): its token is
-        offered before ``credentials.token_file``.
+        offered before ``credentials.token_file``. ``on_connect`` runs at the first
+        callbacks libgit2 makes on a connection (the certificate check, a push's
+        negotiation): ``Remote`` sets ``TCP_NODELAY`` there (``sockets``).
         """
         super().__init__()
         self._secrets = credentials
         self._login = login
+        self._on_connect = on_connect
         self._answered: set[str] = set()
         self.refused_host: str | None = None
         """Host whose certificate or host key failed the check, if any."""
@@ -275,6 +286,8 @@ class CredentialCallbacks(pygit2.RemoteCallbacks):
         allowed_types: CredentialType,
     ) -> pygit2.Username | pygit2.UserPass | pygit2.Keypair:
         """Answer libgit2's request; a second request for ``url`` means it was refused."""
+        if self._on_connect is not None:  # plain HTTP has no certificate check before this
+            self._on_connect()
         shown = redact_url(url)
         login = self._login or Login(None)
         creds = self._secrets
@@ -334,7 +347,14 @@ class CredentialCallbacks(pygit2.RemoteCallbacks):
         """
         if not valid:
             self.refused_host = host.decode("utf-8", "replace")
+        elif self._on_connect is not None:
+            self._on_connect()
         return valid
+
+    def push_negotiation(self, updates: list[PushUpdate]) -> None:  # noqa: ARG002
+        """Before a push writes its commands: the connection is open (``on_connect``)."""
+        if self._on_connect is not None:
+            self._on_connect()
 
 
 def _wanted(allowed: CredentialType) -> str:

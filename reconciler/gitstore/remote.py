@@ -15,6 +15,7 @@ It never forces a push and never shows a credential or a URL with userinfo.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,10 +39,11 @@ from reconciler.gitstore.credentials import (
 )
 from reconciler.gitstore.known_hosts import KEY_TYPE_OF_ALGORITHM
 from reconciler.gitstore.probe import ssh_host_key_algorithms, tls_refusal
+from reconciler.gitstore.sockets import server_address, set_nodelay
 from reconciler.gitstore.trust import SSHTarget, libgit2_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 __all__ = ["REMOTE", "SCHEMES", "Remote", "local_path", "tracking_ref"]
 
@@ -90,8 +92,14 @@ def _is_rejection(text: str) -> bool:
 class _PushCallbacks(CredentialCallbacks):
     """Credential callbacks that also record the server's per-reference verdicts."""
 
-    def __init__(self, credentials: Credentials | None, login: Login | None) -> None:
-        super().__init__(credentials, login)
+    def __init__(
+        self,
+        credentials: Credentials | None,
+        login: Login | None,
+        *,
+        on_connect: Callable[[], object] | None = None,
+    ) -> None:
+        super().__init__(credentials, login, on_connect=on_connect)
         self.rejections: dict[str, str] = {}
 
     def push_update_reference(self, refname: str, message: str | None) -> None:
@@ -113,6 +121,9 @@ class Remote:
         self._login = split_login(url)[1]
         self._credentials = credentials
         self.shown = redact_url(url)
+        address = server_address(url)
+        self._on_connect = functools.partial(set_nodelay, *address) if address else None
+        """Sets TCP_NODELAY on libgit2's connection to the server (``sockets``)."""
 
     @retry(
         stop=stop_after_attempt(_FETCH_ATTEMPTS),
@@ -124,7 +135,7 @@ class Remote:
         """Fetch ``branches`` in one fetch; a branch absent on the server loses its ref."""
         self._check_local()
         refspecs = [f"+refs/heads/{b}:{tracking_ref(b)}" for b in dict.fromkeys(branches)]
-        callbacks = CredentialCallbacks(self._credentials, self._login)
+        callbacks = CredentialCallbacks(self._credentials, self._login, on_connect=self._on_connect)
         failure: pygit2.GitError | OSError | None = None
         with libgit2_settings(self._credentials, self._url) as target:
             try:
@@ -180,7 +191,7 @@ class Remote:
             raise GitPermanentError(f"no repository at {local}", ref=self.shown)
 
     def _push_refspec(self, refspec: str, branch: str) -> None:
-        callbacks = _PushCallbacks(self._credentials, self._login)
+        callbacks = _PushCallbacks(self._credentials, self._login, on_connect=self._on_connect)
         failure: pygit2.GitError | OSError | None = None
         with libgit2_settings(self._credentials, self._url) as target:
             try:
