@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.controller import records
-from reconciler.controller.loop import find_outcome
+from reconciler.controller.outcomes import find_outcome
 from reconciler.engine import experiment
 from reconciler.engine.state import ExperimentState, from_json
 from reconciler.gitstore.state_branch import LIVE_DIR, archive_path, live_path
@@ -34,6 +34,11 @@ class Row:
     verdicts: dict[str, str]
     metrics: dict[str, dict[str, float | None]]
     summary: str
+    skipped: int | None = None
+    """The iteration this transition did not judge: the cluster did not carry ``weights``."""
+    observed: dict[str, int] | None = None
+    """What the cluster carried instead (on a skip or a hold)."""
+    held: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -46,6 +51,9 @@ class Row:
             "verdicts": self.verdicts,
             "metrics": self.metrics,
             "summary": self.summary,
+            "skipped": self.skipped,
+            "observed": self.observed,
+            "held": self.held,
         }
 
 
@@ -79,10 +87,23 @@ def history(store: EnvStore, tip: str, key: str) -> list[Row]:
                 verdicts=decode_mapping(commit.trailer(records.VERDICT) or ""),
                 metrics=_metrics(record.metrics) if record is not None and current else {},
                 summary=commit.subject,
+                skipped=_int(commit.trailer(records.SKIPPED)),
+                observed=_weights(commit.trailer(records.OBSERVED)),
+                held=commit.trailer(records.HELD) is not None,
             )
         )
     rows.reverse()
     return rows
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
+
+
+def _weights(text: str | None) -> dict[str, int] | None:
+    if text is None:
+        return None
+    return {k: int(v) for k, v in decode_mapping(text).items() if v.isdigit()}
 
 
 def _state_at(

@@ -125,11 +125,12 @@ class EnvStore(Protocol):
         """Paths added, modified or deleted between two commits (all of ``new`` if old is None)."""
         ...
 
-    def update_branch(self, branch: str, plan: Plan) -> UpdateResult:
+    def update_branch(self, branch: str, plan: Plan, *, fresh: bool = False) -> UpdateResult:
         """Add ``plan(tip)``'s commits to ``branch`` with a compare-and-swap push.
 
-        On rejection the branch is fetched again and ``plan`` called with the new tip;
-        bounded attempts with exponential backoff and jitter. Never forces.
+        With ``fresh`` the branch is fetched first. On rejection the branch is fetched
+        again and ``plan`` called with the new tip; bounded attempts with exponential
+        backoff and jitter. Never forces.
         """
         ...
 

@@ -20,6 +20,7 @@ import structlog
 
 from reconciler.controller import records
 from reconciler.controller.discovery import Discovery, Found, Scan
+from reconciler.controller.outcomes import Due, find_decision, push_outcomes
 from reconciler.controller.traffic import Traffic
 from reconciler.engine import experiment, traffic
 from reconciler.engine.experiment import Observations, PushOutcome, SetWeights, Transition
@@ -36,9 +37,7 @@ from reconciler.ports import (
     Heads,
     MetricsSource,
     MetricValue,
-    Plan,
 )
-from reconciler.promote import edits
 from reconciler.spec.loader import Problem
 from reconciler.spec.metric import MetricDefinition
 from reconciler.spec.model import DeploymentPattern, Experiment, ObjectRef
@@ -161,13 +160,17 @@ class Reconciler:
             self._guard("converge the cluster's weights")
         self._traffic.converge(states, self._clock())
         recorded = self._record(scan, states, heads.state, report)
+        due: list[Due] = []
         for transition, commit in recorded:
-            self._act(transition, commit, report)
+            self._act(transition)
+            if any(isinstance(a, PushOutcome) for a in transition.actions):
+                due.append((transition.state, commit))
         acted = {t.state.key for t, _ in recorded}
         for state in states.values():
             if state.phase.deciding and state.key not in acted:
                 decision = find_decision(self._store, heads.state, state) if heads.state else None
-                self._finish(state, decision, report)
+                due.append((state, decision))
+        self._finish(due, report)
         self._archive_settled(states, report)
         return report
 
@@ -504,64 +507,76 @@ class Reconciler:
 
     # -- act -------------------------------------------------------------------------
 
-    def _act(self, transition: Transition, commit: str, report: TickReport) -> None:
-        for action in transition.actions:
-            if isinstance(action, SetWeights):
-                self._traffic.set(transition.state)
-                self._failpoint("after-weights")
-            elif isinstance(action, PushOutcome):
-                self._finish(transition.state, commit, report)
+    def _act(self, transition: Transition) -> None:
+        """Set the weights a recorded transition asks for (its outcome goes with the others)."""
+        if any(isinstance(a, SetWeights) for a in transition.actions):
+            self._traffic.set(transition.state)
+            self._failpoint("after-weights")
 
-    def _finish(self, state: ExperimentState, decision: str | None, report: TickReport) -> None:
-        """Push the recorded outcome to main (once), then record that it landed."""
-        outcome = experiment.outcome_of(state)
-        existing: list[str] = []
-        self._guard("push an outcome to main")
+    def _finish(self, due: list[Due], report: TickReport) -> None:
+        """Push the due outcomes to main (once each, in one push), then record them landed."""
+        if not due:
+            return
+        self._guard("push outcomes to main")
         try:
-            pushed = self._store.update_branch(
-                self._store.main_branch, outcome_plan(self._store, state, decision, existing)
-            )
+            pushed = push_outcomes(self._store, due)
         except ReconcilerError as exc:
-            report.errors.append(f"{state.id}: outcome {outcome} not pushed: {exc}")
-            log.error("outcome_failed", experiment=state.id, outcome=outcome, error=str(exc))
+            for state, _decision in due:
+                outcome = experiment.outcome_of(state)
+                report.errors.append(f"{state.id}: outcome {outcome} not pushed: {exc}")
+                log.error("outcome_failed", experiment=state.id, outcome=outcome, error=str(exc))
             return
-        if pushed.commits:
-            report.pushes.append((self._store.main_branch, pushed.attempts))
+        if pushed.result.commits:
+            report.pushes.append((self._store.main_branch, pushed.result.attempts))
             self._failpoint("after-main-push")
-        commit = pushed.commits[-1] if pushed.commits else (existing[0] if existing else None)
-        if commit is None:
-            report.errors.append(f"{state.id}: main branch is missing")
-            return
-        log.info(
-            "outcome_on_main",
-            experiment=state.id,
-            outcome=outcome,
-            commit=commit,
-            attempts=pushed.attempts,
-            already_there=not pushed.commits,
-        )
-        if self._operator is not None:
-            try:
-                self._operator.request_sync(commit)
-            except ReconcilerError as exc:
-                log.warning("gitops_refresh_failed", experiment=state.id, error=str(exc))
-        landed = experiment.outcome_landed(
-            state,
-            commit,
-            self._clock(),
-            await_sync=self._operator is not None,
-            confirmed=self._traffic.converged(state.key),
-        )
-        result = self._store.update_branch(
-            self._store.state_branch, lambda _tip: [records.state_commit(landed)]
-        )
+        now = self._clock()
+        landed: list[Transition] = []
+        for state, _decision in due:
+            outcome = experiment.outcome_of(state)
+            commit = pushed.commits.get(state.id)
+            if commit is None:
+                why = pushed.failed.get(state.id, "main branch is missing")
+                report.errors.append(f"{state.id}: outcome {outcome} not pushed: {why}")
+                log.error("outcome_failed", experiment=state.id, outcome=outcome, error=why)
+                continue
+            log.info(
+                "outcome_on_main",
+                experiment=state.id,
+                outcome=outcome,
+                commit=commit,
+                attempts=pushed.result.attempts,
+                already_there=commit not in pushed.result.commits,
+            )
+            if self._operator is not None:
+                try:
+                    self._operator.request_sync(commit)
+                except ReconcilerError as exc:
+                    log.warning("gitops_refresh_failed", experiment=state.id, error=str(exc))
+            landed.append(
+                experiment.outcome_landed(
+                    state,
+                    commit,
+                    now,
+                    await_sync=self._operator is not None,
+                    confirmed=self._traffic.converged(state.key),
+                )
+            )
+        if landed:
+            self._record_landed(landed, report)
+
+    def _record_landed(self, landed: list[Transition], report: TickReport) -> None:
+        """Record the outcomes on main (one commit each, one push), then set final weights."""
+        commits = [records.state_commit(t) for t in landed]
+        result = self._store.update_branch(self._store.state_branch, lambda _tip: commits)
         report.pushes.append((self._store.state_branch, result.attempts))
         self._failpoint("after-outcome-record")
-        report.recorded.append((landed, result.commits[-1]))
-        report.outcomes.append((state.id, commit))
-        self._log_transition(landed, result.commits[-1])
-        if any(isinstance(a, SetWeights) for a in landed.actions):
-            self._traffic.set(landed.state)
+        for transition, commit in zip(landed, result.commits, strict=True):
+            report.recorded.append((transition, commit))
+            report.outcomes.append((transition.state.id, transition.state.outcome_commit or ""))
+            self._log_transition(transition, commit)
+        for transition in landed:
+            if any(isinstance(a, SetWeights) for a in transition.actions):
+                self._traffic.set(transition.state)
 
     def _log_transition(self, transition: Transition, commit: str) -> None:
         state = transition.state
@@ -581,60 +596,6 @@ class Reconciler:
             commit=commit,
             summary=transition.summary,
         )
-
-
-def outcome_plan(
-    store: EnvStore, state: ExperimentState, decision: str | None, existing: list[str]
-) -> Plan:
-    """The plan for main that pushes ``state``'s recorded outcome, unless it is there.
-
-    On each tip it is given it first looks for the outcome by ``Rollout-Id`` (then it
-    plans nothing, and ``existing`` holds that commit), else applies the promotion or
-    rollback transforms to the files they need and plans the one outcome commit.
-    """
-    outcome = experiment.outcome_of(state)
-
-    def plan(tip: str | None) -> list[CommitSpec]:
-        existing.clear()
-        if tip is None:
-            return []
-        found = find_outcome(store, tip, state)
-        if found is not None:
-            existing.append(found)
-            return []
-        files = {p: store.read_file(tip, p) for p in edits.needed_paths(state.spec, outcome)}
-        changes = edits.apply(state.spec, outcome, state.winner, files)
-        return [records.outcome_commit(state, changes, decision)]
-
-    return plan
-
-
-def find_outcome(store: EnvStore, main_tip: str, state: ExperimentState) -> str | None:
-    """The outcome commit of ``state``'s run on main, if it landed.
-
-    Searches main back to the commit the decision was taken on, by ``Rollout-Id``.
-    """
-    for commit in store.log(main_tip, hide=state.decided_on):
-        if commit.trailer(records.ID) == state.id and commit.trailer(records.OUTCOME):
-            return commit.id
-    return None
-
-
-def find_decision(store: EnvStore, state_tip: str, state: ExperimentState) -> str | None:
-    """The state commit that recorded ``state``'s pending decision, for ``Rollout-State``.
-
-    A decision taken by an earlier tick or process (whose outcome push failed or never
-    happened) is the newest commit of the run in its deciding phase: nothing is recorded
-    about a run between its decision and its outcome. The walk stops at the run's first
-    other commit, so it reads only what was recorded since the decision.
-    """
-    for commit in store.log(state_tip):
-        if commit.trailer(records.ID) != state.id:
-            continue
-        if commit.trailer(records.PHASE) == state.phase.value:
-            return commit.id
-        return None
-    return None
 
 
 def _metrics_of(spec: Experiment) -> list[str]:

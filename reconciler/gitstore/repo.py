@@ -281,11 +281,13 @@ class GitEnvStore:
 
     # -- writing ----------------------------------------------------------------------
 
-    def update_branch(self, branch: str, plan: Plan) -> UpdateResult:
+    def update_branch(self, branch: str, plan: Plan, *, fresh: bool = False) -> UpdateResult:
         """Add ``plan(tip)``'s commits to ``branch`` with a compare-and-swap push.
 
         ``tip`` is the branch's last fetched (or pushed) tip, None when absent: the first
-        commit is then an orphan. On rejection the branch is fetched again and ``plan``
+        commit is then an orphan; with ``fresh`` the branch is fetched first (a branch that
+        others push to, whose tip from earlier in the tick is likely stale: the first push
+        would be refused). On rejection the branch alone is fetched again and ``plan``
         called with the new tip; at most ``max_push_attempts`` pushes, exponential
         backoff with jitter between them. Never forces. The default waits (0.2, 0.4, 0.8,
         1.6 s, each plus up to 0.2 s) outlast most bursts of a CI job pushing back to back
@@ -314,6 +316,8 @@ class GitEnvStore:
             reraise=True,
         )
         result = UpdateResult(branch=branch, commits=(), tip=None, attempts=0)
+        if fresh:
+            self._remote.fetch((branch,))
         try:
             for attempt in retrying:
                 with attempt:
@@ -327,7 +331,9 @@ class GitEnvStore:
 
     def _update_once(self, branch: str, plan: Plan, attempt: int) -> UpdateResult:
         if attempt > 1:
-            self._remote.fetch((self._main, self._state, branch))
+            # This branch only: every millisecond between reading its tip and the push's
+            # own reading of it is one in which another writer can move it.
+            self._remote.fetch((branch,))
         tip = self.tip(branch)
         specs = list(plan(tip))
         if not specs:

@@ -1,0 +1,85 @@
+"""Outcomes on main: all due ones in one push, one commit each, exactly once, bad ones apart."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from reconciler.controller.outcomes import push_outcomes
+from reconciler.demo import scenario
+from reconciler.engine import experiment
+from reconciler.engine.state import ExperimentState, Phase
+from reconciler.gitstore.admin import init_bare_repository
+from reconciler.gitstore.repo import GitEnvStore
+from reconciler.ports import CommitSpec
+from reconciler.spec.loader import load_experiments
+from reconciler.spec.model import DeleteEdit, GitOps
+from reconciler.testing import constant
+
+AUTHOR = ("tests", "tests@example.invalid")
+APP = "apps/bookinfo"
+
+
+DEMO = load_experiments(f"{APP}/experiment.yaml", scenario.demo_file("experiment.yaml"))
+SPEC = DEMO.experiments[0]
+
+
+def deciding(name: str, gitops: GitOps, main: str, *, winner: str | None) -> ExperimentState:
+    """A recorded decision of the demo experiment renamed ``name``."""
+    spec = replace(SPEC, name=name, gitops=gitops)
+    blob = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()
+    state = experiment.start(spec, spec_blob=blob, source_commit=main, now=1.8e9).state
+    phase = Phase.PROMOTING if winner else Phase.ROLLING_BACK
+    return replace(state, phase=phase, winner=winner, decided_on=main)
+
+
+def git(remote: str, *args: str) -> str:
+    return subprocess.run(
+        ["git", "--git-dir", remote, *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> GitEnvStore:
+    remote = init_bare_repository(tmp_path / "env.git")
+    ci = GitEnvStore.open(str(remote), tmp_path / "ci.git", author=AUTHOR)
+    ci.fetch()
+    for message, files in scenario.app_commits():
+        ci.update_branch("main", constant([CommitSpec(message, dict(files))]))
+    ci.update_branch("main", constant([CommitSpec("notes", {f"{APP}/notes.md": b"x\n"})]))
+    return GitEnvStore.open(str(remote), tmp_path / "cache.git", author=AUTHOR)
+
+
+def test_due_outcomes_land_in_one_push_each_on_the_tree_the_one_before_left(
+    store: GitEnvStore,
+) -> None:
+    main = store.fetch().main
+    assert main is not None
+    demo = SPEC.gitops
+    first = deciding("a", demo, main, winner="productpage-v2")  # copies, then deletes the candidate
+    # the same copy again: its source is gone from the tree the first one left
+    second = deciding("b", demo, main, winner="productpage-v2")
+    third = deciding("c", GitOps(rollback=(DeleteEdit((f"{APP}/notes.md",)),)), main, winner=None)
+
+    pushed = push_outcomes(store, [(first, None), (second, None), (third, None)])
+
+    assert pushed.result.attempts == 1
+    assert len(pushed.result.commits) == 2  # one push, one commit per outcome that applies
+    assert set(pushed.commits) == {first.id, third.id}
+    assert "productpage-candidate.yaml' is not on main" in pushed.failed[second.id]
+    subjects = git(store.url, "log", "--format=%s", "main", "-3").splitlines()
+    assert subjects[:2] == [
+        "productpage: roll back productpage-v2 (bookinfo/c)",
+        "productpage: promote productpage-v2 (bookinfo/a)",
+    ]
+    files = git(store.url, "ls-tree", "-r", "--name-only", "main").split()
+    assert f"{APP}/productpage-candidate.yaml" not in files
+    assert f"{APP}/notes.md" not in files
+    # exactly once: pushed again, nothing new lands, and the commits already there are named
+    again = push_outcomes(store, [(first, None), (third, None)])
+    assert again.result.commits == ()
+    assert again.commits == pushed.commits
