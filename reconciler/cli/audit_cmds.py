@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
+from reconciler.audit import Row, recovery_plan
 from reconciler.audit import history as read_history
-from reconciler.audit import recovery_plan
 from reconciler.cli.repo_options import open_store, repo_options
 from reconciler.errors import ReconcilerError
 from reconciler.gitstore.repo import GitEnvStore
@@ -33,6 +33,13 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         click.echo("  ".join(cells).rstrip())
 
 
+def _verdicts(row: Row) -> str:
+    if row.skipped is not None:
+        seen = ",".join(f"{k}={v}" for k, v in (row.observed or {}).items()) or "nothing"
+        return f"iteration {row.skipped} not judged (cluster had {seen})"
+    return ",".join(f"{k}={v}" for k, v in row.verdicts.items()) or "-"
+
+
 @click.command()
 @click.argument("experiment")
 @repo_options
@@ -53,10 +60,10 @@ def history(experiment: str, output: str, **options: Any) -> None:  # noqa: ANN4
             (
                 r.time[:19],
                 r.commit[:12],
-                r.phase,
+                r.phase + (" (held)" if r.held else ""),
                 str(r.iteration),
                 ",".join(f"{k}={v}" for k, v in r.weights.items()) or "-",
-                ",".join(f"{k}={v}" for k, v in r.verdicts.items()) or "-",
+                _verdicts(r),
                 "; ".join(
                     f"{version} "
                     + ",".join(

@@ -1,24 +1,41 @@
-"""``reconciler status``: live and archived experiments, read from the state branch's tip."""
+"""``reconciler status``: live and archived experiments, from the state branch's tip.
+
+From Git alone it says what each experiment records: its weights, whether they were
+confirmed on the cluster (``applied``, and when), and whether it is held. With
+``--kubeconfig`` it also reads the weights the cluster carries now (one request per kind
+and namespace, as the loop does) and says, per live experiment, whether they are the
+recorded ones, and if not what the cluster holds and who wrote it.
+"""
 
 from __future__ import annotations
 
 import json
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from reconciler.cli.repo_options import open_store, repo_options
+from reconciler.cluster.client import KubeSettings, connect
+from reconciler.cluster.kube import KubeCluster
+from reconciler.engine import traffic
 from reconciler.engine.state import ExperimentState, from_json
 from reconciler.errors import ReconcilerError
 from reconciler.gitstore.state_branch import ARCHIVE_DIR, LIVE_DIR
-from reconciler.ports import EnvStore
+from reconciler.ports import Cluster, EnvStore
 
 
-def experiment_rows(store: EnvStore, tip: str) -> list[dict[str, Any]]:
-    """One row per experiment on the state branch at ``tip``: live first, then archived."""
+def experiment_rows(
+    store: EnvStore, tip: str, cluster: Cluster | None = None
+) -> list[dict[str, Any]]:
+    """One row per experiment on the state branch at ``tip``: live first, then archived.
+
+    With ``cluster``, each live row says what the cluster carries (``observed``).
+    """
     rows = []
+    live: list[ExperimentState] = []
     for prefix in (LIVE_DIR, ARCHIVE_DIR):
         for path, _blob in sorted(store.list_files(tip, prefix)):
             try:
@@ -27,7 +44,11 @@ def experiment_rows(store: EnvStore, tip: str) -> list[dict[str, Any]]:
                 raise click.ClickException(
                     f"{path} at {tip[:12]}: not a state document: {exc}"
                 ) from exc
+            if prefix == LIVE_DIR:
+                live.append(state)
             rows.append(_row(state, archived=prefix == ARCHIVE_DIR))
+    if cluster is not None:
+        _observe(rows, live, cluster)
     return rows
 
 
@@ -38,10 +59,34 @@ def _row(state: ExperimentState, *, archived: bool) -> dict[str, Any]:
         "phase": state.phase.value,
         "iteration": state.iteration,
         "weights": dict(state.weights),
+        "applied": state.applied,
+        "applied_at": _iso(state.applied_at),
+        "held": state.held,
         "winner": state.winner,
         "outcome_commit": state.outcome_commit,
         "archived": archived,
+        "observed": None,
     }
+
+
+def _observe(rows: list[dict[str, Any]], live: list[ExperimentState], cluster: Cluster) -> None:
+    """Add what the cluster carries to each live row."""
+    readings = cluster.read_weights(traffic.refs(live))
+    owner = traffic.owners(live)
+    by_id = {row["id"]: row for row in rows if not row["archived"]}
+    for state in live:
+        found = traffic.assess(state, readings, owner)
+        by_id[state.id]["observed"] = {
+            "status": found.status,
+            "weights": dict(found.seen),
+            "detail": found.error or traffic.describe(found) or None,
+        }
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 @click.command()
@@ -49,36 +94,75 @@ def _row(state: ExperimentState, *, archived: bool) -> dict[str, Any]:
 @click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
-def status(output: str, **options: Any) -> None:  # noqa: ANN401 - click passes options
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Also read what the cluster carries now (recorded vs observed weights). "
+    "Without it, status reads Git alone.",
+)
+@click.option("--context", help="kubeconfig context (default: its current one).")
+def status(output: str, kubeconfig: str | None, context: str | None, **options: Any) -> None:  # noqa: ANN401 - click passes options
     """List live and archived experiments recorded on the state branch."""
+    cluster: KubeCluster | None = None
     with tempfile.TemporaryDirectory(prefix="reconciler-status-") as scratch:
         try:
             store = open_store(options, Path(scratch))
             heads = store.fetch()
+            if kubeconfig is not None:
+                cluster = KubeCluster(connect(KubeSettings(kubeconfig=kubeconfig, context=context)))
         except ReconcilerError as exc:
             raise click.ClickException(str(exc)) from exc
-        rows = experiment_rows(store, heads.state) if heads.state else []
+        try:
+            rows = experiment_rows(store, heads.state, cluster) if heads.state else []
+        finally:
+            if cluster is not None:
+                cluster.kube.close()
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
         click.echo(f"no experiments recorded on {store.state_branch}")
         return
-    header = ("ID", "TARGET", "PHASE", "ITER", "WEIGHTS", "WINNER", "OUTCOME")
-    table = [header] + [
-        (
+    _print_table(rows, observed=cluster is not None)
+
+
+def _print_table(rows: list[dict[str, Any]], *, observed: bool) -> None:
+    header: tuple[str, ...] = ("ID", "TARGET", "PHASE", "ITER", "WEIGHTS", "APPLIED", "WINNER")
+    header = (*header, "OUTCOME", *(("CLUSTER",) if observed else ()))
+    table = [header]
+    for r in rows:
+        cells: tuple[str, ...] = (
             r["id"],
             r["target"],
-            r["phase"],
+            r["phase"] + (" (held)" if r["held"] else ""),
             str(r["iteration"]),
-            ",".join(f"{k}={v}" for k, v in r["weights"].items()),
+            _pairs(r["weights"]),
+            (r["applied_at"] or "yes") if r["applied"] else "not yet",
             r["winner"] or "-",
             (r["outcome_commit"] or "-")[:12],
         )
-        for r in rows
-    ]
+        table.append((*cells, _observed(r["observed"])) if observed else cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         click.echo(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+    for r in rows:
+        if r["held"]:
+            click.echo(f"\n{r['id']} is held: {r['held']}")
+        if r["observed"] and r["observed"]["detail"]:
+            click.echo(f"\n{r['id']}: {r['observed']['detail']}")
+
+
+def _pairs(weights: dict[str, int]) -> str:
+    return ",".join(f"{k}={v}" for k, v in weights.items()) or "-"
+
+
+def _observed(observed: dict[str, Any] | None) -> str:
+    if observed is None:
+        return "-"
+    if observed["status"] == traffic.CONVERGED:
+        return "as recorded"
+    if observed["status"] == traffic.DRIFTED:
+        return _pairs(observed["weights"])
+    return str(observed["status"])

@@ -11,6 +11,8 @@ again, an API server cannot be reached, RBAC refuses the patch.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -422,3 +424,46 @@ def test_weights_are_read_with_one_list_per_namespace_or_one_get_each_where_list
     denied = [e for e in logs if e["event"] == "weights_list_denied"]
     assert len(denied) == 1
     assert "grant 'list' on VirtualService" in denied[0]["fix"]
+
+
+def _cli(*args: str) -> Any:
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler", *args, "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_status_shows_recorded_and_observed_weights_and_history_the_skipped_iteration(
+    world: Loop, kube_server: KubeServer
+) -> None:
+    world.tick()
+    world.tick()
+    (row,) = _cli("status", "--repo", world.remote)  # Git alone: what is recorded
+    assert (row["weights"], row["applied"], row["observed"]) == (
+        {STABLE: 60, CANDIDATE: 40},
+        False,  # recorded, then set: confirmed by the next commit that reads it back
+        None,
+    )
+    kubeconfig = str(kube_server.kubeconfig)
+    (row,) = _cli("status", "--repo", world.remote, "--kubeconfig", kubeconfig)
+    assert row["observed"] == {"status": "converged", "weights": row["weights"], "detail": None}
+
+    world.patch_weights(90, 10, manager="kubectl-edit")
+    (row,) = _cli("status", "--repo", world.remote, "--kubeconfig", kubeconfig)
+    assert row["observed"]["status"] == "drifted"
+    assert row["observed"]["weights"] == {STABLE: 90, CANDIDATE: 10}
+    assert "kubectl-edit" in row["observed"]["detail"]
+
+    world.tick()
+    (row,) = _cli("status", "--repo", world.remote, "--kubeconfig", kubeconfig)
+    assert row["observed"]["status"] == "converged"
+    assert (row["applied"], row["applied_at"] is not None) == (True, True)
+    rows = _cli("history", f"{world.namespace}/productpage-canary", "--repo", world.remote)
+    skipped = [r for r in rows if r["skipped"] is not None]
+    assert [(r["skipped"], r["observed"], r["verdicts"]) for r in skipped] == [
+        (2, {STABLE: 90, CANDIDATE: 10}, {})
+    ]
