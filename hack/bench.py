@@ -206,7 +206,10 @@ def main() -> None:
     rac.add_argument("--rate", type=float, default=5.0, help="CI commits per second")
     rac.add_argument("--seconds", type=float, default=20.0)
     rac.add_argument("--promotions", type=int, default=100)
-    rac.add_argument("--server", choices=("git", "http"), default="git")
+    rac.add_argument("--transport", choices=("git", "http", "https"), default="git")
+    rac.add_argument(
+        "--interval", type=float, default=2.0, help="seconds between two ticks of ours"
+    )
     rac.add_argument("--no-shell", action="store_true", help="skip the shell way's series")
     rac.add_argument("--quick", action="store_true", help="a few seconds, for the test suite")
     tic = sub.add_parser("tick", help="one tick of the loop with N running experiments")

@@ -8,17 +8,20 @@ chunked), runs the backend and relays its answer; a subclass decides who may com
 (``base_env``, default: this process's). The credential tests subclass it for Basic auth
 over TLS; the benchmarks run it as a process, from the repository root:
 
-    python -m tests.httpgit ROOT PORT GIT
+    python -m tests.httpgit ROOT PORT GIT [CERT KEY]
 
 which serves ROOT on 127.0.0.1:PORT with ``TCP_NODELAY`` on every connection, as production
-front ends (nginx, GitHub's) set it, without authentication (loopback only), until it is
-terminated. This module imports nothing outside the standard library: the benchmarks'
+front ends (nginx, GitHub's) set it, without authentication (loopback only), over TLS with
+CERT and KEY when given (``TLSGitHTTPServer``: the handshake in each connection's thread),
+until it is terminated. This module imports nothing outside the standard library: the benchmarks'
 server process stays small and quick to start.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -147,10 +150,49 @@ class GitHTTPServer(ThreadingHTTPServer):
         self.git = git
 
 
+class TLSGitHTTPServer(GitHTTPServer):
+    """``GitHTTPServer`` over TLS; each handshake runs in its connection's thread.
+
+    Wrapping the listening socket instead would run every handshake in the accepting
+    thread, one after the other: a slow client would hold up the others.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        root: Path,
+        git: str,
+        handler: type[GitHTTPHandler],
+        context: ssl.SSLContext,
+    ) -> None:
+        super().__init__(address, root, git, handler)
+        self.context = context
+
+    def finish_request(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: object
+    ) -> None:
+        """Handshake, then serve the connection."""
+        assert isinstance(request, socket.socket)  # a stream server's request
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # the client gave up or does not trust us: nothing to serve
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            tls.close()
+
+
 def main() -> None:
-    """``python -m tests.httpgit ROOT PORT GIT``: serve until terminated."""
+    """``python -m tests.httpgit ROOT PORT GIT [CERT KEY]``: serve until terminated."""
     root, port, git = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    server = GitHTTPServer(("127.0.0.1", port), root, git, NoDelayHandler)
+    address = ("127.0.0.1", port)
+    if len(sys.argv) > 5:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[4], sys.argv[5])
+        server: GitHTTPServer = TLSGitHTTPServer(address, root, git, NoDelayHandler, context)
+    else:
+        server = GitHTTPServer(address, root, git, NoDelayHandler)
     server.serve_forever(poll_interval=0.2)
 
 

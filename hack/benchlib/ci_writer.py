@@ -1,8 +1,9 @@
 """A CI job that keeps committing to main, for ``hack/bench.py race``; run as a process.
 
-    python ci_writer.py URL WORKDIR RATE SECONDS OUT.json
+    python ci_writer.py URL WORKDIR RATE SECONDS OUT.json [STOP]
 
-Clones URL into WORKDIR, then for SECONDS pushes RATE commits a second to main, each
+Clones URL into WORKDIR, then for SECONDS (and, with STOP, until the file STOP exists)
+pushes RATE commits a second to main, each
 appending one line (``ci <n>``) to ``ci.log``. A rejected push is followed by
 ``git pull --rebase`` and another push, as CI jobs do, until it lands (a CI commit is never
 given up). Writes ``{"pushed": [n, ...], "attempts": [...], "rejections": R}`` to OUT.json.
@@ -35,6 +36,7 @@ def main() -> None:
         float(sys.argv[4]),
         Path(sys.argv[5]),
     )
+    stop = Path(sys.argv[6]) if len(sys.argv) > 6 else None
     done = subprocess.run(
         ["git", "clone", "--quiet", url, str(work)], capture_output=True, check=False
     )
@@ -45,8 +47,12 @@ def main() -> None:
     rejections = 0
     started = time.monotonic()
     deadline = started + seconds + _GIVE_UP_AFTER
+
+    def running() -> bool:
+        return time.monotonic() < started + seconds or (stop is not None and not stop.exists())
+
     n = 0
-    while time.monotonic() < started + seconds:
+    while running():
         due = started + n / rate
         time.sleep(max(0.0, due - time.monotonic()))
         with (work / "ci.log").open("a") as log:
@@ -54,6 +60,7 @@ def main() -> None:
         _git(work, "add", "ci.log")
         _git(work, "commit", "--quiet", "-m", f"ci: build {n}")
         tries = 0
+        deadline = max(deadline, time.monotonic() + _GIVE_UP_AFTER)
         while time.monotonic() < deadline:
             tries += 1
             push = _git(work, "push", "--quiet", "origin", "HEAD:main")

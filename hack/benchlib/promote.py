@@ -3,11 +3,11 @@
 Per server (``git daemon`` and ``git http-backend`` on loopback), three series alternate in
 one process run, in a rotating order so that neither gains from going first:
 
-- ours: what the loop does for a recorded decision (``Reconciler._finish``): on main's tip
-  as known from the last fetch (the tick's), look for the outcome by ``Rollout-Id``, read
-  the files the edits need, apply the promotion transforms, build the commit in memory and
-  push it compare-and-swap, all through ``GitEnvStore.update_branch``. The fetch before
-  it is the tick's, timed apart.
+- ours: what the loop does for a recorded decision (``Reconciler._finish``, through
+  ``controller.outcomes.push_outcomes``): fetch main afresh, look for the outcome by
+  ``Rollout-Id``, read the files the edits need, apply the promotion transforms, build the
+  commit in memory and push it compare-and-swap. The tick's own fetch before it is timed
+  apart.
 - shell: ``hack/shell-promote.sh``, Iter8's tutorial task done carefully (shallow clone,
   one line edited, commit, push, pull --rebase and retry).
 - floor: a bare ``git push`` of a one-line commit from an up-to-date clone (the commit is
@@ -31,21 +31,14 @@ from benchlib import app
 from benchlib.common import AUTHOR, HACK, emit, git, git_env, machine, median, spread, table
 from benchlib.servers import Server, git_daemon, http_backend
 from reconciler import logs
-from reconciler.controller.loop import outcome_plan
-from reconciler.engine.state import ExperimentState
+from reconciler.controller.outcomes import push_outcomes
 from reconciler.gitstore.repo import GitEnvStore
-from reconciler.ports import Plan
 
 SERIES = ("ours", "shell", "floor")
 SERVERS: dict[str, Callable[[Path, Path], AbstractContextManager[Server]]] = {
     "git": git_daemon,
     "http": http_backend,
 }
-
-
-def promotion_plan(store: GitEnvStore, state: ExperimentState, decision: str | None) -> Plan:
-    """The plan ``Reconciler._finish`` gives ``update_branch`` for main (the same one)."""
-    return outcome_plan(store, state, decision, [])
 
 
 class _Series:
@@ -70,7 +63,7 @@ class _Series:
         tag = f"2.{run}.0"
         state = app.promoting_state(f"r{run}", tag, heads.main)
         started = time.perf_counter()
-        result = self.store.update_branch("main", promotion_plan(self.store, state, None))
+        result = push_outcomes(self.store, [(state, None)]).result
         elapsed = time.perf_counter() - started
         if result.attempts != 1 or len(result.commits) != 1:
             raise SystemExit(f"bench: our promotion took {result.attempts} attempts")

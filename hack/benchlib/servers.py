@@ -2,14 +2,16 @@
 
 ``git_daemon`` serves ``git://`` with receive-pack enabled, as the integration tests do;
 ``http_backend`` serves smart HTTP through ``git http-backend`` behind the tests' small
-server (``python -m tests.httpgit``). Each yields a ``Server`` whose ``url(name)`` addresses
-a repository under its root; leaving the ``with`` block stops the process (and nothing
-else).
+server (``python -m tests.httpgit``), and ``https_backend`` the same over TLS with a fresh
+self-signed certificate for 127.0.0.1 (``Server.ca_file``: what clients must trust). Each
+yields a ``Server`` whose ``url(name)`` addresses a repository under its root; leaving the
+``with`` block stops the process (and nothing else).
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,14 +30,22 @@ class Server:
     """A running Git server for every repository under ``root``."""
 
     kind: str
-    """``git`` or ``http``."""
+    """``git``, ``http`` or ``https``: the URL scheme."""
     root: Path
     port: int
+    ca_file: Path | None = None
+    """The certificate clients must trust (``https``)."""
 
     def url(self, name: str) -> str:
         """The address of the repository ``root/name``."""
-        scheme = "git" if self.kind == "git" else "http"
-        return f"{scheme}://127.0.0.1:{self.port}/{name}"
+        return f"{self.kind}://127.0.0.1:{self.port}/{name}"
+
+    def git_env(self, home: Path) -> dict[str, str]:
+        """The git program's environment for this server (its CA, for ``https``)."""
+        env = git_env(home)
+        if self.ca_file is not None:
+            env["GIT_SSL_CAINFO"] = str(self.ca_file)
+        return env
 
 
 def _free_port() -> int:
@@ -117,3 +127,28 @@ def http_backend(root: Path, home: Path) -> contextlib.AbstractContextManager[Se
     log = root.parent / "http-backend.log"
     what = "git http-backend server"
     return _running(Server("http", root, port), command, home, log=log, what=what, cwd=REPO)
+
+
+def https_backend(root: Path, home: Path) -> contextlib.AbstractContextManager[Server]:
+    """``http_backend`` over TLS, with a new self-signed certificate for 127.0.0.1."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise SystemExit("bench: openssl is missing: install the Debian package 'openssl'")
+    cert, key = root.parent / "https-cert.pem", root.parent / "https-key.pem"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "tests.httpgit", str(root), str(port), git_binary(), str(cert),
+        str(key),
+    ]  # fmt: skip
+    log = root.parent / "https-backend.log"
+    server = Server("https", root, port, ca_file=cert)
+    return _running(server, command, home, log=log, what="git https server", cwd=REPO)
