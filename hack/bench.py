@@ -3,7 +3,7 @@
 
     python hack/bench.py recovery --experiments 1000 --history 100000
     python hack/bench.py promote --runs 15           # ours vs the shell way vs a bare push
-    python hack/bench.py race --rate 5 --seconds 20 --promotions 100
+    python hack/bench.py race --rate 5 --seconds 20 --promotions 100 --transport https
     python hack/bench.py tick --experiments 1000     # one full tick, time per phase
     python hack/bench.py memory --experiments 10000  # peak RSS of a process holding them
 

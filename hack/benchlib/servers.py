@@ -11,7 +11,6 @@ yields a ``Server`` whose ``url(name)`` addresses a repository under its root; l
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib.common import REPO, git_binary, git_env
+from tests.fixtures.net import self_signed_certificate
 
 _START_TIMEOUT = 10.0
 
@@ -131,19 +131,7 @@ def http_backend(root: Path, home: Path) -> contextlib.AbstractContextManager[Se
 
 def https_backend(root: Path, home: Path) -> contextlib.AbstractContextManager[Server]:
     """``http_backend`` over TLS, with a new self-signed certificate for 127.0.0.1."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise SystemExit("bench: openssl is missing: install the Debian package 'openssl'")
-    cert, key = root.parent / "https-cert.pem", root.parent / "https-key.pem"
-    subprocess.run(
-        [
-            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(root.parent)
     port = _free_port()
     command = [
         sys.executable, "-m", "tests.httpgit", str(root), str(port), git_binary(), str(cert),

@@ -34,7 +34,14 @@ from reconciler.metrics.profile import Profile, ProfileMetrics
 from reconciler.ports import CommitSpec, WeightReading
 from reconciler.spec.model import WeightObjRef
 from reconciler.testing import DrivenClock, constant
-from tests.fixtures.kube import APPLY_PATCH, KubeServer, apply, delete, load_yaml_text
+from tests.fixtures.kube import (
+    APPLY_PATCH,
+    KubeServer,
+    apply,
+    delete,
+    load_yaml_text,
+    plain_kubeconfig,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -266,19 +273,7 @@ def test_a_writer_that_keeps_putting_back_gits_weights_holds_the_experiment_unti
 def test_a_state_never_says_applied_for_weights_an_unreachable_api_server_never_got(
     world: Loop, tmp_path: Path
 ) -> None:
-    kubeconfig = tmp_path / "unreachable"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    kubeconfig = plain_kubeconfig(tmp_path / "unreachable")
     down = connect(KubeSettings(kubeconfig=str(kubeconfig), retry=RetryPolicy(attempts=1)))
     try:
         world.restart(KubeCluster(down))

@@ -23,6 +23,7 @@ from reconciler.cluster.errors import (
     ForbiddenError,
     Target,
 )
+from tests.fixtures.kube import plain_kubeconfig
 
 pytestmark = pytest.mark.integration
 
@@ -76,21 +77,7 @@ def stand_in(tmp_path: Path) -> Iterator[tuple[Script, Path]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
-                ],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    kubeconfig = plain_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{server.server_port}")
     try:
         yield script, kubeconfig
     finally:
@@ -165,19 +152,7 @@ def test_forbidden_and_conflict_are_not_retried_here(
 
 
 def test_an_unreachable_server_is_a_bounded_temporary_error(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    kubeconfig = plain_kubeconfig(tmp_path / "kubeconfig")
     waits: list[float] = []
     kube = _kube(kubeconfig, waits, attempts=2)
     try:
