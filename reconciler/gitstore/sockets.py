@@ -67,9 +67,14 @@ def set_nodelay(host: str, port: int) -> int:
             fd = int(name)
             if not stat.S_ISSOCK(os.fstat(fd).st_mode):
                 continue
-            sock = socket.socket(fileno=os.dup(fd))
+            copy = os.dup(fd)
         except (OSError, ValueError):
             continue  # the listing's own descriptor, or one closed meanwhile
+        try:
+            sock = socket.socket(fileno=copy)
+        except OSError:
+            os.close(copy)  # reused meanwhile for something that is not a socket
+            continue
         try:
             if _to_server(sock, literal, port):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
