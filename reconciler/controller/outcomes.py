@@ -142,10 +142,7 @@ def find_outcome(store: EnvStore, main_tip: str, state: ExperimentState) -> str 
 
     Searches main back to the commit the decision was taken on, by ``Rollout-Id``.
     """
-    for commit in store.log(main_tip, hide=state.decided_on):
-        if commit.trailer(records.ID) == state.id and commit.trailer(records.OUTCOME):
-            return commit.id
-    return None
+    return _Search(store, [state]).up_to(main_tip).get(state.id)
 
 
 def find_decision(store: EnvStore, state_tip: str, state: ExperimentState) -> str | None:
