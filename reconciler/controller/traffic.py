@@ -86,6 +86,8 @@ class Traffic:
         self._guard = guard
         self._readings: Mapping[WeightObjRef, WeightReading] = {}
         self._owners: dict[WeightObjRef, str] = {}
+        self._assessed: dict[str, tuple[ExperimentState, Assessment]] = {}
+        """This tick's assessments, by key, with the document each was made for."""
         self._converged: set[str] = set()
         self._known: dict[str, Pairs] = {}
         """Weights this process saw on the cluster, or set there, since the last drift."""
@@ -106,6 +108,7 @@ class Traffic:
         wanted = traffic.refs(live)
         self._readings = self._cluster.read_weights(wanted) if wanted else {}
         self._owners = traffic.owners(live)
+        self._assessed = {}
         self._converged = set()
         for state in live:
             found = self.assess(state)
@@ -122,8 +125,17 @@ class Traffic:
                 del memory[key]
 
     def assess(self, state: ExperimentState) -> Assessment:
-        """How the cluster compares with ``state``'s recorded weights, as this tick read it."""
-        return traffic.assess(state, self._readings, self._owners)
+        """How the cluster compares with ``state``'s recorded weights, as this tick read it.
+
+        Made once per document and tick: ``converge`` and the plan ask again for the same
+        documents, and the readings do not change until the next ``observe``.
+        """
+        cached = self._assessed.get(state.key)
+        if cached is not None and cached[0] is state:
+            return cached[1]
+        found = traffic.assess(state, self._readings, self._owners)
+        self._assessed[state.key] = (state, found)
+        return found
 
     def converged(self, key: str) -> bool:
         """Whether the cluster is known to carry the experiment's recorded weights now."""
