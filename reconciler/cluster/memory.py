@@ -94,13 +94,7 @@ class MemoryCluster:
     def get_weight(self, ref: WeightObjRef) -> int | None:
         """The weight at ``ref``, or None when the object or the field is absent."""
         obj = self.get(ref.api_version, ref.kind, ref.namespace, ref.name)
-        if obj is None:
-            return None
-        try:
-            value = fieldpath.get(obj, fieldpath.parse(ref.field_path))
-        except fieldpath.FieldPathError:
-            return None
-        return int(value) if value is not None else None
+        return _weight_at(obj, ref) if obj is not None else None
 
     def read_weights(self, refs: Sequence[WeightObjRef]) -> Mapping[WeightObjRef, WeightReading]:
         """Every ref's weight, counted as one read per kind and namespace (a LIST)."""
@@ -114,15 +108,8 @@ class MemoryCluster:
                 if obj is None:
                     out[ref] = WeightReading(None, exists=False)
                     continue
-                try:
-                    value = fieldpath.get(obj, fieldpath.parse(ref.field_path))
-                except fieldpath.FieldPathError:
-                    value = None
                 writer = self.writers.get((key, ref.field_path))
-                out[ref] = WeightReading(
-                    int(value) if value is not None else None,
-                    writers=(writer,) if writer else (),
-                )
+                out[ref] = WeightReading(_weight_at(obj, ref), writers=(writer,) if writer else ())
         return out
 
     def edit(self, ref: WeightObjRef, weight: int, *, manager: str) -> None:
@@ -162,6 +149,15 @@ class MemoryCluster:
                 if updated != current:
                     self._objects[key] = updated
                     self.requests += 1
+
+
+def _weight_at(obj: dict[str, Any], ref: WeightObjRef) -> int | None:
+    """The weight ``ref``'s fieldPath holds in ``obj`` (None when the field is absent)."""
+    try:
+        value = fieldpath.get(obj, fieldpath.parse(ref.field_path))
+    except fieldpath.FieldPathError:
+        return None
+    return int(value) if value is not None else None
 
 
 class MemoryOperator:
