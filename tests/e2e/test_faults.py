@@ -21,7 +21,7 @@ from tests.e2e.outcomes import (
     assert_rolled_back_once,
     finished,
 )
-from tests.e2e.world import World
+from tests.e2e.world import ReconcilerProcess, World
 from tests.fixtures.net import stop
 from tests.gitutil import git, git_env
 
@@ -71,14 +71,15 @@ def test_a_crash_at_any_step_ends_the_experiment_as_an_uninterrupted_run_would(
     assert_promoted_once(world, experiment)
 
 
-def test_a_rebuilt_cluster_gets_the_recorded_weights_back_and_the_experiment_carries_on(
+def at_maximum_weight(
     make_world: Callable[..., World],
-) -> None:
+) -> tuple[World, ExperimentFile, ReconcilerProcess]:
+    """A running process whose experiment has its candidate at its maximum weight."""
     world = make_world()
     experiment = ExperimentFile(iterations=7, max_weight=40, increment=20)
     world.repo.add_candidate(experiment, world.namespace)
     key = experiment.key(world.namespace)
-    world.start()
+    process = world.start()
     world.wait(
         "the candidate at its maximum weight, two iterations in",
         lambda: (
@@ -87,6 +88,14 @@ def test_a_rebuilt_cluster_gets_the_recorded_weights_back_and_the_experiment_car
             and (c.weights or {}).get(CANDIDATE) == experiment.max_weight
         ),
     )
+    return world, experiment, process
+
+
+def test_a_rebuilt_cluster_gets_the_recorded_weights_back_and_the_experiment_carries_on(
+    make_world: Callable[..., World],
+) -> None:
+    world, experiment, _process = at_maximum_weight(make_world)
+    key = experiment.key(world.namespace)
     assert world.stop() == 0
     before = world.repo.latest(key)
     assert before is not None
@@ -117,18 +126,8 @@ def test_a_rebuilt_cluster_gets_the_recorded_weights_back_and_the_experiment_car
 def test_a_cluster_wiped_under_a_running_process_gets_its_weights_back_in_one_tick(
     make_world: Callable[..., World],
 ) -> None:
-    world = make_world()
-    experiment = ExperimentFile(iterations=7, max_weight=40, increment=20)
-    world.repo.add_candidate(experiment, world.namespace)
+    world, experiment, process = at_maximum_weight(make_world)
     key = experiment.key(world.namespace)
-    process = world.start()
-    world.wait(
-        "the candidate at its maximum weight",
-        lambda: (
-            (c := world.repo.latest(key)) is not None
-            and (c.weights or {}).get(CANDIDATE) == experiment.max_weight
-        ),
-    )
     before_wipe = world.repo.tip(STATE)
     assert before_wipe is not None
     world.checking = False
