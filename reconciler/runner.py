@@ -38,6 +38,7 @@ from reconciler.cluster.handoff import GitOpsHandoff, RepoHandoff, target_from_s
 from reconciler.cluster.kube import KubeCluster
 from reconciler.cluster.lease import LeaseSettings, RepoLeases
 from reconciler.config import ConfigError, Settings, build
+from reconciler.controller.isolation import describe
 from reconciler.controller.loop import Reconciler, TickReport
 from reconciler.errors import ReconcilerError, TrustChangedError
 from reconciler.gitstore.credentials import Credentials, url_scheme
@@ -255,6 +256,17 @@ class Runner:
             self.health.tick_failed(str(exc))
             log.error("tick_failed", repo=self.repo, error=str(exc))
             return False
+        except Exception as exc:  # invariant 9: the process never exits on content
+            self.telemetry.ticks.labels(self.repo, "error").inc()
+            self.health.tick_failed(f"internal error: {describe(exc)}")
+            log.error(
+                "tick_failed",
+                repo=self.repo,
+                error=describe(exc),
+                bug="an internal error, please report it; the next tick tries again",
+                exc_info=exc,
+            )
+            return False
         finally:
             self.telemetry.tick_duration.labels(self.repo).observe(time.monotonic() - started)
             self.ticks += 1
@@ -270,6 +282,11 @@ class Runner:
             self.telemetry.pushes.labels(self.repo, branch, "accepted").inc()
             if attempts > 1:
                 self.telemetry.pushes.labels(self.repo, branch, "conflict").inc(attempts - 1)
+        for fault in report.faults:
+            self.telemetry.experiment_errors.labels(self.repo, fault.subject).inc()
+        for problem in report.problems:
+            if problem.severity == "error":
+                self.telemetry.experiment_errors.labels(self.repo, problem.location.file).inc()
         for experiment, _what in report.corrections:
             self.telemetry.weight_corrections.labels(self.repo, experiment).inc()
         self.telemetry.held.labels(self.repo).set(report.held)

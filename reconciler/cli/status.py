@@ -1,5 +1,8 @@
 """``reconciler status``: live and archived experiments, from the state branch's tip.
 
+It also lists the problems of main's experiment and Metric files (what the loop skips and
+reports), and any file on the state branch that is not a state document.
+
 From Git alone it says what each experiment records: its weights, whether they were
 confirmed on the cluster (``applied``, and when), and whether it is held. With
 ``--kubeconfig`` it also reads the weights the cluster carries now (one request per kind
@@ -20,6 +23,8 @@ import click
 from reconciler.cli.repo_options import open_store, repo_options
 from reconciler.cluster.client import KubeSettings, connect
 from reconciler.cluster.kube import KubeCluster
+from reconciler.controller.discovery import Discovery
+from reconciler.controller.isolation import describe
 from reconciler.engine import traffic
 from reconciler.engine.state import ExperimentState, from_json
 from reconciler.errors import ReconcilerError
@@ -32,7 +37,8 @@ def experiment_rows(
 ) -> list[dict[str, Any]]:
     """One row per experiment on the state branch at ``tip``: live first, then archived.
 
-    With ``cluster``, each live row says what the cluster carries (``observed``).
+    With ``cluster``, each live row says what the cluster carries (``observed``). A file
+    there that is not a state document is a row of kind ``invalid-state`` with the error.
     """
     rows = []
     live: list[ExperimentState] = []
@@ -40,10 +46,10 @@ def experiment_rows(
         for path, _blob in sorted(store.list_files(tip, prefix)):
             try:
                 state = from_json(store.read_file(tip, path) or b"")
-            except (ValueError, KeyError, TypeError) as exc:
-                raise click.ClickException(
-                    f"{path} at {tip[:12]}: not a state document: {exc}"
-                ) from exc
+            except Exception as exc:  # noqa: BLE001 - a hand-edited state branch: show it, list the rest
+                error = f"not a state document: {describe(exc)}"
+                rows.append({"kind": "invalid-state", "path": path, "error": error})
+                continue
             if prefix == LIVE_DIR:
                 live.append(state)
             rows.append(_row(state, archived=prefix == ARCHIVE_DIR))
@@ -52,8 +58,28 @@ def experiment_rows(
     return rows
 
 
+def problem_rows(store: EnvStore, main: str) -> list[dict[str, Any]]:
+    """One row per problem in the experiment and Metric files on main at ``main``.
+
+    The loop reads the same files with the same code: a file with an error here is one the
+    running reconciler skips (and reports once), while the others go on.
+    """
+    scan = Discovery(store).scan(main)
+    return [
+        {
+            "kind": "problem",
+            "file": problem.location.file,
+            "line": problem.location.line or None,
+            "severity": problem.severity,
+            "message": problem.message,
+        }
+        for _blob, problem in scan.problems
+    ]
+
+
 def _row(state: ExperimentState, *, archived: bool) -> dict[str, Any]:
     return {
+        "kind": "experiment",
         "id": state.id,
         "target": state.spec.target,
         "phase": state.phase.value,
@@ -114,16 +140,33 @@ def status(output: str, kubeconfig: str | None, context: str | None, **options: 
             raise click.ClickException(str(exc)) from exc
         try:
             rows = experiment_rows(store, heads.state, cluster) if heads.state else []
+            rows += problem_rows(store, heads.main) if heads.main else []
+        except ReconcilerError as exc:
+            raise click.ClickException(str(exc)) from exc
         finally:
             if cluster is not None:
                 cluster.kube.close()
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    if not rows:
+    _print(rows, store, observed=cluster is not None)
+
+
+def _print(rows: list[dict[str, Any]], store: EnvStore, *, observed: bool) -> None:
+    experiments = [r for r in rows if r["kind"] == "experiment"]
+    if experiments:
+        _print_table(experiments, observed=observed)
+    else:
         click.echo(f"no experiments recorded on {store.state_branch}")
-        return
-    _print_table(rows, observed=cluster is not None)
+    for r in rows:
+        if r["kind"] == "invalid-state":
+            click.echo(f"\n{store.state_branch}:{r['path']}: {r['error']}")
+    problems = [r for r in rows if r["kind"] == "problem"]
+    if problems:
+        click.echo(f"\nProblems in the experiment files on {store.main_branch}:")
+    for r in problems:
+        where = f"{r['file']}:{r['line']}" if r["line"] else r["file"]
+        click.echo(f"  {where}: {r['severity']}: {r['message']}")
 
 
 def _print_table(rows: list[dict[str, Any]], *, observed: bool) -> None:

@@ -19,6 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+import structlog
+
+from reconciler.controller.isolation import REPO_WIDE, describe
+from reconciler.errors import Location
 from reconciler.ports import EnvStore
 from reconciler.spec.loader import (
     LoadResult,
@@ -29,6 +33,8 @@ from reconciler.spec.loader import (
 )
 from reconciler.spec.metric import MetricDefinition, load_metrics, looks_like_metric
 from reconciler.spec.model import Experiment
+
+log = structlog.get_logger("reconciler.controller")
 
 _YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -116,24 +122,37 @@ class Discovery:
         cached = self._parsed.get(key)
         if cached is None:
             data = self._store.read_file(main, path) or b""
-            experiments = LoadResult((), ())
-            recorded = self._recorded(path, blob, data)
-            if recorded is not None:
-                experiments = LoadResult(recorded, ())
-            elif looks_like_experiment(data):
-                loaded = load_experiments(path, data)
-                experiments = LoadResult(
-                    tuple(replace(e, locations={}) for e in loaded.experiments), loaded.problems
-                )
-            definitions: tuple[MetricDefinition, ...] = ()
-            if looks_like_metric(data):
-                metrics = load_metrics(path, data)
-                definitions = tuple(metrics.metrics)
-                problems = tuple(dict.fromkeys((*experiments.problems, *metrics.problems)))
-                experiments = LoadResult(experiments.experiments, problems)
-            cached = (experiments, definitions)
+            try:
+                cached = self._parse_data(path, blob, data)
+            except REPO_WIDE:
+                raise
+            except Exception as exc:  # invariant 9: this file's fault alone
+                log.error("experiment_file_bug", path=path, error=describe(exc), exc_info=exc)
+                why = f"internal error while reading this file (please report it): {describe(exc)}"
+                cached = (LoadResult((), (Problem(Location(path), "error", why),)), ())
             self._parsed[key] = cached
         return cached
+
+    def _parse_data(
+        self, path: str, blob: str, data: bytes
+    ) -> tuple[LoadResult, tuple[MetricDefinition, ...]]:
+        """The experiments, Metric documents and problems in one file's bytes."""
+        experiments = LoadResult((), ())
+        recorded = self._recorded(path, blob, data)
+        if recorded is not None:
+            experiments = LoadResult(recorded, ())
+        elif looks_like_experiment(data):
+            loaded = load_experiments(path, data)
+            experiments = LoadResult(
+                tuple(replace(e, locations={}) for e in loaded.experiments), loaded.problems
+            )
+        definitions: tuple[MetricDefinition, ...] = ()
+        if looks_like_metric(data):
+            metrics = load_metrics(path, data)
+            definitions = tuple(metrics.metrics)
+            problems = tuple(dict.fromkeys((*experiments.problems, *metrics.problems)))
+            experiments = LoadResult(experiments.experiments, problems)
+        return experiments, definitions
 
     def _recorded(self, path: str, blob: str, data: bytes) -> tuple[Experiment, ...] | None:
         """The experiments the state branch recorded for this file, when they are all of it."""

@@ -20,13 +20,14 @@ import structlog
 
 from reconciler.controller import records
 from reconciler.controller.discovery import Discovery, Found, Scan
-from reconciler.controller.outcomes import Due, find_decision, push_outcomes
+from reconciler.controller.isolation import Fault, Faults, LeadershipLostError
+from reconciler.controller.outcomes import Due, OutcomePush, find_decision, push_outcomes
 from reconciler.controller.traffic import Traffic
 from reconciler.engine import experiment, traffic
 from reconciler.engine.experiment import Observations, PushOutcome, SetWeights, Transition
 from reconciler.engine.state import ExperimentState, as_recorded, experiment_id, from_json
 from reconciler.engine.traffic import DRIFTED
-from reconciler.errors import ReconcilerError, TemporaryError
+from reconciler.errors import ReconcilerError
 from reconciler.gitstore.state_branch import archive_path, with_readme
 from reconciler.ports import (
     Cluster,
@@ -46,9 +47,7 @@ log = structlog.get_logger("reconciler.controller")
 
 LIVE_PREFIX = "experiments"
 
-
-class LeadershipLostError(TemporaryError):
-    """This replica may no longer act on the Env repo (its Lease was not renewed)."""
+__all__ = ["LIVE_PREFIX", "LeadershipLostError", "Reconciler", "TickReport"]
 
 
 @dataclass
@@ -71,6 +70,8 @@ class TickReport:
     """(experiment key, what the cluster carried) each time recorded weights were set again."""
     held: int = 0
     """Live experiments held because something keeps putting other weights back."""
+    faults: list[Fault] = field(default_factory=list)
+    """Steps that raised for one experiment or file, first seen this tick (invariant 9)."""
 
 
 class Reconciler:
@@ -121,7 +122,10 @@ class Reconciler:
         self._reported: set[tuple[str, str]] = set()
         self._documents: dict[str, ExperimentState | None] = {}
         """State documents of the last state tip read, parsed, by blob id (None: invalid)."""
-        self._traffic = Traffic(cluster, guard=self._guard)
+        self._faults = Faults()
+        self._live: dict[str, ExperimentState] = {}
+        """The live documents of the current tick, by key (to say what a fault is about)."""
+        self._traffic = Traffic(cluster, guard=self._guard, faults=self._faults)
 
     def tick(self) -> TickReport:
         """One pass of the loop; raises only for faults of the Env repo as a whole.
@@ -129,11 +133,23 @@ class Reconciler:
         A tick that raised (a push that may or may not have landed, say) leaves nothing to
         remember: the next one reads the cluster and the state branch afresh.
         """
+        self._faults.start_tick()
         report = self._tick()
         report.corrections = self._traffic.report.corrections
         report.errors.extend(self._traffic.report.errors)
         report.held = self._traffic.report.held
+        report.faults = list(self._faults.new)
+        report.errors.extend(str(f) for f in report.faults)
+        for fault in report.faults:
+            self._fault_event(fault)
         return report
+
+    def _fault_event(self, fault: Fault) -> None:
+        """A warning Event on the object carrying the faulted experiment's weights."""
+        state = self._live.get(fault.subject)
+        about = _event_object(state) if state is not None and self._events else None
+        if about is not None and self._events is not None:
+            self._events.record(about, "RolloutFault", str(fault), warning=True)
 
     def _tick(self) -> TickReport:
         heads = self._store.fetch()
@@ -143,6 +159,7 @@ class Reconciler:
             log.warning("main_missing", branch=self._store.main_branch)
             return report
         states = self._load(heads.state)
+        self._live = states
         # Each live state holds its experiment's normalised spec: discovery takes a file
         # whose blob a state names from there instead of parsing it again (a restarted
         # process would otherwise re-read every experiment file).
@@ -151,8 +168,10 @@ class Reconciler:
         )
         self._report_problems(scan, report)
         if scan.metrics != self._metrics_seen:
-            self._metric_documents(scan.metrics)
-            self._metrics_seen = scan.metrics
+            with self._faults.boundary("Metric documents", "loading them") as loading:
+                self._metric_documents(scan.metrics)
+            if not loading.failed:
+                self._metrics_seen = scan.metrics
         for state in states.values():
             report.live[state.phase.value] = report.live.get(state.phase.value, 0) + 1
         self._traffic.observe(states, self._clock())
@@ -162,14 +181,18 @@ class Reconciler:
         recorded = self._record(scan, states, heads.state, report)
         due: list[Due] = []
         for transition, commit in recorded:
-            self._act(transition)
+            with self._faults.boundary(transition.state.key, "setting weights"):
+                self._act(transition)
             if any(isinstance(a, PushOutcome) for a in transition.actions):
                 due.append((transition.state, commit))
         acted = {t.state.key for t, _ in recorded}
         for state in states.values():
             if state.phase.deciding and state.key not in acted:
-                decision = find_decision(self._store, heads.state, state) if heads.state else None
-                due.append((state, decision))
+                with self._faults.boundary(state.key, "finding its decision"):
+                    decision = (
+                        find_decision(self._store, heads.state, state) if heads.state else None
+                    )
+                    due.append((state, decision))
         self._finish(due, report)
         self._archive_settled(states, report)
         return report
@@ -183,15 +206,19 @@ class Reconciler:
         latest = dict(states)
         latest.update((t.state.key, t.state) for t, _ in report.recorded)
         now = self._clock()
-        settled = [
-            experiment.traffic_settled(state, now, why="traffic on the baseline")
-            for key, state in sorted(latest.items())
-            if state.settling and self._traffic.converged(key)
-        ]
+        settled: list[Transition] = []
+        commits: list[CommitSpec] = []
+        for key, state in sorted(latest.items()):
+            if not (state.settling and self._traffic.converged(key)):
+                continue
+            with self._faults.boundary(key, "archiving it"):
+                transition = experiment.traffic_settled(state, now, why="traffic on the baseline")
+                encoded = records.state_commit(transition)
+                settled.append(transition)
+                commits.append(encoded)
         if not settled:
             return
         self._guard("archive finished experiments")
-        commits = [records.state_commit(t) for t in settled]
         result = self._store.update_branch(self._store.state_branch, lambda _tip: commits)
         report.pushes.append((self._store.state_branch, result.attempts))
         for transition, commit in zip(settled, result.commits, strict=True):
@@ -214,8 +241,12 @@ class Reconciler:
 
         def plan(tip: str | None) -> list[CommitSpec]:
             current = states if tip == state_tip else self._load(tip)
-            planned[:] = self._plan(scan, current, observations, now, tip)
-            specs[:] = [records.state_commit(t) for t in planned]
+            planned.clear()
+            specs.clear()
+            for transition in self._plan(scan, current, observations, now, tip):
+                with self._faults.boundary(transition.state.key, "recording a transition"):
+                    specs.append(records.state_commit(transition))
+                    planned.append(transition)
             if specs and tip is None:
                 first = specs[0]
                 specs[0] = CommitSpec(first.message, with_readme(None, first.changes))
@@ -225,7 +256,8 @@ class Reconciler:
         for transition, spec in zip(planned, specs, strict=True):
             blob = records.live_blob(spec.changes)
             if blob is not None:  # the next tick's load finds it parsed already
-                self._documents[blob] = as_recorded(transition.state)
+                with self._faults.boundary(transition.state.key, "keeping its document"):
+                    self._documents[blob] = as_recorded(transition.state)
         recorded = list(zip(planned, result.commits, strict=True))
         if result.commits:
             report.pushes.append((self._store.state_branch, result.attempts))
@@ -254,11 +286,13 @@ class Reconciler:
                 state = self._documents[blob]
             else:
                 raw = self._store.read_file(tip, path) or b""
-                try:
+                state = None
+                content = (ValueError, KeyError, TypeError)
+                reading = self._faults.boundary(
+                    path, "reading the state document", expected=content
+                )
+                with reading:
                     state = from_json(raw)
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.error("state_document_invalid", path=path, commit=tip, error=str(exc))
-                    state = None
             documents[blob] = state
             if state is not None:
                 states[state.key] = state
@@ -285,26 +319,33 @@ class Reconciler:
         out: dict[str, Observations] = {}
         self._waiting, self._synced = {}, {}
         for key, state in states.items():
-            if state.phase.final and state.sync == "waiting":
-                self._synced[key] = self._poll_sync(state)
-                continue
-            if not self._traffic.converged(key) or self._traffic.episode(state) is not None:
-                continue
-            if experiment.is_due(state, now) and state.iteration == 0:
-                pending = self._not_ready(state)
-                if pending:
-                    self._waiting[key] = pending
-                    continue
-            if experiment.is_due(state, now):
-                elapsed = now - state.started_at
-                out[key] = {
-                    version.name: {
-                        metric: self._measure(state, metric, version.name, elapsed)
-                        for metric in _metrics_of(state.spec)
-                    }
-                    for version in state.spec.versions
-                }
+            with self._faults.boundary(key, "observing it"):
+                self._observe_one(state, now, out)
         return out
+
+    def _observe_one(
+        self, state: ExperimentState, now: float, out: dict[str, Observations]
+    ) -> None:
+        key = state.key
+        if state.phase.final and state.sync == "waiting":
+            self._synced[key] = self._poll_sync(state)
+            return
+        if not self._traffic.converged(key) or self._traffic.episode(state) is not None:
+            return
+        if experiment.is_due(state, now) and state.iteration == 0:
+            pending = self._not_ready(state)
+            if pending:
+                self._waiting[key] = pending
+                return
+        if experiment.is_due(state, now):
+            elapsed = now - state.started_at
+            out[key] = {
+                version.name: {
+                    metric: self._measure(state, metric, version.name, elapsed)
+                    for metric in _metrics_of(state.spec)
+                }
+                for version in state.spec.versions
+            }
 
     def _not_ready(self, state: ExperimentState) -> str | None:
         """Why the experiment's readiness objects are not all ready (None: they are)."""
@@ -368,33 +409,34 @@ class Reconciler:
             if state.phase.deciding:
                 busy.update((key, state.spec.target))
                 continue
-            if state.settling:
-                planned = None
-                if state.spec.target in running or state.spec.target in to_start:
-                    why = "another run sets the target's traffic now"
-                    planned = experiment.traffic_settled(state, now, why=why)
-                transitions.extend([planned] if planned else [])
-                continue
-            planned = self._plan_running(
-                state, to_start, on_main, observations, main=scan.main, now=now
-            )
+            planned = None
+            with self._faults.boundary(key, "planning its next step"):
+                if state.settling:
+                    if state.spec.target in running or state.spec.target in to_start:
+                        why = "another run sets the target's traffic now"
+                        planned = experiment.traffic_settled(state, now, why=why)
+                else:
+                    planned = self._plan_running(
+                        state, to_start, on_main, observations, main=scan.main, now=now
+                    )
             if planned is not None:
                 transitions.append(planned)
         for found in to_start.values():
             if found.spec.key in busy or found.spec.target in busy:
                 continue  # starts once the pending outcome for its target has landed
-            current = None
-            if found.spec.deployment_pattern is DeploymentPattern.FIXED_SPLIT:
-                current = self._read_weights(found.spec)
-            transitions.append(
-                experiment.start(
-                    found.spec,
-                    spec_blob=found.blob,
-                    source_commit=scan.main,
-                    now=now,
-                    current=current,
+            with self._faults.boundary(found.spec.key, "starting it"):
+                current = None
+                if found.spec.deployment_pattern is DeploymentPattern.FIXED_SPLIT:
+                    current = self._read_weights(found.spec)
+                transitions.append(
+                    experiment.start(
+                        found.spec,
+                        spec_blob=found.blob,
+                        source_commit=scan.main,
+                        now=now,
+                        current=current,
+                    )
                 )
-            )
         return transitions
 
     def _plan_running(
@@ -468,8 +510,9 @@ class Reconciler:
         live_ids = {s.id for s in states.values()}
         to_start: dict[str, Found] = {}
         for found in scan.experiments:
-            run_id = experiment_id(found.spec, found.blob)
-            if run_id in live_ids or self._archived(state_tip, found):
+            with self._faults.boundary(found.spec.key, "naming its run") as naming:
+                run_id = experiment_id(found.spec, found.blob)
+            if naming.failed or run_id in live_ids or self._archived(state_tip, found):
                 continue
             previous = to_start.get(found.spec.target)
             if previous is not None:
@@ -532,41 +575,61 @@ class Reconciler:
         now = self._clock()
         landed: list[Transition] = []
         for state, _decision in due:
-            outcome = experiment.outcome_of(state)
-            commit = pushed.commits.get(state.id)
-            if commit is None:
-                why = pushed.failed.get(state.id, "main branch is missing")
-                report.errors.append(f"{state.id}: outcome {outcome} not pushed: {why}")
-                log.error("outcome_failed", experiment=state.id, outcome=outcome, error=why)
-                continue
-            log.info(
-                "outcome_on_main",
-                experiment=state.id,
-                outcome=outcome,
-                commit=commit,
-                attempts=pushed.result.attempts,
-                already_there=commit not in pushed.result.commits,
-            )
-            if self._operator is not None:
-                try:
-                    self._operator.request_sync(commit)
-                except ReconcilerError as exc:
-                    log.warning("gitops_refresh_failed", experiment=state.id, error=str(exc))
-            landed.append(
-                experiment.outcome_landed(
-                    state,
-                    commit,
-                    now,
-                    await_sync=self._operator is not None,
-                    confirmed=self._traffic.converged(state.key),
-                )
-            )
+            with self._faults.boundary(state.key, "recording its outcome"):
+                self._landed(state, pushed, report, landed, now)
         if landed:
             self._record_landed(landed, report)
 
+    def _landed(
+        self,
+        state: ExperimentState,
+        pushed: OutcomePush,
+        report: TickReport,
+        landed: list[Transition],
+        now: float,
+    ) -> None:
+        """Add ``state``'s outcome-landed transition to ``landed`` if its outcome is on main."""
+        outcome = experiment.outcome_of(state)
+        commit = pushed.commits.get(state.id)
+        if commit is None:
+            why = pushed.failed.get(state.id, "main branch is missing")
+            report.errors.append(f"{state.id}: outcome {outcome} not pushed: {why}")
+            log.error("outcome_failed", experiment=state.id, outcome=outcome, error=why)
+            return
+        log.info(
+            "outcome_on_main",
+            experiment=state.id,
+            outcome=outcome,
+            commit=commit,
+            attempts=pushed.result.attempts,
+            already_there=commit not in pushed.result.commits,
+        )
+        if self._operator is not None:
+            try:
+                self._operator.request_sync(commit)
+            except ReconcilerError as exc:
+                log.warning("gitops_refresh_failed", experiment=state.id, error=str(exc))
+        landed.append(
+            experiment.outcome_landed(
+                state,
+                commit,
+                now,
+                await_sync=self._operator is not None,
+                confirmed=self._traffic.converged(state.key),
+            )
+        )
+
     def _record_landed(self, landed: list[Transition], report: TickReport) -> None:
         """Record the outcomes on main (one commit each, one push), then set final weights."""
-        commits = [records.state_commit(t) for t in landed]
+        encoded: list[Transition] = []
+        commits: list[CommitSpec] = []
+        for transition in landed:
+            with self._faults.boundary(transition.state.key, "recording its outcome"):
+                commits.append(records.state_commit(transition))
+                encoded.append(transition)
+        landed = encoded
+        if not landed:
+            return
         result = self._store.update_branch(self._store.state_branch, lambda _tip: commits)
         report.pushes.append((self._store.state_branch, result.attempts))
         self._failpoint("after-outcome-record")
@@ -576,7 +639,8 @@ class Reconciler:
             self._log_transition(transition, commit)
         for transition in landed:
             if any(isinstance(a, SetWeights) for a in transition.actions):
-                self._traffic.set(transition.state)
+                with self._faults.boundary(transition.state.key, "setting weights"):
+                    self._traffic.set(transition.state)
 
     def _log_transition(self, transition: Transition, commit: str) -> None:
         state = transition.state

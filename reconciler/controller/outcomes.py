@@ -8,9 +8,10 @@ all is what lets them land while CI keeps pushing (``hack/bench.py race``). Main
 fetched afresh first, since its tip from the start of the tick is stale by then. On every
 tip the plan is given, each outcome is first looked for by its ``Rollout-Id`` (exactly
 once: one already there is not pushed again), and one whose edits cannot be applied (a
-``set`` on a path main does not have) is left out with its error, never holding up the
-others. ``find_decision`` names the state commit a decision was recorded in, for the
-``Rollout-State`` trailer. Reads and pushes go through the ``EnvStore`` port only.
+``set`` on a path main does not have, or anything else one experiment's edits raise) is
+left out with its error, never holding up the others. ``find_decision`` names the state
+commit a decision was recorded in, for the ``Rollout-State`` trailer. Reads and pushes go
+through the ``EnvStore`` port only.
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import structlog
+
 from reconciler.controller import records
+from reconciler.controller.isolation import REPO_WIDE, describe
 from reconciler.engine import experiment
 from reconciler.engine.state import ExperimentState
 from reconciler.errors import PromotionError
 from reconciler.ports import CommitSpec, EnvStore, Plan, UpdateResult
 from reconciler.promote import edits
+
+log = structlog.get_logger("reconciler.controller")
 
 Due = tuple[ExperimentState, str | None]
 """A deciding state and the state commit that recorded its decision (None: not known)."""
@@ -87,18 +93,25 @@ def outcomes_plan(
         for state, decision in due:
             if state.id in found:
                 continue
-            outcome = experiment.outcome_of(state)
-            files = {
-                p: overlay[p] if p in overlay else store.read_file(tip, p)
-                for p in edits.needed_paths(state.spec, outcome)
-            }
             try:
+                outcome = experiment.outcome_of(state)
+                files = {
+                    p: overlay[p] if p in overlay else store.read_file(tip, p)
+                    for p in edits.needed_paths(state.spec, outcome)
+                }
                 changes = edits.apply(state.spec, outcome, state.winner, files)
+                commit = records.outcome_commit(state, changes, decision)
+            except REPO_WIDE:
+                raise
             except PromotionError as exc:
                 failed[state.id] = str(exc)
                 continue
+            except Exception as exc:  # invariant 9: this outcome's fault alone
+                failed[state.id] = f"internal error (please report it): {describe(exc)}"
+                log.error("outcome_bug", experiment=state.id, error=describe(exc), exc_info=exc)
+                continue
             overlay.update(changes)
-            specs.append(records.outcome_commit(state, changes, decision))
+            specs.append(commit)
             planned.append(state.id)
         return specs
 

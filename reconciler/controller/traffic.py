@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from reconciler.controller.isolation import Faults
 from reconciler.engine import experiment, traffic
 from reconciler.engine.state import ExperimentState, Pairs, Phase
 from reconciler.engine.traffic import DRIFTED, MISSING, UNKNOWN, Assessment
@@ -80,9 +81,15 @@ class _Hold:
 class Traffic:
     """Reads, assesses and sets the weights of one Env repo's live experiments."""
 
-    def __init__(self, cluster: Cluster, *, guard: Callable[[str], None]) -> None:
-        """Use ``cluster``; ``guard(what)`` raises when this replica may not write."""
+    def __init__(
+        self, cluster: Cluster, *, guard: Callable[[str], None], faults: Faults | None = None
+    ) -> None:
+        """Use ``cluster``; ``guard(what)`` raises when this replica may not write.
+
+        ``faults`` holds each experiment's errors at its boundary (invariant 9).
+        """
         self._cluster = cluster
+        self._faults = faults or Faults()
         self._guard = guard
         self._readings: Mapping[WeightObjRef, WeightReading] = {}
         self._owners: dict[WeightObjRef, str] = {}
@@ -105,24 +112,42 @@ class Traffic:
         """Read every live document's weights and assess them (the start of every tick)."""
         self.report = TrafficReport()
         live = list(states.values())
-        wanted = traffic.refs(live)
-        self._readings = self._cluster.read_weights(wanted) if wanted else {}
+        self._readings = self._read(live)
         self._owners = traffic.owners(live)
         self._assessed = {}
         self._converged = set()
         for state in live:
-            found = self.assess(state)
-            if found.converged:
-                self._confirm(state)
-            if found.status in {DRIFTED, MISSING}:
-                self._note_episode(state, found, now)
-            if found.status in {UNKNOWN, MISSING}:
-                self._unseen_once(state, found)
-            if state.held is not None:
-                self._track_hold(state, found, now)
+            with self._faults.boundary(state.key, "reading its weights"):
+                found = self.assess(state)
+                if found.converged:
+                    self._confirm(state)
+                if found.status in {DRIFTED, MISSING}:
+                    self._note_episode(state, found, now)
+                if found.status in {UNKNOWN, MISSING}:
+                    self._unseen_once(state, found)
+                if state.held is not None:
+                    self._track_hold(state, found, now)
         for memory in (self._known, self._episodes, self._unseen, self._failed, self._holds):
             for key in set(memory) - set(states):
                 del memory[key]
+
+    def _read(self, live: list[ExperimentState]) -> Mapping[WeightObjRef, WeightReading]:
+        """All live documents' weights in one read; one read each if that one raised.
+
+        A reference that makes the adapter raise (rather than report an error in its
+        reading) is then that experiment's fault alone: the others are read without it.
+        """
+        wanted = traffic.refs(live)
+        if not wanted:
+            return {}
+        with self._faults.boundary("weights of all live experiments", "reading them") as batch:
+            return self._cluster.read_weights(wanted)
+        readings: dict[WeightObjRef, WeightReading] = {}
+        for state in live if batch.failed else []:
+            with self._faults.boundary(state.key, "reading its weights"):
+                own = traffic.refs([state])
+                readings.update(self._cluster.read_weights(own) if own else {})
+        return readings
 
     def assess(self, state: ExperimentState) -> Assessment:
         """How the cluster compares with ``state``'s recorded weights, as this tick read it.
@@ -187,34 +212,39 @@ class Traffic:
         are set once, then again after a pause twice as long, up to ``PROBE_MAX_SECONDS``.
         """
         for state in states.values():
-            found = self.assess(state)
-            if found.status != DRIFTED:
-                continue
-            episode = self._episodes.get(state.key)
-            if state.held is not None:
-                hold = self._holds[state.key]
-                if now >= hold.next_probe:
-                    hold.next_probe = now + hold.pause
-                    hold.pause = min(2 * hold.pause, PROBE_MAX_SECONDS)
-                    log.info("weights_probed", experiment=state.id, found=traffic.describe(found))
-                    self.report.corrections.append((state.key, traffic.describe(found)))
-                    self.set(state)
-                continue
-            counts = episode is not None and episode.counts
-            if state.phase is Phase.PROGRESSING and experiment.would_hold(state, counts=counts):
-                continue
-            if episode is not None and counts and not episode.corrected:
-                episode.corrected = True
-                self.report.corrections.append((state.key, traffic.describe(found)))
-                log.warning(
-                    "weights_corrected",
-                    experiment=state.id,
-                    found=traffic.describe(found),
-                    recorded=dict(state.weights),
-                    writers=traffic.culprits(found),
-                )
-            self.set(state)
+            with self._faults.boundary(state.key, "setting its recorded weights again"):
+                self._converge_one(state, now)
         self.report.held = sum(1 for s in states.values() if s.held is not None)
+
+    def _converge_one(self, state: ExperimentState, now: float) -> None:
+        """``converge`` for one live document."""
+        found = self.assess(state)
+        if found.status != DRIFTED:
+            return
+        episode = self._episodes.get(state.key)
+        if state.held is not None:
+            hold = self._holds[state.key]
+            if now >= hold.next_probe:
+                hold.next_probe = now + hold.pause
+                hold.pause = min(2 * hold.pause, PROBE_MAX_SECONDS)
+                log.info("weights_probed", experiment=state.id, found=traffic.describe(found))
+                self.report.corrections.append((state.key, traffic.describe(found)))
+                self.set(state)
+            return
+        counts = episode is not None and episode.counts
+        if state.phase is Phase.PROGRESSING and experiment.would_hold(state, counts=counts):
+            return
+        if episode is not None and counts and not episode.corrected:
+            episode.corrected = True
+            self.report.corrections.append((state.key, traffic.describe(found)))
+            log.warning(
+                "weights_corrected",
+                experiment=state.id,
+                found=traffic.describe(found),
+                recorded=dict(state.weights),
+                writers=traffic.culprits(found),
+            )
+        self.set(state)
 
     # -- bookkeeping -------------------------------------------------------------------
 

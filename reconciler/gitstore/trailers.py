@@ -45,7 +45,8 @@ def format_message(subject: str, trailers: Sequence[tuple[str, str]], body: str 
 
     Raises:
         ValueError: the subject is empty or spans lines, a key is not
-            ``[A-Za-z0-9][A-Za-z0-9-]*``, or a value is empty, multi-line or padded.
+            ``[A-Za-z0-9][A-Za-z0-9-]*``, a value is empty, multi-line or padded, or the
+            text is not Unicode that UTF-8 can carry (a lone surrogate).
     """
     if not subject.strip() or any(ch in subject for ch in _LINE_BREAKS):
         raise ValueError(f"the subject must be one non-empty line, got {subject!r}")
@@ -58,7 +59,13 @@ def format_message(subject: str, trailers: Sequence[tuple[str, str]], body: str 
         parts.append(body)
     if trailers:
         parts.append("\n".join(f"{key}: {value}" for key, value in trailers))
-    return "\n\n".join(parts) + "\n"
+    message = "\n\n".join(parts) + "\n"
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = message[exc.start : exc.end].encode("unicode_escape").decode("ascii")
+        raise ValueError(f"the message cannot be written as UTF-8 ({bad}: {exc.reason})") from None
+    return message
 
 
 def _paragraphs(message: str) -> list[list[str]]:

@@ -73,6 +73,13 @@ class Telemetry:
             ["repo", "experiment"],
             registry=r,
         )
+        self.experiment_errors = Counter(
+            "reconciler_experiment_errors_total",
+            "Errors stopped at one experiment's (or file's) boundary, each counted when first "
+            "seen; the others went on. Label: the experiment, or the file it could not read.",
+            ["repo", "experiment"],
+            registry=r,
+        )
         self.held = Gauge(
             "reconciler_experiments_held",
             "Experiments held because something keeps putting other weights back.",
