@@ -194,6 +194,19 @@ FIELDS: tuple[Field, ...] = (
         "Shared secret for GitHub/GitLab push webhooks (none: /webhook is off).",
     ),
     Field(
+        "http_read_timeout",
+        ("http", "readTimeout"),
+        "float",
+        "Seconds an HTTP client has to send a whole request (and to take each write of the "
+        "answer); a slower one is answered 408 and closed.",
+    ),
+    Field(
+        "http_max_connections",
+        ("http", "maxConnections"),
+        "int",
+        "HTTP connections served at once, a thread each; more wait in the listen queue.",
+    ),
+    Field(
         "leader_election",
         ("leaderElection", "enabled"),
         "bool",
@@ -297,6 +310,8 @@ class Settings:
     namespace: str | None = None
     listen: str = "0.0.0.0:8080"
     webhook_secret_file: Path | None = None
+    http_read_timeout: float = 10.0
+    http_max_connections: int = 32
     leader_election: bool = False
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
@@ -465,6 +480,8 @@ def _check(settings: Settings) -> None:
             "log_level must be debug, info, warning or error",
         ),
         (_is_address(settings.listen), f"listen {settings.listen!r} is not HOST:PORT"),
+        (settings.http_read_timeout > 0, "http_read_timeout must be above 0 seconds"),
+        (settings.http_max_connections >= 1, "http_max_connections must be at least 1"),
     ]
     for name in ("argocd_application", "flux_kustomization", "flux_gitrepository"):
         value = getattr(settings, name)

@@ -45,7 +45,7 @@ from reconciler.gitstore.credentials import Credentials, url_scheme
 from reconciler.gitstore.repo import GitEnvStore
 from reconciler.metrics.catalog import Catalog
 from reconciler.metrics.prometheus import PrometheusClient, PrometheusConfig, PrometheusMetrics
-from reconciler.server.http import Health, HttpServer
+from reconciler.server.http import Health, HttpServer, Limits
 from reconciler.server.telemetry import InstrumentedCluster, InstrumentedMetrics, Telemetry
 from reconciler.spec.metric import MetricDefinition
 from reconciler.watch import WATCHDOG_FILTER, ContentWatcher, RefsWatcher, git_dir
@@ -342,6 +342,7 @@ class Runner:
             clock=self.clock,
             on_push=self.request_tick,
             webhook_secret_file=self.settings.webhook_secret_file,
+            limits=Limits(self.settings.http_read_timeout, self.settings.http_max_connections),
         )
         self.http.start()
         self.observer = Observer()
