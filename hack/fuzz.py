@@ -67,6 +67,10 @@ def main() -> int:
     width = max(len(k) for k in summary)
     for key, value in summary.items():
         print(f"{key:<{width}}  {value}")
+    slowest, slow_data = max(outcomes, key=lambda pair: pair[0].seconds)
+    print(
+        f"  slowest input: {len(slow_data):,} bytes, {slowest.seconds:.3f} s: {slow_data[:120]!r}"
+    )
     for outcome, data in outcomes:
         if outcome.error is not None:
             print(f"  {outcome.error!r:.200} <- {data[:120]!r}")
