@@ -31,6 +31,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from ruamel.yaml.reader import ReaderError
+from ruamel.yaml.scanner import RoundTripScanner
 
 from reconciler.errors import Location
 from reconciler.spec.limits import Limits, exceeded
@@ -131,6 +132,25 @@ class _Refused(Exception):  # noqa: N818 - internal signal, never leaves this mo
         self.line, self.column, self.message = line, column, message
 
 
+class _BoundedScanner(RoundTripScanner):
+    """ruamel.yaml's scanner, refusing flow collections (``[``, ``{``) nested too deep.
+
+    The scanner looks ahead across every open flow level for each token, so 10,000 ``[``
+    in a row cost it seconds before the composer's depth check is ever reached.
+    """
+
+    def fetch_flow_collection_start(self, TokenClass: Any, to_push: str) -> None:  # noqa: ANN401, N803 - ruamel.yaml's signature
+        limits: Limits = self.loader.limits
+        if len(self.flow_context) + 1 > limits.max_nesting_depth:
+            mark = self.reader.get_mark()
+            raise _Refused(
+                mark.line + 1,
+                mark.column + 1,
+                exceeded("max_nesting_depth", "mappings and lists nest too deep here", limits),
+            )
+        super().fetch_flow_collection_start(TokenClass, to_push)
+
+
 class _BoundedComposer(Composer):
     """ruamel.yaml's composer, refusing tags beyond the core schema, deep nesting, aliases.
 
@@ -201,6 +221,7 @@ class _Loader(YAML):
     def __init__(self, limits: Limits) -> None:
         super().__init__(typ="rt")
         self.limits = limits
+        self.Scanner = _BoundedScanner
         self.Composer = _BoundedComposer
         self.Constructor = _GuardedConstructor
 
