@@ -10,7 +10,7 @@ where it came from. No other module reads the environment or the config file.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from reconciler.errors import PermanentError
+from reconciler.spec.limits import Limits
 
 ENV_PREFIX = "RECONCILER_"
 
@@ -273,6 +274,39 @@ FIELDS: tuple[Field, ...] = (
         "str",
         "debug, info, warning or error.",
     ),
+    # Limits on what the experiment and Metric loaders read (reconciler.spec.limits.Limits,
+    # whose defaults are the documented ones); a file past one is reported, not read.
+    Field(
+        "max_file_bytes",
+        ("limits", "maxFileBytes"),
+        "int",
+        "Bytes in one experiment or Metric file.",
+    ),
+    Field(
+        "max_documents_per_file",
+        ("limits", "maxDocumentsPerFile"),
+        "int",
+        "YAML documents in one experiment or Metric file.",
+    ),
+    Field(
+        "max_experiment_files",
+        ("limits", "maxExperimentFiles"),
+        "int",
+        "Experiment files read from the Env repo (those of live experiments first).",
+    ),
+    Field("max_aliases", ("limits", "maxAliases"), "int", "YAML alias uses in one file."),
+    Field(
+        "max_alias_nodes",
+        ("limits", "maxAliasNodes"),
+        "int",
+        "Nodes YAML aliases may add to one document once expanded.",
+    ),
+    Field(
+        "max_nesting_depth",
+        ("limits", "maxNestingDepth"),
+        "int",
+        "Nesting of mappings and lists in one YAML document.",
+    ),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
 
@@ -324,12 +358,59 @@ class Settings:
     failpoints: tuple[str, ...] = ()
     log_json: bool = True
     log_level: str = "info"
+    max_file_bytes: int = Limits.max_file_bytes
+    max_documents_per_file: int = Limits.max_documents_per_file
+    max_experiment_files: int = Limits.max_experiment_files
+    max_aliases: int = Limits.max_aliases
+    max_alias_nodes: int = Limits.max_alias_nodes
+    max_nesting_depth: int = Limits.max_nesting_depth
+
+    @property
+    def limits(self) -> Limits:
+        """The loader's limits, as configured."""
+        return limits_of(self)
 
     @property
     def listen_address(self) -> tuple[str, int]:
         """``listen`` as (host, port)."""
         host, _, port = self.listen.rpartition(":")
         return host or "0.0.0.0", int(port)  # noqa: S104 - a pod listens on all addresses
+
+
+LIMIT_SETTINGS = tuple(f.name for f in fields(Limits))
+
+
+def limits_of(values: object) -> Limits:
+    """The ``Limits`` named by the attributes of ``values`` (Settings, or click's params).
+
+    Raises:
+        ConfigError: a limit is not a positive integer.
+    """
+    try:
+        return Limits(**{name: getattr(values, name) for name in LIMIT_SETTINGS})
+    except ValueError as exc:
+        raise ConfigError(f"limits: {exc}") from None
+
+
+def build_limits(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Limits:
+    """The limits alone (for ``reconciler validate``): flags > environment > defaults.
+
+    Raises:
+        ConfigError: a limit is not a positive integer; the message names its source.
+    """
+    values: dict[str, Any] = {}
+    layers = (
+        ("environment", from_environment(os.environ if environ is None else environ)),
+        ("flag", flags),
+    )
+    for source, layer in layers:
+        for name in LIMIT_SETTINGS:
+            if layer.get(name) is not None:
+                values[name] = _parse(_BY_NAME[name], layer[name], source)
+    try:
+        return Limits(**values)
+    except ValueError as exc:
+        raise ConfigError(f"limits: {exc}") from None
 
 
 def read_file(path: Path) -> dict[str, Any]:
@@ -489,6 +570,7 @@ def _check(settings: Settings) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    limits_of(settings)
 
 
 def _is_address(text: str) -> bool:
@@ -496,13 +578,18 @@ def _is_address(text: str) -> bool:
     return bool(sep) and port.isdigit() and 0 <= int(port) <= 65535  # noqa: PLR2004
 
 
-def click_options() -> list[Callable[[Any], Any]]:
-    """One click option per setting, without defaults (so unset flags are None)."""
+def click_options(only: Collection[str] | None = None) -> list[Callable[[Any], Any]]:
+    """One click option per setting (or per setting in ``only``), without defaults.
+
+    Unset flags are None, so the environment and the file can fill them.
+    """
     import click  # noqa: PLC0415 - only the CLI needs click
 
     defaults = {f.name: f.default for f in fields(Settings)}
     options: list[Callable[[Any], Any]] = []
     for spec in FIELDS:
+        if only is not None and spec.name not in only:
+            continue
         default = defaults.get(spec.name)
         shown = ",".join(default) if isinstance(default, tuple) else default
         default_text = "" if default in (None, MISSING) else f" [default: {shown}]"

@@ -137,6 +137,7 @@ class Wiring:
             sync_timeout=settings.sync_timeout,
             may_act=may_act,
             events=KubeEvents(self.kube) if settings.events else None,
+            limits=settings.limits,
         )
 
     def use_metrics(self, documents: tuple[MetricDefinition, ...]) -> None:

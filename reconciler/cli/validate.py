@@ -1,9 +1,12 @@
 """``reconciler validate FILE...``: check Experiment and Metric files offline.
 
 Every problem prints as ``FILE:LINE:COLUMN: error|warning: message``; ``-o json`` prints the
-same as a list of objects. Exit status: 0 without errors, 1 with errors, 2 for usage errors
-(a file that cannot be read). Metric references must name a builtin metric or a Metric
-document in one of the given files.
+same as a list of objects. Exit status: 0 without errors, 1 with errors, 2 when the files
+could not be checked (a file missing or unreadable, a limit set wrong); an internal error (a
+bug) prints one line asking for a bug report and exits 2, never a traceback. Metric
+references must name a builtin metric or a Metric document in one of the given files. The
+loaders' limits (file size, documents, aliases, nesting) are the ``run`` command's settings,
+taken from the same flags and ``RECONCILER_*`` variables.
 """
 
 from __future__ import annotations
@@ -11,25 +14,36 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from reconciler import config
 from reconciler.errors import Location
 from reconciler.metrics.catalog import Catalog, MetricNotFoundError
+from reconciler.spec.limits import Limits
 from reconciler.spec.loader import Problem, load_experiments
+from reconciler.spec.metric import MetricDefinition, load_metrics
 from reconciler.spec.model import Experiment
 
 
-def validate_files(files: list[tuple[str, bytes]]) -> list[Problem]:
+def validate_files(files: list[tuple[str, bytes]], limits: Limits | None = None) -> list[Problem]:
     """Every problem in these files, in file and line order.
 
     ``spec.gitops`` paths are checked against the Git work tree that holds each file (the
-    current directory when there is none).
+    current directory when there is none), as the promotion checks them.
     """
-    catalog = Catalog.from_files(files)
-    problems = list(catalog.problems)
+    definitions: list[MetricDefinition] = []
+    problems: list[Problem] = []
     for path, data in files:
-        result = load_experiments(path, data, repo_path=_in_repository(Path(path)))
+        metrics = load_metrics(path, data, limits=limits)
+        definitions.extend(metrics.metrics)
+        problems.extend(metrics.problems)
+    catalog = Catalog(definitions)
+    problems.extend(catalog.problems)
+    for path, data in files:
+        repo_path = _in_repository(Path(path))
+        result = load_experiments(path, data, repo_path=repo_path, limits=limits)
         problems.extend(result.problems)
         for experiment in result.experiments:
             problems.extend(_metric_problems(experiment, catalog))
@@ -88,21 +102,44 @@ def _metric_problems(experiment: Experiment, catalog: Catalog) -> list[Problem]:
     return problems
 
 
+def _with_limit_options(command: Any) -> Any:  # noqa: ANN401 - click's decorators
+    # Not max_experiment_files: validate reads the files it is given, not a repository.
+    per_file = [name for name in config.LIMIT_SETTINGS if name != "max_experiment_files"]
+    for option in reversed(config.click_options(per_file)):
+        command = option(command)
+    return command
+
+
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-def validate(files: tuple[Path, ...], output: str) -> None:
+@_with_limit_options
+def validate(files: tuple[Path, ...], output: str, **limit_flags: Any) -> None:  # noqa: ANN401
     """Check Experiment and Metric files offline (several documents per file allowed)."""
+    try:
+        limits = config.build_limits(limit_flags)
+    except config.ConfigError as exc:
+        click.echo(f"reconciler validate: {exc}", err=True)
+        sys.exit(2)
     contents = []
     for path in files:
         try:
             contents.append((str(path), path.read_bytes()))
         except OSError as exc:
-            click.echo(f"{path}: cannot read: {exc.strerror}", err=True)
+            click.echo(f"{path}: cannot read: {exc.strerror or exc}", err=True)
             sys.exit(2)
-    problems = validate_files(contents)
+    try:
+        problems = validate_files(contents, limits)
+    except Exception as exc:  # noqa: BLE001 - a bug must not look like a verdict on the files
+        click.echo(
+            "reconciler validate: internal error, the files were not checked "
+            f"({type(exc).__name__}: {str(exc)[:200]}); please report this bug with the files "
+            "that caused it",
+            err=True,
+        )
+        sys.exit(2)
     if output == "json":
         click.echo(
             json.dumps(

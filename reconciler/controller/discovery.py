@@ -11,7 +11,10 @@ caller decides how loudly. ``scan`` may be given the specs the state branch reco
 the blobs it names (each live state document holds its experiment's normalised spec): a
 file whose blob is among them is then not parsed again, so a restarted process does not
 re-read every experiment file (DESIGN.md 4.3); their problems were reported when they were
-first seen. Never writes anything.
+first seen. The loaders' ``Limits`` bound each file; at most ``max_experiment_files`` files
+with a ``kind: Experiment`` line are read per scan (those holding live experiments first,
+then in path order), and each further one is reported with the limit that kept it out.
+Never writes anything.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import structlog
 from reconciler.controller.isolation import REPO_WIDE, describe
 from reconciler.errors import Location
 from reconciler.ports import EnvStore
+from reconciler.spec.limits import Limits, exceeded
 from reconciler.spec.loader import (
     LoadResult,
     Problem,
@@ -62,8 +66,16 @@ class Scan:
 class Discovery:
     """Keeps, per process, which experiment files main holds and what they parse to."""
 
-    def __init__(self, store: EnvStore, paths: tuple[str, ...] = ("",)) -> None:
-        """Watch ``paths`` (directories of main; ``""`` is the whole repository)."""
+    def __init__(
+        self, store: EnvStore, paths: tuple[str, ...] = ("",), limits: Limits | None = None
+    ) -> None:
+        """Watch ``paths`` (directories of main; ``""`` is the whole repository).
+
+        ``limits`` bounds what is read (the documented defaults when None).
+        """
+        self._limits = limits or Limits()
+        self._looks: dict[str, bool] = {}
+        """Whether each file (``path\0blob``) has a ``kind: Experiment`` line."""
         self._store = store
         self._paths = tuple(p.strip("/") for p in paths)
         self._seen: str | None = None
@@ -82,6 +94,24 @@ class Discovery:
         self._known = {}
         for blob, spec in known:
             self._known.setdefault(blob, []).append(spec)
+        self._update(main)
+        found: list[Found] = []
+        metrics: list[MetricDefinition] = []
+        problems: list[tuple[str, Problem]] = []
+        over = self._over_limit(main)
+        for path in sorted(self._files):
+            blob = self._files[path]
+            if path in over:
+                problems.append((blob, over[path]))
+                continue
+            result, definitions = self._parse(path, blob, main)
+            found.extend(Found(spec, blob) for spec in result.experiments)
+            metrics.extend(definitions)
+            problems.extend((blob, p) for p in result.problems)
+        return Scan(main, tuple(found), tuple(metrics), tuple(problems))
+
+    def _update(self, main: str) -> None:
+        """Bring the list of files (and the caches) to ``main``."""
         if self._seen is None:
             for prefix in self._paths:
                 for path, blob in self._store.list_files(main, prefix):
@@ -96,17 +126,31 @@ class Discovery:
                     self._consider(path, changed)
             kept = {f"{path}\0{blob}" for path, blob in self._files.items()}
             self._parsed = {k: v for k, v in self._parsed.items() if k in kept}
+            self._looks = {k: v for k, v in self._looks.items() if k in kept}
         self._seen = main
-        found: list[Found] = []
-        metrics: list[MetricDefinition] = []
-        problems: list[tuple[str, Problem]] = []
-        for path in sorted(self._files):
-            blob = self._files[path]
-            result, definitions = self._parse(path, blob, main)
-            found.extend(Found(spec, blob) for spec in result.experiments)
-            metrics.extend(definitions)
-            problems.extend((blob, p) for p in result.problems)
-        return Scan(main, tuple(found), tuple(metrics), tuple(problems))
+
+    def _over_limit(self, main: str) -> dict[str, Problem]:
+        """Experiment files past ``max_experiment_files``, each with the problem to report."""
+        limit = self._limits.max_experiment_files
+        if len(self._files) <= limit:
+            return {}
+        candidates = []
+        for path, blob in self._files.items():
+            key = f"{path}\0{blob}"
+            looks = self._looks.get(key)
+            if looks is None:
+                data = self._store.read_file(main, path) or b""
+                looks = self._looks[key] = looks_like_experiment(data)
+            if looks:
+                candidates.append((blob not in self._known, path))
+        if len(candidates) <= limit:
+            return {}
+        candidates.sort()
+        found = f"the watched paths hold {len(candidates):,} experiment files"
+        message = f"not read: {exceeded('max_experiment_files', found, self._limits)}"
+        return {
+            path: Problem(Location(path, 1), "error", message) for _, path in candidates[limit:]
+        }
 
     def _consider(self, path: str, blob: str) -> None:
         if path.endswith(_YAML_SUFFIXES) and self._watched(path):
@@ -142,13 +186,13 @@ class Discovery:
         if recorded is not None:
             experiments = LoadResult(recorded, ())
         elif looks_like_experiment(data):
-            loaded = load_experiments(path, data)
+            loaded = load_experiments(path, data, limits=self._limits)
             experiments = LoadResult(
                 tuple(replace(e, locations={}) for e in loaded.experiments), loaded.problems
             )
         definitions: tuple[MetricDefinition, ...] = ()
         if looks_like_metric(data):
-            metrics = load_metrics(path, data)
+            metrics = load_metrics(path, data, limits=self._limits)
             definitions = tuple(metrics.metrics)
             problems = tuple(dict.fromkeys((*experiments.problems, *metrics.problems)))
             experiments = LoadResult(experiments.experiments, problems)

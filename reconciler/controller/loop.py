@@ -39,6 +39,7 @@ from reconciler.ports import (
     MetricsSource,
     MetricValue,
 )
+from reconciler.spec.limits import Limits
 from reconciler.spec.loader import Problem
 from reconciler.spec.metric import MetricDefinition
 from reconciler.spec.model import DeploymentPattern, Experiment, ObjectRef
@@ -91,6 +92,7 @@ class Reconciler:
         sync_timeout: float = 120.0,
         may_act: Callable[[], bool] = lambda: True,
         events: EventSink | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """Wire the loop to its three adapters and a clock (seconds since the epoch).
 
@@ -102,6 +104,7 @@ class Reconciler:
         commit is handed to it and the experiment waits, up to ``sync_timeout`` seconds,
         until it is applied. ``may_act`` is asked before every write (leader election):
         when it says no, the tick stops where it is. ``events`` hears of every transition.
+        ``limits`` bounds what discovery reads from main (the documented defaults when None).
         """
         self._operator = operator
         self._sync_timeout = sync_timeout
@@ -118,7 +121,7 @@ class Reconciler:
         self._cluster = cluster
         self._metrics = metrics
         self._clock = clock
-        self._discovery = Discovery(store, paths)
+        self._discovery = Discovery(store, paths, limits)
         self._reported: set[tuple[str, str]] = set()
         self._documents: dict[str, ExperimentState | None] = {}
         """State documents of the last state tip read, parsed, by blob id (None: invalid)."""

@@ -16,26 +16,14 @@ from typing import TYPE_CHECKING, TypeAlias
 import pygit2
 from pygit2.enums import FileMode, ObjectType
 
+from reconciler.spec.repopath import split_path
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
 __all__ = ["build_tree", "diff_paths", "split_path"]
 
 _Node: TypeAlias = dict[str, "bytes | _Node | None"]
-
-
-def split_path(path: str) -> tuple[str, ...]:
-    """The components of a repository path, validated.
-
-    Raises:
-        ValueError: the path is empty or absolute, or a component is empty, ``.``,
-            ``..``, ``.git``, or holds a NUL or a backslash.
-    """
-    parts = tuple(path.split("/"))
-    for part in parts:
-        if part in {"", ".", ".."} or part.lower() == ".git" or "\0" in part or "\\" in part:
-            raise ValueError(f"invalid repository path {path!r}")
-    return parts
 
 
 def _nest(changes: Mapping[str, bytes | None]) -> _Node:

@@ -19,6 +19,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.errors import Location
 from reconciler.spec import fieldpath
+from reconciler.spec.limits import Limits
 from reconciler.spec.model import (
     CopyEdit,
     Criteria,
@@ -39,13 +40,25 @@ from reconciler.spec.model import (
     WeightObjRef,
     Weights,
 )
-from reconciler.spec.yamldoc import DocumentReader, InvalidDocumentError, Problem, documents_of_kind
+from reconciler.spec.repopath import split_path
+from reconciler.spec.yamldoc import (
+    DocumentReader,
+    InvalidDocumentError,
+    Problem,
+    documents_of_kind,
+    excerpt,
+    finite_number,
+)
 
 _T = TypeVar("_T")
 
 API_VERSIONS = frozenset({"iter8.tools/v2alpha2", "reconciler/v1alpha1"})
 _KIND_LINE = re.compile(rb"^kind:[ \t]*[\"']?Experiment[\"']?[ \t]*(#.*)?$", re.MULTILINE)
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+VERSION_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?")
+"""A version name: a Kubernetes (DNS-1123 subdomain) name. Version names are written into
+trailers as ``name=weight`` items (no ``,``, ``=`` or blanks), into state-document paths
+and PromQL label values; this keeps every one of them able to carry it."""
 
 __all__ = [
     "API_VERSIONS",
@@ -83,7 +96,9 @@ def experiment_lines(data: bytes) -> int:
     return len(_KIND_LINE.findall(data))
 
 
-def load_experiments(path: str, data: bytes, *, repo_path: str | None = None) -> LoadResult:
+def load_experiments(
+    path: str, data: bytes, *, repo_path: str | None = None, limits: Limits | None = None
+) -> LoadResult:
     """Parse every Experiment document in one file of the Env repo.
 
     Args:
@@ -91,11 +106,15 @@ def load_experiments(path: str, data: bytes, *, repo_path: str | None = None) ->
         data: the file's content.
         repo_path: the file's path in the repository, when it differs from ``path``
             (``spec.gitops`` paths are relative to its directory).
+        limits: the bounds on the file (size, documents, aliases, nesting); the
+            documented defaults when None.
+
+    Never raises: whatever the bytes hold, the answer is experiments and problems.
     """
-    parsed = documents_of_kind(path, data, "Experiment", API_VERSIONS)
+    parsed = documents_of_kind(path, data, "Experiment", API_VERSIONS, limits)
     if parsed.problem is not None:
-        return LoadResult((), (parsed.problem,))
-    problems: list[Problem] = []
+        return LoadResult((), (*parsed.warnings, parsed.problem))
+    problems: list[Problem] = list(parsed.warnings)
     experiments: list[Experiment] = []
     for document in parsed.documents:
         reader = _Reader(path, repo_path or path)
@@ -187,15 +206,14 @@ class _Reader(DocumentReader):
         value = node.get(key)
         if value is None:
             return None
-        if isinstance(value, bool):
-            raise self._error(self._at(node, key), f"'{where}.{key}' must be a number")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
+        number = finite_number(value)
+        if number is None:
             raise self._error(
                 self._at(node, key),
-                f"'{where}.{key}' must be a number or a quoted number like \"0.01\", not {value!r}",
-            ) from None
+                f"'{where}.{key}' must be a number or a quoted number like \"0.01\" (finite, "
+                f"at most 1e15 in size), not {excerpt(value)}",
+            )
+        return number
 
     def _each_map(
         self, seq: CommentedSeq, where: str, read: Callable[[CommentedMap, str], Any]
@@ -216,7 +234,7 @@ class _Reader(DocumentReader):
             return None
 
     def _experiment(self, doc: CommentedMap) -> Experiment:
-        api_version = str(doc["apiVersion"])
+        api_version = self._check_document(doc, API_VERSIONS)
         self._unknown(doc, "", {"apiVersion", "kind", "metadata", "spec"})
         metadata = self._map(doc, "metadata", "", required=True)
         name = self._req(metadata, "name", "metadata")
@@ -229,7 +247,7 @@ class _Reader(DocumentReader):
                 raise self._error(
                     self.locations.get(label, self._at(metadata)),
                     f"'{label}' must be a Kubernetes name (lower-case letters, digits, '-' "
-                    f"and '.'), not {value!r}",
+                    f"and '.'), not {excerpt(value)}",
                 )
         known = {"target", "strategy", "criteria", "duration", "versionInfo"}
         if api_version == "reconciler/v1alpha1":
@@ -389,7 +407,7 @@ class _Reader(DocumentReader):
         except ValueError:
             raise self._error(
                 self._at(strategy, "testingPattern"),
-                f"'spec.strategy.testingPattern' {testing_text!r} is not one of "
+                f"'spec.strategy.testingPattern' {excerpt(testing_text)} is not one of "
                 f"{', '.join(p.value for p in TestingPattern)}",
             ) from None
         deployment_text = self._str(strategy, "deploymentPattern", "spec.strategy") or "Progressive"
@@ -398,7 +416,7 @@ class _Reader(DocumentReader):
         except ValueError:
             raise self._error(
                 self._at(strategy, "deploymentPattern"),
-                f"'spec.strategy.deploymentPattern' {deployment_text!r} is not one of "
+                f"'spec.strategy.deploymentPattern' {excerpt(deployment_text)} is not one of "
                 f"{', '.join(p.value for p in DeploymentPattern)}",
             ) from None
         node = self._map(strategy, "weights", "spec.strategy", required=False)
@@ -450,7 +468,7 @@ class _Reader(DocumentReader):
             if direction not in {"High", "Low"}:
                 raise self._error(
                     self._at(item, "preferredDirection"),
-                    f"'{at}.preferredDirection' must be High or Low, not {direction!r}",
+                    f"'{at}.preferredDirection' must be High or Low, not {excerpt(direction)}",
                 )
             return Reward(metric=metric, preferred_direction=direction)
 
@@ -484,7 +502,7 @@ class _Reader(DocumentReader):
             raise self._error(
                 self._at(node, "method"),
                 f"'{where}.method' must be 'wilson' (proportions judged with a Wilson "
-                f"interval) or 'point' (plain thresholds), not {method!r}",
+                f"interval) or 'point' (plain thresholds), not {excerpt(method)}",
             )
         return method
 
@@ -521,12 +539,22 @@ class _Reader(DocumentReader):
         )
         names = [baseline.name, *(c.name for c in candidates)]
         if len(set(names)) != len(names):
-            raise self._error(self._parent(node), f"version names must be unique, got {names}")
+            raise self._error(
+                self._parent(node),
+                f"version names must be unique, got {', '.join(map(excerpt, names))}",
+            )
         return baseline, candidates
 
     def _version(self, node: CommentedMap, at: str) -> Version:
         self._unknown(node, at, {"name", "variables", "weightObjRef"})
         name = self._req(node, "name", at)
+        if not VERSION_NAME.fullmatch(name):
+            raise self._error(
+                self._at(node, "name"),
+                f"'{at}.name' must be a Kubernetes name (lower-case letters, digits, '-' and "
+                f"'.', at most 253, starting and ending with a letter or digit; it is written "
+                f"into commit trailers and queries), not {excerpt(name)}",
+            )
 
         def variable(item: CommentedMap, vat: str) -> tuple[str, str]:
             self._unknown(item, vat, {"name", "value"})
@@ -622,7 +650,7 @@ class _Reader(DocumentReader):
                 self._at(item),
                 f"'{at}' must have exactly one of 'copy' (with 'from', 'to' and optional "
                 f"'replace'), 'set' (with 'file', 'path' and 'value') or 'delete' (a list "
-                f"of paths), got {sorted(item)}",
+                f"of paths), got {', '.join(excerpt(k) for k in list(item)[:5])}",
             )
 
         return tuple(self._each_map(self._seq(node, key, where), f"{where}.{key}", edit))
@@ -658,14 +686,29 @@ class _Reader(DocumentReader):
         if raw.startswith("/"):
             raise self._error(
                 self._at(node, key),
-                f"'{at}' is absolute ({raw!r}); write it relative to the experiment file's "
+                f"'{at}' is absolute ({excerpt(raw)}); write it relative to the experiment file's "
                 "directory",
             )
         joined = posixpath.normpath(posixpath.join(posixpath.dirname(self.repo_path), raw))
         if joined == ".." or joined.startswith("../") or joined == ".":
             raise self._error(
-                self._at(node, key), f"'{at}' ({raw!r}) points outside the repository"
+                self._at(node, key), f"'{at}' ({excerpt(raw)}) points outside the repository"
             )
+        if self.repo_path.startswith(joined + "/"):
+            raise self._error(
+                self._at(node, key),
+                f"'{at}' ({excerpt(raw)}) names the directory {excerpt(joined)}; name a file",
+            )
+        try:
+            # What the promotion checks before it writes main's tree (an absolute path is a
+            # file read outside a repository, by validate or a test).
+            split_path(joined.removeprefix("/"))
+        except ValueError:
+            raise self._error(
+                self._at(node, key),
+                f"'{at}' ({excerpt(raw)}) is not a path a promotion may write: no '.git', no "
+                "empty, '.' or '..' parts left after joining, no backslash, no NUL",
+            ) from None
         return joined
 
 

@@ -19,7 +19,15 @@ from enum import StrEnum
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.errors import Location
-from reconciler.spec.yamldoc import DocumentReader, InvalidDocumentError, Problem, documents_of_kind
+from reconciler.spec.limits import Limits
+from reconciler.spec.yamldoc import (
+    DocumentReader,
+    InvalidDocumentError,
+    Problem,
+    documents_of_kind,
+    excerpt,
+    finite_number,
+)
 
 API_VERSIONS = frozenset({"iter8.tools/v2alpha2", "reconciler/v1alpha1"})
 JQ_EXPRESSION = ".data.result[0].value[1] | tonumber"
@@ -262,19 +270,22 @@ def looks_like_metric(data: bytes) -> bool:
     return _KIND_LINE.search(data) is not None
 
 
-def load_metrics(path: str, data: bytes) -> MetricLoadResult:
+def load_metrics(path: str, data: bytes, *, limits: Limits | None = None) -> MetricLoadResult:
     """Parse every Metric document in one file of the Env repo.
 
     Args:
         path: the file's path in the repository (used in messages).
         data: the file's content.
+        limits: the bounds on the file; the documented defaults when None.
+
+    Never raises: whatever the bytes hold, the answer is metrics and problems.
     """
-    parsed = documents_of_kind(path, data, "Metric", API_VERSIONS)
+    parsed = documents_of_kind(path, data, "Metric", API_VERSIONS, limits)
     if parsed.problem is not None:
-        return MetricLoadResult((), (parsed.problem,))
+        return MetricLoadResult((), (*parsed.warnings, parsed.problem))
     lines = list(parsed.lines)
     metrics: list[MetricDefinition] = []
-    problems: list[Problem] = []
+    problems: list[Problem] = list(parsed.warnings)
     for document in parsed.documents:
         reader = _Reader(path, lines)
         metric = reader.metric(document)
@@ -314,7 +325,7 @@ class _Reader(DocumentReader):
             return None
 
     def _metric(self, doc: CommentedMap) -> MetricDefinition:
-        api_version = str(doc["apiVersion"])
+        api_version = self._check_document(doc, API_VERSIONS)
         iter8 = api_version == "iter8.tools/v2alpha2"
         metadata = self._map(doc, "metadata", "metadata")
         name = self._str(metadata, "name", "metadata.name")
@@ -324,13 +335,14 @@ class _Reader(DocumentReader):
             raise self._error(
                 self._at(metadata, "name"),
                 f"'metadata.name' must be a Kubernetes name (lower-case letters, digits, '-' "
-                f"and '.'), not {name!r}",
+                f"and '.'), not {excerpt(name)}",
             )
         namespace = self._str(metadata, "namespace", "metadata.namespace")
         if namespace is not None and not NAMESPACE_NAME.match(namespace):
             raise self._error(
                 self._at(metadata, "namespace"),
-                f"'metadata.namespace' must be a Kubernetes namespace name, not {namespace!r}",
+                "'metadata.namespace' must be a Kubernetes namespace name, not "
+                f"{excerpt(namespace)}",
             )
         spec = self._map(doc, "spec", "spec")
         known = {"description", "type", "units", "sampleSize"}
@@ -350,7 +362,7 @@ class _Reader(DocumentReader):
             raise self._error(
                 self._at(spec, "sampleSize"),
                 f"'spec.sampleSize' must name a metric as 'namespace/name' or 'name', "
-                f"not {sample_size!r}",
+                f"not {excerpt(sample_size)}",
             )
         mock: tuple[tuple[str, float], ...] = ()
         if iter8:
@@ -379,7 +391,7 @@ class _Reader(DocumentReader):
             return MetricType(text)
         except ValueError:
             raise self._error(
-                self._at(spec, "type"), f"'spec.type' must be Counter or Gauge, not {text!r}"
+                self._at(spec, "type"), f"'spec.type' must be Counter or Gauge, not {excerpt(text)}"
             ) from None
 
     def _iter8_fields(self, spec: CommentedMap) -> None:
@@ -387,14 +399,14 @@ class _Reader(DocumentReader):
         if provider is not None and provider.lower() != "prometheus":
             raise self._error(
                 self._at(spec, "provider"),
-                f"provider {provider!r} is not supported: this reconciler reads Prometheus "
+                f"provider {excerpt(provider)} is not supported: this reconciler reads Prometheus "
                 "only (provider: prometheus, with a 'query' param)",
             )
         jq = spec.get("jqExpression")
         if jq is not None and (not isinstance(jq, str) or _squash(jq) != _squash(JQ_EXPRESSION)):
             raise self._error(
                 self._at(spec, "jqExpression"),
-                f"'spec.jqExpression' {jq!r} is not supported: jq is never run, only the "
+                f"'spec.jqExpression' {excerpt(jq)} is not supported: jq is never run, only the "
                 f"common form '{JQ_EXPRESSION}' (the first sample's value) is understood; "
                 "compute the value in the PromQL query instead",
             )
@@ -414,14 +426,11 @@ class _Reader(DocumentReader):
             if not isinstance(item, CommentedMap):
                 raise self._error(self._at(node, index), f"'{at}' must be a mapping")
             version = self._str(item, "name", f"{at}.name")
-            level = item.get("level")
-            try:
-                number = float(level) if not isinstance(level, bool) and level is not None else None
-            except (TypeError, ValueError):
-                number = None
+            number = finite_number(item.get("level"))
             if version is None or number is None:
                 raise self._error(
-                    self._at(node, index), f"'{at}' needs a version 'name' and a numeric 'level'"
+                    self._at(node, index),
+                    f"'{at}' needs a version 'name' and a finite numeric 'level'",
                 )
             levels.append((version, number))
         self._warn(
@@ -449,7 +458,7 @@ class _Reader(DocumentReader):
             else:
                 self._warn(
                     self._at(params, index),
-                    f"param {param!r} is not used: only 'query' is sent to Prometheus",
+                    f"param {excerpt(param)} is not used: only 'query' is sent to Prometheus",
                 )
         if found is None:
             raise self._error(self._at(spec, "params"), "'spec.params' has no 'query' param")

@@ -70,3 +70,42 @@ def test_exit_status_and_json_output() -> None:
         "message": "'spec.target' is missing",
     }
     assert validate(DATA / "no-such-file.yaml").returncode == 2
+
+
+def test_exit_2_when_the_files_could_not_be_checked(tmp_path: Path) -> None:
+    missing = validate(DATA / "no-such-file.yaml")
+    assert missing.returncode == 2
+    assert "cannot read" in missing.stderr
+    directory = validate(tmp_path)
+    assert directory.returncode == 2
+    assert "cannot read" in directory.stderr
+    bad_limit = subprocess.run(
+        [sys.executable, "-m", "reconciler", "validate", "--max-aliases", "0", *map(str, GOOD)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad_limit.returncode == 2
+    assert "max_aliases" in bad_limit.stderr
+    assert "Traceback" not in missing.stderr + directory.stderr + bad_limit.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"apiVersion: [iter8.tools/v2alpha2]\nkind: Experiment\nmetadata: {name: x}\n",
+        b"kind: Metric\na: !!omap [{x: 1}, {x: 2}]\n",
+        b"kind: Experiment\na: " + b"[" * 10_000 + b"]" * 10_000 + b"\n",
+        b"kind: Experiment\n" + b"---\n" * 100_000,
+    ],
+    ids=["apiVersion-list", "omap", "deep", "documents"],
+)
+def test_hostile_files_exit_1_with_located_errors_and_no_traceback(
+    tmp_path: Path, text: bytes
+) -> None:
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(text)
+    result = validate(path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert all(line.startswith(f"{path}:") for line in result.stdout.splitlines())
