@@ -95,6 +95,22 @@ class FieldError(ClusterPermanentError):
     """A weight's ``fieldPath`` does not resolve in its object, or holds no number."""
 
 
+class WeightPolicyError(ClusterPermanentError):
+    """The reconciler's policy forbids this weight reference (its namespace, or its field).
+
+    Raised before any request about the object. ``setting`` names the configuration that
+    would allow it; ``field_path`` is the experiment's fieldPath. Permanent: only a change
+    of the experiment file or of the reconciler's configuration changes the verdict.
+    """
+
+    def __init__(
+        self, message: str, *, verb: str, target: Target, setting: str, field_path: str
+    ) -> None:
+        super().__init__(message, verb=verb, target=target, status=403, reason="PolicyDenied")
+        self.setting = setting
+        self.field_path = field_path
+
+
 def status_message(body: str | bytes | None) -> tuple[str, str, bool]:
     """``(message, reason, has details)`` from an API server ``Status`` body (or raw text)."""
     if not body:
