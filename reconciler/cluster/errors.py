@@ -177,7 +177,8 @@ def classify(  # noqa: PLR0911 - one return per kind of failure reads best
         who = f" to {user}" if user else ""
         return ForbiddenError(
             f"RBAC denies {verb} on {target}{who}: grant it in the reconciler's Role "
-            f"(manifests/base/rbac.yaml){detail}",
+            "(manifests/core/rbac.yaml; per namespace: manifests/core/traffic-namespaces.yaml)"
+            f"{detail}",
             **fields,
         )
     if status == 401:  # noqa: PLR2004 - HTTP Unauthorized

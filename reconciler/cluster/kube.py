@@ -134,7 +134,7 @@ class KubeCluster:
                     kind=kind,
                     api_version=api_version,
                     error=str(exc),
-                    fix=f"grant 'list' on {kind} (manifests/base/rbac.yaml does): one request "
+                    fix=f"grant 'list' on {kind} (manifests/core/rbac.yaml does): one request "
                     "per namespace instead of one per object, every tick",
                 )
             else:

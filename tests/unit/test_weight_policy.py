@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reconciler.cluster import drift
 from reconciler.cluster.errors import WeightPolicyError
 from reconciler.cluster.handoff import ArgoCDApp, FluxSync
 from reconciler.cluster.memory import MemoryCluster
@@ -17,6 +18,7 @@ from reconciler.spec import fieldpath
 from reconciler.spec.model import WeightObjRef
 from reconciler.spec.weightpolicy import (
     FIELDS_SETTING,
+    KNOWN_RULES,
     NAMESPACES_SETTING,
     NGINX_CANARY_WEIGHT,
     FieldRule,
@@ -317,3 +319,9 @@ def test_memory_cluster_refuses_a_field_that_is_no_weight_and_names_the_setting(
     allowing.apply(_vs("bookinfo"))
     allowing.set_weights([(_ref("bookinfo", ".spec.hosts[0]"), 1)])
     assert allowing.get_weight(_ref("bookinfo", ".spec.hosts[0]")) == 1
+
+
+def test_the_drift_guard_checks_exactly_the_kinds_and_fields_the_policy_knows() -> None:
+    known = {(r.group, r.kind, r.steps) for r in KNOWN_RULES if r.group != "extensions"}
+    guarded = {(k.group, k.kind, path) for k in drift.WEIGHTED_KINDS for path in k.paths}
+    assert known == guarded
