@@ -238,9 +238,13 @@ class WeightPolicy:
 
 
 def _suggest(ref: WeightObjRef) -> str:
+    """The rule that would allow ``ref``'s field, any list index and API version."""
     steps = written_steps(ref)
-    path = fieldpath.render(steps) if steps else ref.field_path
-    return f"{ref.api_version}/{ref.kind}:{path}"
+    if steps is None:
+        return f"{ref.api_version}/{ref.kind}:{ref.field_path}"
+    group, _, _version = ref.api_version.rpartition("/")
+    pattern = tuple(None if isinstance(s, int) else s for s in steps)
+    return str(FieldRule(group, None, ref.kind, pattern))
 
 
 def policy_from_settings(
