@@ -210,10 +210,15 @@ class WeightPolicy:
         what = f"weightObjRef {ref.kind} {namespace}/{ref.name} ({ref.api_version})"
         if not self.namespace_allowed(namespace):
             allowed = ", ".join(sorted(self.namespaces)) or "none"
+            source = (
+                ""
+                if self.namespaces_from == NAMESPACES_SETTING
+                else f"; from {self.namespaces_from}"
+            )
             return Refusal(
                 "namespace",
                 f"{what}, fieldPath {ref.field_path}: namespace {namespace!r} is not one an "
-                f"Env repo may touch (allowed: {allowed}; from {self.namespaces_from}); "
+                f"Env repo may touch (allowed: {allowed}{source}); "
                 f"to allow it, add it to the reconciler's setting {NAMESPACES_SETTING} "
                 "and bind the reconciler's ClusterRole there (manifests/core/"
                 "traffic-namespaces.yaml)",
