@@ -343,7 +343,8 @@ def test_operations_outside_the_role_are_denied_once_and_named(
         )
         config_map = WeightObjRef("v1", "ConfigMap", "w", ".data.w", namespace)
         before = kube.requests_sent
-        with pytest.raises(WeightPolicyError, match=re.escape("v1/ConfigMap:.data.w")):
+        suggested = re.escape("add the rule '*/ConfigMap:.data.w'")  # core group, any version
+        with pytest.raises(WeightPolicyError, match=suggested):
             KubeCluster(kube).set_weights([(config_map, 5)])  # not a weight field: not asked
         assert kube.requests_sent == before
         # allowed by the reconciler's configuration, the API server still says no
