@@ -20,6 +20,7 @@ from ruamel.yaml.error import YAMLError
 
 from reconciler.errors import PermanentError
 from reconciler.spec.limits import Limits
+from reconciler.spec.weightpolicy import RuleError, policy_from_settings
 
 ENV_PREFIX = "RECONCILER_"
 
@@ -181,6 +182,23 @@ FIELDS: tuple[Field, ...] = (
         ("kubernetes", "events"),
         "bool",
         "Record a Kubernetes Event on the target for each transition.",
+    ),
+    # -- weight policy: what an Env repo may have the reconciler write (issue 16) --
+    Field(
+        "weight_namespaces",
+        ("kubernetes", "weightNamespaces"),
+        "list",
+        "Namespaces whose traffic objects experiments may weight ('*': any); unset: the "
+        "Argo CD Application's destination namespace or the Flux Kustomization's "
+        "targetNamespace, else the reconciler's own namespace (repeatable).",
+    ),
+    Field(
+        "weight_fields",
+        ("kubernetes", "weightFields"),
+        "list",
+        "Extra weight fields beside the known traffic kinds', as GROUP/VERSION/KIND:FIELDPATH "
+        "('*' for any version, '[*]' for any index; core group: VERSION/KIND:FIELDPATH) "
+        "(repeatable).",
     ),
     Field(
         "listen",
@@ -355,6 +373,8 @@ class Settings:
     flux_gitrepository: str | None = None
     sync_timeout: float = 120.0
     events: bool = True
+    weight_namespaces: tuple[str, ...] = ()
+    weight_fields: tuple[str, ...] = ()
     failpoints: tuple[str, ...] = ()
     log_json: bool = True
     log_level: str = "info"
@@ -571,6 +591,10 @@ def _check(settings: Settings) -> None:
         if not ok:
             raise ConfigError(message)
     limits_of(settings)
+    try:
+        policy_from_settings(settings.weight_namespaces, settings.weight_fields)
+    except RuleError as exc:
+        raise ConfigError(f"weight_namespaces / weight_fields: {exc}") from None
 
 
 def _is_address(text: str) -> bool:

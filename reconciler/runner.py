@@ -37,6 +37,7 @@ from reconciler.cluster.events import KubeEvents
 from reconciler.cluster.handoff import GitOpsHandoff, RepoHandoff, target_from_settings
 from reconciler.cluster.kube import KubeCluster
 from reconciler.cluster.lease import LeaseSettings, RepoLeases
+from reconciler.cluster.scope import weight_policy
 from reconciler.config import ConfigError, Settings, build
 from reconciler.controller.isolation import describe
 from reconciler.controller.loop import Reconciler, TickReport
@@ -115,15 +116,21 @@ class Wiring:
                 namespace=settings.namespace,
             )
         )
-        self.cluster = KubeCluster(self.kube)
         try:
             target = target_from_settings(
                 settings.argocd_application,
                 settings.flux_gitrepository,
                 settings.flux_kustomization,
             )
+            policy = weight_policy(
+                self.kube,
+                namespaces=settings.weight_namespaces,
+                rules=settings.weight_fields,
+                target=target,
+            )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        self.cluster = KubeCluster(self.kube, policy=policy)
         operator = RepoHandoff(GitOpsHandoff(self.kube), target) if target else None
         self.reconciler = Reconciler(
             self.store,

@@ -53,6 +53,12 @@ WEIGHTED_KINDS = (
         ".spec.rules[].backendRefs[].weight",
     ),
     WeightedKind(
+        "gateway.networking.k8s.io",
+        "GRPCRoute",
+        (("spec", "rules", None, "backendRefs", None, "weight"),),
+        ".spec.rules[].backendRefs[].weight",
+    ),
+    WeightedKind(
         "serving.knative.dev",
         "Service",
         (("spec", "traffic", None, "percent"),),

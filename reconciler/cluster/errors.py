@@ -95,6 +95,22 @@ class FieldError(ClusterPermanentError):
     """A weight's ``fieldPath`` does not resolve in its object, or holds no number."""
 
 
+class WeightPolicyError(ClusterPermanentError):
+    """The reconciler's policy forbids this weight reference (its namespace, or its field).
+
+    Raised before any request about the object. ``setting`` names the configuration that
+    would allow it; ``field_path`` is the experiment's fieldPath. Permanent: only a change
+    of the experiment file or of the reconciler's configuration changes the verdict.
+    """
+
+    def __init__(
+        self, message: str, *, verb: str, target: Target, setting: str, field_path: str
+    ) -> None:
+        super().__init__(message, verb=verb, target=target, status=403, reason="PolicyDenied")
+        self.setting = setting
+        self.field_path = field_path
+
+
 def status_message(body: str | bytes | None) -> tuple[str, str, bool]:
     """``(message, reason, has details)`` from an API server ``Status`` body (or raw text)."""
     if not body:
@@ -161,7 +177,8 @@ def classify(  # noqa: PLR0911 - one return per kind of failure reads best
         who = f" to {user}" if user else ""
         return ForbiddenError(
             f"RBAC denies {verb} on {target}{who}: grant it in the reconciler's Role "
-            f"(manifests/base/rbac.yaml){detail}",
+            "(manifests/core/rbac.yaml; per namespace: manifests/core/traffic-namespaces.yaml)"
+            f"{detail}",
             **fields,
         )
     if status == 401:  # noqa: PLR2004 - HTTP Unauthorized

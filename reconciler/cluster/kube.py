@@ -11,6 +11,9 @@ another writer changed those weights in between, the API server refuses the whol
 and the object is read again and the patch recomputed, within bounds. It never
 overwrites a value it has not seen, and it sends nothing when the object already carries
 the weights. Retries of busy or failing servers happen below, in ``Kube.request``.
+Every reference is first held against the weight policy (``reconciler.cluster.guard``):
+one outside the allowed namespaces, or naming a field that is not a known or configured
+weight field, is refused before any request about it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import structlog
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from reconciler.cluster import ownership, patches, readiness
+from reconciler.cluster import guard, ownership, patches, readiness
 from reconciler.cluster.client import JSON_PATCH, Kube
 from reconciler.cluster.errors import (
     ClusterPermanentError,
@@ -36,6 +39,7 @@ from reconciler.cluster.resources import ObjectRef
 from reconciler.errors import ReconcilerError
 from reconciler.ports import Readiness, WeightReading
 from reconciler.spec.model import WeightObjRef
+from reconciler.spec.weightpolicy import WeightPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -50,13 +54,17 @@ class KubeCluster:
         conflict_attempts: int = 5,
         sleep: Callable[[float], None] = time.sleep,
         after_read: Callable[[ObjectRef], None] | None = None,
+        policy: guard.PolicySource | None = None,
     ) -> None:
         """Use ``kube``; re-read and retry an object at most ``conflict_attempts`` times.
 
         ``after_read`` runs between reading an object and patching it: the window in
-        which another writer can interfere (tests use it to be that writer).
+        which another writer can interfere (tests use it to be that writer). ``policy``
+        says which weight references may be touched; by default the known weight fields
+        in any namespace (``reconciler run`` always passes the configured one).
         """
         self.kube = kube
+        self._policy: guard.PolicySource = policy if policy is not None else WeightPolicy()
         self._attempts = conflict_attempts
         self._sleep = sleep
         self._after_read = after_read
@@ -71,7 +79,14 @@ class KubeCluster:
     # -- weights ------------------------------------------------------------------------
 
     def get_weight(self, ref: WeightObjRef) -> int | None:
-        """The weight ``ref`` points at, or None when the object or the field is absent."""
+        """The weight ``ref`` points at, or None when the object or the field is absent.
+
+        Raises:
+            WeightPolicyError: the policy refuses ``ref`` (nothing is requested).
+        """
+        guard.check(
+            guard.current(self._policy), [ref], default_namespace=self.kube.namespace, verb="get"
+        )
         obj = self.kube.get(_object_ref(ref))
         if obj is None:
             return None
@@ -81,11 +96,18 @@ class KubeCluster:
             raise self._field_error(ref, exc) from None
 
     def read_weights(self, refs: Sequence[WeightObjRef]) -> Mapping[WeightObjRef, WeightReading]:
-        """The weight at every ref: one LIST per kind and namespace; failures in the reading."""
+        """The weight at every ref: one LIST per kind and namespace; failures in the reading.
+
+        A ref the policy refuses is not read: its reading carries the refusal.
+        """
+        try:
+            policy = guard.current(self._policy)
+        except ReconcilerError as exc:
+            return {ref: WeightReading(None, error=str(exc)) for ref in refs}
+        allowed, out = guard.split_readable(policy, refs, default_namespace=self.kube.namespace)
         groups: dict[tuple[str, str, str | None], list[WeightObjRef]] = {}
-        for ref in refs:
+        for ref in allowed:
             groups.setdefault((ref.api_version, ref.kind, ref.namespace), []).append(ref)
-        out: dict[WeightObjRef, WeightReading] = {}
         for (api_version, kind, namespace), members in groups.items():
             try:
                 found = self._objects_of(api_version, kind, namespace, members)
@@ -94,7 +116,7 @@ class KubeCluster:
                 continue
             for ref in members:
                 out[ref] = self._reading(ref, found.get(ref.name))
-        return out
+        return {ref: out[ref] for ref in refs}
 
     def _objects_of(
         self, api_version: str, kind: str, namespace: str | None, refs: Sequence[WeightObjRef]
@@ -112,7 +134,7 @@ class KubeCluster:
                     kind=kind,
                     api_version=api_version,
                     error=str(exc),
-                    fix=f"grant 'list' on {kind} (manifests/base/rbac.yaml does): one request "
+                    fix=f"grant 'list' on {kind} (manifests/core/rbac.yaml does): one request "
                     "per namespace instead of one per object, every tick",
                 )
             else:
@@ -149,8 +171,15 @@ class KubeCluster:
         Raises:
             ConflictError: other writers kept changing an object (after the bounded retries).
             FieldError: a fieldPath does not resolve in its object.
+            WeightPolicyError: the policy refuses a ref (then nothing at all is sent).
             NotFoundError, ForbiddenError, ClusterPermanentError: reported once.
         """
+        guard.check(
+            guard.current(self._policy),
+            [ref for ref, _ in weights],
+            default_namespace=self.kube.namespace,
+            verb="patch",
+        )
         by_object: dict[ObjectRef, list[tuple[WeightObjRef, int]]] = {}
         for ref, weight in weights:
             by_object.setdefault(_object_ref(ref), []).append((ref, weight))

@@ -2,8 +2,10 @@
 
 It behaves like the API server where the loop can tell: weights of one object change
 together (one "request" per object), setting what is already there sends nothing, and a
-path that does not resolve is an error naming the object. ``sync`` plays the GitOps
-operator: it applies the manifests found in main's files. Never talks to a network.
+path that does not resolve is an error naming the object, and the weight policy refuses
+what it refuses in a real cluster, before touching anything (``reconciler.cluster.guard``).
+``sync`` plays the GitOps operator: it applies the manifests found in main's files.
+Never talks to a network.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from reconciler.cluster import guard
 from reconciler.cluster.readiness import assess
 from reconciler.errors import PermanentError
 from reconciler.ports import Readiness, WeightReading
 from reconciler.spec import fieldpath
 from reconciler.spec.model import ObjectRef, WeightObjRef
+from reconciler.spec.weightpolicy import WeightPolicy
 
 ObjectKey = tuple[str, str, str | None, str]
 
@@ -31,8 +35,13 @@ class ObjectNotFoundError(PermanentError):
 class MemoryCluster:
     """Kubernetes objects held in a dict, keyed by apiVersion, kind, namespace and name."""
 
-    def __init__(self) -> None:
-        """Start empty."""
+    def __init__(
+        self, *, policy: guard.PolicySource | None = None, namespace: str = "default"
+    ) -> None:
+        """Start empty; ``policy`` as ``KubeCluster`` takes it, ``namespace`` the default one."""
+        self._policy: guard.PolicySource = policy if policy is not None else WeightPolicy()
+        self.namespace = namespace
+        """Where a reference that names no namespace lands, for the policy."""
         self._objects: dict[ObjectKey, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self.requests = 0
@@ -93,16 +102,24 @@ class MemoryCluster:
 
     def get_weight(self, ref: WeightObjRef) -> int | None:
         """The weight at ``ref``, or None when the object or the field is absent."""
+        guard.check(
+            guard.current(self._policy), [ref], default_namespace=self.namespace, verb="get"
+        )
         obj = self.get(ref.api_version, ref.kind, ref.namespace, ref.name)
         return _weight_at(obj, ref) if obj is not None else None
 
     def read_weights(self, refs: Sequence[WeightObjRef]) -> Mapping[WeightObjRef, WeightReading]:
-        """Every ref's weight, counted as one read per kind and namespace (a LIST)."""
-        groups = {(ref.api_version, ref.kind, ref.namespace) for ref in refs}
-        out: dict[WeightObjRef, WeightReading] = {}
+        """Every ref's weight, counted as one read per kind and namespace (a LIST).
+
+        A ref the policy refuses is not read: its reading carries the refusal.
+        """
+        allowed, out = guard.split_readable(
+            guard.current(self._policy), refs, default_namespace=self.namespace
+        )
+        groups = {(ref.api_version, ref.kind, ref.namespace) for ref in allowed}
         with self._lock:
             self.reads += len(groups)
-            for ref in refs:
+            for ref in allowed:
                 key = (ref.api_version, ref.kind, ref.namespace, ref.name)
                 obj = self._objects.get(key)
                 if obj is None:
@@ -110,7 +127,7 @@ class MemoryCluster:
                     continue
                 writer = self.writers.get((key, ref.field_path))
                 out[ref] = WeightReading(_weight_at(obj, ref), writers=(writer,) if writer else ())
-        return out
+        return {ref: out[ref] for ref in refs}
 
     def edit(self, ref: WeightObjRef, weight: int, *, manager: str) -> None:
         """Set one weight as someone else would (a person with kubectl, another controller)."""
@@ -124,7 +141,18 @@ class MemoryCluster:
             self.requests += 1
 
     def set_weights(self, weights: Sequence[tuple[WeightObjRef, int]]) -> None:
-        """Set the weights; one write per object whose weights change."""
+        """Set the weights; one write per object whose weights change.
+
+        Raises:
+            WeightPolicyError: the policy refuses a ref (then nothing changes).
+            ObjectNotFoundError: an object, or a field's parent, is missing.
+        """
+        guard.check(
+            guard.current(self._policy),
+            [ref for ref, _ in weights],
+            default_namespace=self.namespace,
+            verb="patch",
+        )
         by_object: dict[ObjectKey, list[tuple[WeightObjRef, int]]] = {}
         for ref, weight in weights:
             key = (ref.api_version, ref.kind, ref.namespace, ref.name)

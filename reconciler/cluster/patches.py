@@ -18,19 +18,26 @@ from typing import Any
 
 from reconciler.spec import fieldpath
 from reconciler.spec.model import WeightObjRef
-
-NGINX_CANARY = "nginx.ingress.kubernetes.io/canary"
-NGINX_CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
-NGINX_FIELD_PATHS = frozenset(
-    {
-        ("metadata", "annotations", NGINX_CANARY_WEIGHT),
-        ("metadata", "annotations", "canary-weight"),
-        ("spec", "canaryWeight"),
-    }
+from reconciler.spec.weightpolicy import (
+    NGINX_CANARY,
+    NGINX_CANARY_WEIGHT,
+    NGINX_FIELD_PATHS,
+    is_ingress,
 )
-"""What a ``weightObjRef`` to an ingress-nginx canary may say as its ``fieldPath``, parsed:
-the annotation itself (``.metadata.annotations["nginx.ingress.kubernetes.io/canary-weight"]``)
-or one of the short names that stand for it."""
+
+__all__ = [
+    "NGINX_CANARY",
+    "NGINX_CANARY_WEIGHT",
+    "NGINX_FIELD_PATHS",
+    "WeightField",
+    "WeightFieldError",
+    "check_canary",
+    "is_ingress",
+    "plan_patch",
+    "read_weight",
+    "weight_field",
+]
+
 _ANNOTATIONS = ("metadata", "annotations")
 
 
@@ -53,13 +60,6 @@ class WeightField:
     def encode(self, weight: int) -> int | str:
         """The JSON value that stores ``weight``."""
         return str(weight) if self.as_string else weight
-
-
-def is_ingress(ref: WeightObjRef) -> bool:
-    """Whether ``ref`` names a Kubernetes Ingress (ingress-nginx canary weights)."""
-    return ref.kind == "Ingress" and ref.api_version.startswith(
-        ("networking.k8s.io/", "extensions/")
-    )
 
 
 def weight_field(ref: WeightObjRef) -> WeightField:

@@ -328,6 +328,8 @@ class World:
         env["HOME"] = str(home)
         env["RECONCILER_PROMETHEUS_URL"] = self.prometheus_url
         env["RECONCILER_KUBECONFIG"] = str(self.kube_server.kubeconfig)
+        # the namespace this world's experiments weight (the weight policy refuses others)
+        env["RECONCILER_WEIGHT_NAMESPACES"] = self.namespace
         failpoints = list(failpoints)
         if failpoints:
             env["RECONCILER_FAILPOINTS"] = ",".join(failpoints)

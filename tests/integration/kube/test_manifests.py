@@ -9,16 +9,28 @@ import pytest
 
 from reconciler.cluster import drift
 from reconciler.cluster.client import FIELD_MANAGER, Kube
-from reconciler.config import build
+from reconciler.cluster.handoff import ArgoCDApp, FluxSync, HandoffTarget
+from reconciler.cluster.scope import destination_namespace
+from reconciler.config import Settings, build
 from tests.fixtures.kube import apply, ensure_namespace
 from tests.integration.kube.manifests import render
 
 pytestmark = pytest.mark.integration
 
-NAMESPACES = {"base": "gitops-reconciler", "argocd": "argocd", "flux": "flux-system"}
+NAMESPACES = {
+    "base": "gitops-reconciler",
+    "argocd": "argocd",
+    "flux": "flux-system",
+    "cluster-wide": "gitops-reconciler",
+}
+LAYOUTS = list(NAMESPACES)
+TRAFFIC_BINDING = ("gitops-reconciler/binding", "traffic-namespace")
+EXAMPLE_APP_NAMESPACE = "bookinfo"
+"""The namespace ../core/traffic-namespaces.yaml binds, and the examples deploy into."""
 EXPECTED_TRAFFIC_RULES = {
     ("networking.istio.io", "virtualservices"): {"get", "list", "patch"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "patch"},
+    ("gateway.networking.k8s.io", "grpcroutes"): {"get", "list", "patch"},
     ("serving.knative.dev", "services"): {"get", "list", "patch"},
     ("split.smi-spec.io", "trafficsplits"): {"get", "list", "patch"},
     ("networking.k8s.io", "ingresses"): {"get", "list", "patch"},
@@ -28,6 +40,7 @@ EXPECTED_TRAFFIC_RULES = {
 }
 OVERLAY_RULES = {
     "base": {},
+    "cluster-wide": {},
     "argocd": {("argoproj.io", "applications"): {"get", "patch"}},
     "flux": {
         ("source.toolkit.fluxcd.io", "gitrepositories"): {"get", "patch"},
@@ -53,18 +66,26 @@ def _rules(objects: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
     return granted
 
 
-@pytest.mark.parametrize("overlay", ["base", "argocd", "flux"])
+def _traffic_bindings(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    key, value = TRAFFIC_BINDING
+    return [o for o in objects if (o["metadata"].get("labels") or {}).get(key) == value]
+
+
+@pytest.mark.parametrize("overlay", LAYOUTS)
 def test_overlay_renders_and_every_object_is_accepted_by_the_api_server(
     admin: Kube, overlay: str
 ) -> None:
     objects = render(overlay)
     ensure_namespace(admin, NAMESPACES[overlay])
+    ensure_namespace(admin, EXAMPLE_APP_NAMESPACE)
+    per_namespace = _traffic_bindings(objects)
     for obj in objects:
-        assert obj["metadata"].get("namespace", NAMESPACES[overlay]) == NAMESPACES[overlay]
+        expected = EXAMPLE_APP_NAMESPACE if obj in per_namespace else NAMESPACES[overlay]
+        assert obj["metadata"].get("namespace", expected) == expected
         apply(admin, obj, dry_run=True)
 
 
-@pytest.mark.parametrize("overlay", ["base", "argocd", "flux"])
+@pytest.mark.parametrize("overlay", LAYOUTS)
 def test_rbac_grants_exactly_the_verbs_the_reconciler_uses(overlay: str) -> None:
     objects = render(overlay)
     assert _rules(objects) == {**EXPECTED_TRAFFIC_RULES, **OVERLAY_RULES[overlay]}
@@ -76,6 +97,27 @@ def test_rbac_grants_exactly_the_verbs_the_reconciler_uses(overlay: str) -> None
                 "namespace": NAMESPACES[overlay],
             }
         ]
+
+
+@pytest.mark.parametrize("overlay", LAYOUTS)
+def test_traffic_is_bound_per_namespace_unless_the_cluster_wide_layout_is_chosen(
+    overlay: str,
+) -> None:
+    objects = render(overlay)
+    traffic = [
+        o
+        for o in objects
+        if o["kind"] in {"RoleBinding", "ClusterRoleBinding"}
+        and o["roleRef"]["name"] == "gitops-reconciler-traffic"
+    ]
+    if overlay == "cluster-wide":
+        assert [o["kind"] for o in traffic] == ["ClusterRoleBinding"]
+    else:
+        assert [(o["kind"], o["metadata"]["namespace"]) for o in traffic] == [
+            ("RoleBinding", EXAMPLE_APP_NAMESPACE)
+        ]
+        assert traffic == _traffic_bindings(objects)
+    assert all(o["roleRef"]["kind"] == "ClusterRole" for o in traffic)
 
 
 def test_deployment_is_locked_down_probed_and_runs_the_reconciler() -> None:
@@ -119,14 +161,38 @@ def test_example_flux_kustomization_annotates_every_weighted_kind() -> None:
         assert "IfNotPresent" in patch["patch"]
 
 
-@pytest.mark.parametrize("overlay", ["base", "argocd", "flux"])
+def _weight_namespaces_as_deployed(objects: list[dict[str, Any]], settings: Settings) -> set[str]:
+    """The namespaces ``reconciler run`` would allow with these settings and example objects."""
+    if settings.weight_namespaces:
+        return set(settings.weight_namespaces)
+    app = next(o for o in objects if o["kind"] in {"Application", "Kustomization"})
+    target: HandoffTarget = (
+        ArgoCDApp(app["metadata"]["name"], app["metadata"]["namespace"])
+        if app["kind"] == "Application"
+        else FluxSync("env", app["metadata"]["name"], app["metadata"]["namespace"])
+    )
+    found = destination_namespace(target, app)
+    assert found is not None
+    return {found}
+
+
+@pytest.mark.parametrize("overlay", LAYOUTS)
 def test_the_configmap_is_a_config_file_that_reconciler_run_accepts(
     overlay: str, tmp_path: Path
 ) -> None:
-    config_map = _one(render(overlay), "ConfigMap")
+    objects = render(overlay)
+    config_map = _one(objects, "ConfigMap")
     path = tmp_path / "config.yaml"
     path.write_text(config_map["data"]["config.yaml"])
-    settings = build(flags={}, environ={"RECONCILER_NAMESPACE": "argocd"}, file=path)
+    container = _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    environ = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    settings = build(flags={}, environ={"RECONCILER_NAMESPACE": "argocd", **environ}, file=path)
+    # the namespaces the reconciler allows are those where RBAC binds its traffic Role
+    allowed = _weight_namespaces_as_deployed(objects, settings)
+    if overlay == "cluster-wide":
+        assert allowed == {"*"}
+    else:
+        assert allowed == {o["metadata"]["namespace"] for o in _traffic_bindings(objects)}
     assert settings.leader_election
     assert (settings.lease_duration, settings.renew_deadline, settings.retry_period) == (15, 10, 2)
     assert settings.token_file == Path("/etc/reconciler/git/token")

@@ -9,11 +9,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.cluster.client import JSON_PATCH, Kube
-from reconciler.cluster.errors import ConflictError, FieldError, NotFoundError
+from reconciler.cluster.errors import ConflictError, FieldError, NotFoundError, WeightPolicyError
 from reconciler.cluster.kube import KubeCluster
 from reconciler.cluster.patches import plan_patch, weight_field
 from reconciler.cluster.resources import ObjectRef
 from reconciler.spec.model import WeightObjRef
+from reconciler.spec.weightpolicy import policy_from_settings
 from tests.fixtures.kube import apply, delete
 
 pytestmark = pytest.mark.integration
@@ -256,7 +257,9 @@ def test_an_ingress_that_is_not_a_canary_is_refused(admin: Kube, namespace: str)
         KubeCluster(admin).set_weights([(ref, 10)])
 
 
-def test_cluster_scoped_objects_carry_weights_too(admin: Kube) -> None:
+def test_cluster_scoped_objects_carry_weights_too_once_the_configuration_allows_them(
+    admin: Kube,
+) -> None:
     name = f"split-{id(admin) % 100000}"
     apply(
         admin,
@@ -273,7 +276,13 @@ def test_cluster_scoped_objects_carry_weights_too(admin: Kube) -> None:
         )
         for i in (0, 1)
     ]
-    KubeCluster(admin).set_weights([(refs[0], 45), (refs[1], 55)])
+    sent = admin.requests_sent
+    with pytest.raises(WeightPolicyError, match="ClusterSplit is not a known traffic kind"):
+        KubeCluster(admin).set_weights([(refs[0], 45), (refs[1], 55)])
+    assert admin.requests_sent == sent
+    rule = "test.gitops-reconciler.dev/*/ClusterSplit:.spec.split[*].weight"
+    allowing = KubeCluster(admin, policy=policy_from_settings(("*",), (rule,)))
+    allowing.set_weights([(refs[0], 45), (refs[1], 55)])
 
     got = _get(admin, ObjectRef("test.gitops-reconciler.dev/v1", "ClusterSplit", name))
     assert [s["weight"] for s in got["spec"]["split"]] == [45, 55]
@@ -390,5 +399,6 @@ def test_missing_object_and_missing_field_are_named(admin: Kube, namespace: str)
 
 def test_a_kind_the_server_does_not_serve_is_named(admin: Kube, namespace: str) -> None:
     ref = WeightObjRef("example.com/v1", "Splitter", "x", ".spec.weight", namespace)
+    policy = policy_from_settings(("*",), ("example.com/v1/Splitter:.spec.weight",))
     with pytest.raises(NotFoundError, match=r"serves no kind Splitter in example\.com/v1"):
-        KubeCluster(admin).set_weights([(ref, 10)])
+        KubeCluster(admin, policy=policy).set_weights([(ref, 10)])
