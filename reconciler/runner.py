@@ -212,6 +212,7 @@ class Runner:
         self.health = Health(stale_after=max(60.0, 3 * self.settings.interval))
         self.leases: RepoLeases | None = None
         self.wiring = Wiring(self.settings, self.telemetry, clock, self._holds)
+        self.telemetry.watch_cache(lambda: (self.repo, self.wiring.store.cache_stats()))
         self.observer: Any = None
         self.http: HttpServer | None = None
 
@@ -270,8 +271,11 @@ class Runner:
             self.telemetry.pushes.labels(self.repo, branch, "accepted").inc()
             if attempts > 1:
                 self.telemetry.pushes.labels(self.repo, branch, "conflict").inc(attempts - 1)
-        for experiment, _what in report.corrections:
-            self.telemetry.weight_corrections.labels(self.repo, experiment).inc()
+        self.telemetry.count_corrections(
+            self.repo, (key for key, _what in report.corrections), report.experiments
+        )
+        for phase, seconds in report.phases.items():
+            self.telemetry.tick_phase.labels(self.repo, phase).observe(seconds)
         self.telemetry.held.labels(self.repo).set(report.held)
         for transition, _commit in report.recorded:
             if transition.state.phase.final and transition.state.outcome_commit:

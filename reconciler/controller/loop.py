@@ -13,6 +13,7 @@ cluster was not seen carrying. The clock is passed in; nothing here sleeps.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -71,6 +72,10 @@ class TickReport:
     """(experiment key, what the cluster carried) each time recorded weights were set again."""
     held: int = 0
     """Live experiments held because something keeps putting other weights back."""
+    experiments: set[str] = field(default_factory=set)
+    """Keys of the live experiments at the start of the tick."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds each phase of the tick took (``server.telemetry.TICK_PHASES``)."""
 
 
 class Reconciler:
@@ -90,6 +95,7 @@ class Reconciler:
         sync_timeout: float = 120.0,
         may_act: Callable[[], bool] = lambda: True,
         events: EventSink | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         """Wire the loop to its three adapters and a clock (seconds since the epoch).
 
@@ -101,7 +107,9 @@ class Reconciler:
         commit is handed to it and the experiment waits, up to ``sync_timeout`` seconds,
         until it is applied. ``may_act`` is asked before every write (leader election):
         when it says no, the tick stops where it is. ``events`` hears of every transition.
+        ``timer`` times the tick's phases (``TickReport.phases``).
         """
+        self._timer = timer
         self._operator = operator
         self._sync_timeout = sync_timeout
         self._may_act = may_act
@@ -135,14 +143,24 @@ class Reconciler:
         report.held = self._traffic.report.held
         return report
 
+    def _lap(self, report: TickReport, phase: str, since: float) -> float:
+        """Add the time since ``since`` to ``phase``; return now."""
+        now = self._timer()
+        report.phases[phase] = report.phases.get(phase, 0.0) + now - since
+        return now
+
     def _tick(self) -> TickReport:
+        mark = self._timer()
         heads = self._store.fetch()
         self._failpoint("after-fetch")
         report = TickReport(heads)
+        mark = self._lap(report, "fetch", mark)
         if heads.main is None:
             log.warning("main_missing", branch=self._store.main_branch)
             return report
         states = self._load(heads.state)
+        report.experiments = set(states)
+        mark = self._lap(report, "load", mark)
         # Each live state holds its experiment's normalised spec: discovery takes a file
         # whose blob a state names from there instead of parsing it again (a restarted
         # process would otherwise re-read every experiment file).
@@ -153,25 +171,31 @@ class Reconciler:
         if scan.metrics != self._metrics_seen:
             self._metric_documents(scan.metrics)
             self._metrics_seen = scan.metrics
+        mark = self._lap(report, "discover", mark)
         for state in states.values():
             report.live[state.phase.value] = report.live.get(state.phase.value, 0) + 1
         self._traffic.observe(states, self._clock())
         if states:
             self._guard("converge the cluster's weights")
         self._traffic.converge(states, self._clock())
+        mark = self._lap(report, "traffic", mark)
         recorded = self._record(scan, states, heads.state, report)
+        mark = self._lap(report, "record", mark)
         due: list[Due] = []
         for transition, commit in recorded:
             self._act(transition)
             if any(isinstance(a, PushOutcome) for a in transition.actions):
                 due.append((transition.state, commit))
+        mark = self._lap(report, "act", mark)
         acted = {t.state.key for t, _ in recorded}
         for state in states.values():
             if state.phase.deciding and state.key not in acted:
                 decision = find_decision(self._store, heads.state, state) if heads.state else None
                 due.append((state, decision))
         self._finish(due, report)
+        mark = self._lap(report, "outcomes", mark)
         self._archive_settled(states, report)
+        self._lap(report, "archive", mark)
         return report
 
     def _archive_settled(self, states: dict[str, ExperimentState], report: TickReport) -> None:
