@@ -6,6 +6,7 @@
     python hack/bench.py race --rate 5 --seconds 20 --promotions 100 --transport https
     python hack/bench.py tick --experiments 1000     # one full tick, time per phase
     python hack/bench.py memory --experiments 10000  # peak RSS of a process holding them
+    python hack/bench.py soak --minutes 60            # reconciler run sampled for growth
 
 Each builds what it needs in a temporary directory (Env repo, ``git daemon`` and ``git
 http-backend`` on 127.0.0.1) and stops what it started; ``--quick`` runs a small version
@@ -42,7 +43,7 @@ from reconciler.spec.loader import load_experiments
 # tests already have from ``tests``, at the repository's root.
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import memory, promote, race, tick
+from benchlib import memory, promote, race, soak, tick
 
 BRANCH = "reconciler-state"
 
@@ -224,6 +225,20 @@ def main() -> None:
     mem.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     mem.add_argument("--url", help=argparse.SUPPRESS)
     mem.add_argument("--cache", help=argparse.SUPPRESS)
+    sok = sub.add_parser("soak", help="reconciler run for N minutes, sampled for growth")
+    sok.add_argument("--minutes", type=float, default=60.0)
+    sok.add_argument("--interval", type=float, default=1.0, help="seconds between ticks")
+    sok.add_argument("--rate", type=float, default=1.0, help="CI commits per second on main")
+    sok.add_argument("--canary-every", type=float, default=90.0, help="seconds between canaries")
+    sok.add_argument("--sample-every", type=float, default=10.0, help="seconds between samples")
+    sok.add_argument(
+        "--warmup",
+        type=float,
+        help="seconds left out of the slopes (default: a fifth of the run, at most 300)",
+    )
+    sok.add_argument("--samples", help="write every sample to this file, one JSON line each")
+    sok.add_argument("--profile", help="heap snapshots and tick profiles into this directory")
+    sok.add_argument("--quick", action="store_true", help="one minute, for the test suite")
     args = parser.parse_args()
     run = {
         "recovery": recovery,
@@ -231,6 +246,7 @@ def main() -> None:
         "race": race.run,
         "tick": tick.run,
         "memory": memory.run,
+        "soak": soak.run,
     }
     run[args.bench](args)
 

@@ -221,6 +221,7 @@ class Runner:
         self.health = Health(stale_after=max(60.0, 3 * self.settings.interval))
         self.leases: RepoLeases | None = None
         self.wiring = Wiring(self.settings, self.telemetry, clock, self._holds)
+        self.telemetry.watch_cache(lambda: (self.repo, self.wiring.store.cache_stats()))
         self.observer: Any = None
         self.http: HttpServer | None = None
 
@@ -295,8 +296,11 @@ class Runner:
         for problem in report.problems:
             if problem.severity == "error":
                 self.telemetry.experiment_errors.labels(self.repo, problem.location.file).inc()
-        for experiment, _what in report.corrections:
-            self.telemetry.weight_corrections.labels(self.repo, experiment).inc()
+        self.telemetry.count_corrections(
+            self.repo, (key for key, _what in report.corrections), report.experiments
+        )
+        for phase, seconds in report.phases.items():
+            self.telemetry.tick_phase.labels(self.repo, phase).observe(seconds)
         self.telemetry.held.labels(self.repo).set(report.held)
         for transition, _commit in report.recorded:
             if transition.state.phase.final and transition.state.outcome_commit:

@@ -13,6 +13,7 @@ cluster was not seen carrying. The clock is passed in; nothing here sleeps.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -73,6 +74,10 @@ class TickReport:
     """Live experiments held because something keeps putting other weights back."""
     faults: list[Fault] = field(default_factory=list)
     """Steps that raised for one experiment or file, first seen this tick (invariant 9)."""
+    experiments: set[str] = field(default_factory=set)
+    """Keys of the live experiments at the start of the tick."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds each phase of the tick took (``server.telemetry.TICK_PHASES``)."""
 
 
 class Reconciler:
@@ -93,6 +98,7 @@ class Reconciler:
         may_act: Callable[[], bool] = lambda: True,
         events: EventSink | None = None,
         limits: Limits | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         """Wire the loop to its three adapters and a clock (seconds since the epoch).
 
@@ -105,7 +111,9 @@ class Reconciler:
         until it is applied. ``may_act`` is asked before every write (leader election):
         when it says no, the tick stops where it is. ``events`` hears of every transition.
         ``limits`` bounds what discovery reads from main (the documented defaults when None).
+        ``timer`` times the tick's phases (``TickReport.phases``).
         """
+        self._timer = timer
         self._operator = operator
         self._sync_timeout = sync_timeout
         self._may_act = may_act
@@ -154,15 +162,25 @@ class Reconciler:
         if about is not None and self._events is not None:
             self._events.record(about, "RolloutFault", str(fault), warning=True)
 
+    def _lap(self, report: TickReport, phase: str, since: float) -> float:
+        """Add the time since ``since`` to ``phase``; return now."""
+        now = self._timer()
+        report.phases[phase] = report.phases.get(phase, 0.0) + now - since
+        return now
+
     def _tick(self) -> TickReport:
+        mark = self._timer()
         heads = self._store.fetch()
         self._failpoint("after-fetch")
         report = TickReport(heads)
+        mark = self._lap(report, "fetch", mark)
         if heads.main is None:
             log.warning("main_missing", branch=self._store.main_branch)
             return report
         states = self._load(heads.state)
         self._live = states
+        report.experiments = set(states)
+        mark = self._lap(report, "load", mark)
         # Each live state holds its experiment's normalised spec: discovery takes a file
         # whose blob a state names from there instead of parsing it again (a restarted
         # process would otherwise re-read every experiment file).
@@ -175,19 +193,23 @@ class Reconciler:
                 self._metric_documents(scan.metrics)
             if not loading.failed:
                 self._metrics_seen = scan.metrics
+        mark = self._lap(report, "discover", mark)
         for state in states.values():
             report.live[state.phase.value] = report.live.get(state.phase.value, 0) + 1
         self._traffic.observe(states, self._clock())
         if states:
             self._guard("converge the cluster's weights")
         self._traffic.converge(states, self._clock())
+        mark = self._lap(report, "traffic", mark)
         recorded = self._record(scan, states, heads.state, report)
+        mark = self._lap(report, "record", mark)
         due: list[Due] = []
         for transition, commit in recorded:
             with self._faults.boundary(transition.state.key, "setting weights"):
                 self._act(transition)
             if any(isinstance(a, PushOutcome) for a in transition.actions):
                 due.append((transition.state, commit))
+        mark = self._lap(report, "act", mark)
         acted = {t.state.key for t, _ in recorded}
         for state in states.values():
             if state.phase.deciding and state.key not in acted:
@@ -197,7 +219,9 @@ class Reconciler:
                     )
                     due.append((state, decision))
         self._finish(due, report)
+        mark = self._lap(report, "outcomes", mark)
         self._archive_settled(states, report)
+        self._lap(report, "archive", mark)
         return report
 
     def _archive_settled(self, states: dict[str, ExperimentState], report: TickReport) -> None:
@@ -304,14 +328,19 @@ class Reconciler:
         return states
 
     def _report_problems(self, scan: Scan, report: TickReport) -> None:
+        """Log each problem once, when first seen; forget those no longer on main."""
+        current: set[tuple[str, str]] = set()
         for blob, problem in scan.problems:
             marker = (blob, str(problem))
+            if marker in current:
+                continue
+            current.add(marker)
             if marker in self._reported:
                 continue
-            self._reported.add(marker)
             report.problems.append(problem)
             emit = log.error if problem.severity == "error" else log.warning
             emit("experiment_file_problem", problem=str(problem))
+        self._reported = current
 
     def _observe(self, states: dict[str, ExperimentState], now: float) -> dict[str, Observations]:
         """Metrics of due experiments; readiness before the first iteration; operator syncs.

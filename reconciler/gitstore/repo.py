@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,13 +46,28 @@ if TYPE_CHECKING:
 
     from reconciler.ports import CommitSpec, Plan
 
-__all__ = ["GitEnvStore"]
+__all__ = ["CacheStats", "GitEnvStore"]
 
 log = structlog.get_logger(__name__)
 
 _TREES_KEPT = 4
 """Root trees of the last commits read, kept (commits never change): main's and the state
 branch's tips, and the ones a tick moves between."""
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """The cache on disk, and what its upkeep did since the store was opened."""
+
+    bytes: int
+    """Bytes of its packs."""
+    packs: int
+    merges: int
+    """Times small packs were merged into one."""
+    repacks: int
+    """Times everything reachable was written as one pack and the rest dropped."""
+    failures: int
+    """Upkeep that failed (a full volume, say): the cache was left as it was."""
 
 
 class GitEnvStore:
@@ -74,6 +91,7 @@ class GitEnvStore:
         """Use ``GitEnvStore.open``; this wires an already opened cache."""
         self._repo = repo
         self._staging = Staging(repo)
+        self._upkeep: Counter[str] = Counter()
         self._trees: dict[str, pygit2.Tree] = {}
         self._url = url
         self._remote = Remote(repo, url, credentials)
@@ -128,6 +146,7 @@ class GitEnvStore:
             url = os.path.abspath(url)  # noqa: PTH100 - keep the path as given, no symlink resolution
         check_usable(credentials, url)
         stored, _ = split_login(url)
+        bound_memory()
         repo = _open_cache(Path(cache_dir))
         if REMOTE in repo.remotes.names():
             if repo.remotes[REMOTE].url != stored:
@@ -391,17 +410,39 @@ class GitEnvStore:
             ) from None
 
     def _merge_packs(self) -> None:
-        """Keep the number of packs in the cache bounded (``Staging.merge``).
+        """Keep the cache's packs few and its size bounded (``Staging.repack``, ``merge``).
 
-        A failure leaves the cache as it was, only slower to read: logged, never raised.
+        Called after a fetch and after a push, when every object still needed is reachable
+        from the remote-tracking references (the staged ones stay in memory). A failure
+        (a full volume, say) leaves the cache as it was, only slower to read and larger:
+        logged, never raised; the next fetch or push tries again.
         """
         try:
+            if self._staging.should_repack():
+                roots = [ref.resolve().target for ref in self._repo.references.objects]
+                written = self._staging.repack([r for r in roots if isinstance(r, pygit2.Oid)])
+                self._upkeep["repacks"] += 1
+                log.info("git_cache_repacked", objects=written, bytes=self.cache_stats().bytes)
+                return
             merged = self._staging.merge()
         except (OSError, ValueError) as exc:
-            log.warning("git_cache_merge_failed", error=str(exc))
+            self._upkeep["failures"] += 1
+            log.warning("git_cache_upkeep_failed", error=str(exc), retried="after the next fetch")
             return
         if merged:
+            self._upkeep["merges"] += 1
             log.info("git_cache_packs_merged", packs=merged)
+
+    def cache_stats(self) -> CacheStats:
+        """The cache's size and pack count now, and its upkeep so far (a directory listing)."""
+        packs = self._staging.packs()
+        return CacheStats(
+            bytes=sum(size for _index, size in packs),
+            packs=len(packs),
+            merges=self._upkeep["merges"],
+            repacks=self._upkeep["repacks"],
+            failures=self._upkeep["failures"],
+        )
 
     @contextlib.contextmanager
     def _packing(self) -> Iterator[None]:
@@ -422,6 +463,22 @@ def _walk(tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, str]]:
             yield from _walk(entry, f"{path}/")
         elif isinstance(entry, pygit2.Blob):
             yield path, str(entry.id)
+
+
+CACHED_BYTES = 16 * 1024 * 1024
+"""libgit2's cache of parsed commits and trees, per repository (libgit2's default: 256 MiB,
+which a long-running process reading new commits every tick fills, never frees)."""
+MAPPED_BYTES = 64 * 1024 * 1024
+"""Pack data libgit2 keeps mapped at most (default 8 GiB); least recently used windows go."""
+OPEN_PACKS = 64
+"""Pack files libgit2 keeps open at most (default: no limit)."""
+
+
+def bound_memory() -> None:
+    """Bound libgit2's process-wide caches: parsed objects, mapped pack windows, open packs."""
+    pygit2.settings.cache_max_size(CACHED_BYTES)
+    pygit2.settings.mwindow_mapped_limit = MAPPED_BYTES
+    pygit2.settings.mwindow_file_limit = OPEN_PACKS
 
 
 def _check_branch(branch: str) -> None:

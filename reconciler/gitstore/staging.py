@@ -12,10 +12,15 @@ and libgit2's push runs without it). Objects are dropped from memory only once t
 that holds them is written and libgit2 knows of it; ``over_limit`` says when enough is
 staged that the caller should pack before going on. Each update and each fetch that
 brings objects adds a pack, and libgit2 searches every pack for an object it reads, so once
-the cache holds more than ``PACKS_KEPT`` packs, ``merge()`` rewrites the small ones (under
-``MERGE_BELOW`` bytes each: the last ones written and fetched) as one and removes them; the
-large pack of the first clone stays as it is. This module never writes a reference; the only
-files it removes are packs whose every object it has just written to a new pack. A process
+the cache holds more than ``PACKS_KEPT`` packs, ``merge()`` rewrites the smallest ones as one
+(geometrically: the recent small packs, never the largest) and removes them. Whole objects
+take more room than the deltas the server sends, and objects of rejected pushes are never
+reached again, so once the packs beside the largest hold more than it, ``repack()`` writes
+what the references reach as one pack with deltas (``PackBuilder``) and removes every other
+pack: the cache stays within about twice the repository's packed size, whatever the
+process's age. This module never writes a reference; the only files it removes are packs
+whose every object (every one still reachable, for ``repack``) it has just written to a new
+pack. A process
 reading the same cache directory at that moment (a CLI given the running reconciler's
 ``--cache-dir``) could miss a pack: give each process a cache of its own.
 """
@@ -29,17 +34,18 @@ from pathlib import Path
 from typing import overload
 
 import pygit2
+from pygit2.enums import SortMode
 
 from reconciler.gitstore.packfile import index_ids, write_pack
 
-__all__ = ["Staging"]
+__all__ = ["Staging", "geometric_split"]
 
 STAGED_BYTES_LIMIT = 16 * 1024 * 1024
 """Above this much staged content, ``over_limit`` asks for a pack (bounds the memory)."""
 PACKS_KEPT = 32
 """Above this many packs in the cache, ``merge()`` merges the small ones."""
-MERGE_BELOW = 64 * 1024 * 1024
-"""Packs smaller than this are merged; larger ones (a first clone) are left alone."""
+REPACK_FROM = 1024 * 1024
+"""``should_repack`` waits until the packs beside the largest hold at least this much."""
 _HEX_SIZE = 40
 _BACKGROUND_FROM = 256
 """Fewer staged objects are packed after the block, in this thread: a promotion's handful
@@ -180,38 +186,100 @@ class Staging:
                 self._release(staged)
 
     def merge(self) -> int:
-        """Merge the small packs into one when the cache holds too many; return how many.
+        """Merge small packs into one when the cache holds too many; return how many.
 
-        Every object of the merged packs is read (whole) and written to the new pack,
-        which libgit2 learns of before the old packs are removed. Packs with a ``.keep``
-        file are left alone, as Git leaves them.
+        The packs merged are the smallest ones, as many as it takes for the sizes left to
+        grow geometrically (each pack kept is at least twice all the smaller ones together,
+        as ``git repack --geometric=2`` keeps them): a merge rewrites the recent small packs,
+        not the whole cache, so its cost does not grow with the process's age. Every object
+        of the merged packs is read (whole) and written to the new pack, which libgit2
+        learns of before the old packs are removed; the object database is then opened
+        afresh over the packs left, so that no removed pack stays mapped or open. Packs
+        with a ``.keep`` file are left alone, as Git leaves them.
 
         Raises:
             OSError: the new pack could not be written (the old packs all stay).
             ValueError: a pack index could not be read (nothing is changed).
         """
-        indexes = sorted(self._pack_dir.glob("pack-*.idx"))
-        if len(indexes) <= PACKS_KEPT:
+        packs = self.packs()
+        if len(packs) <= PACKS_KEPT:
             return 0
-        small = [
-            index
-            for index in indexes
-            if not index.with_suffix(".keep").exists()
-            and index.with_suffix(".pack").stat().st_size < MERGE_BELOW
-        ]
-        if len(small) < 2:  # noqa: PLR2004 - merging one pack changes nothing
+        # The largest pack (the last repack's, or the first clone's, with deltas) is never
+        # merged: ``repack`` rewrites it, at most once per doubling of the cache.
+        sizes = [size for _index, size in packs[:-1]]
+        merged = packs[: geometric_split(sizes)]
+        if len(merged) < 2:  # noqa: PLR2004 - merging one pack changes nothing
             return 0
-        ids = sorted({oid for index in small for oid in index_ids(index)})
+        ids = sorted({oid for index, _size in merged for oid in index_ids(index)})
         name = write_pack(self._pack_dir, _Stored(self._repo.odb, ids))
-        # A new object database, so that libgit2 drops the packs removed next.
-        self._packs = self._open()
-        for index in small:
-            if index.stem == name:
+        self._replace([index for index, _size in merged if index.stem != name])
+        return len(merged)
+
+    def packs(self) -> list[tuple[Path, int]]:
+        """The cache's packs without a ``.keep`` file: (index path, pack bytes), smallest first."""
+        found = []
+        for index in self._pack_dir.glob("pack-*.idx"):
+            if index.with_suffix(".keep").exists():
                 continue
-            index.unlink()
+            try:
+                found.append((index, index.with_suffix(".pack").stat().st_size))
+            except FileNotFoundError:
+                continue  # an index whose pack is being written or removed
+        return sorted(found, key=lambda pack: (pack[1], pack[0].name))
+
+    def should_repack(self) -> bool:
+        """Whether the packs beside the largest hold more than it, and ``REPACK_FROM``.
+
+        The largest pack is the last repack's (or the first clone's), so a repack comes
+        once the cache has written as much again as the repository held: its cost, which
+        grows with the repository, is paid once per doubling, and the cache stays within
+        about twice the repository's packed size (plus ``REPACK_FROM``).
+        """
+        sizes = [size for _index, size in self.packs()]
+        if len(sizes) < 2:  # noqa: PLR2004 - one pack is as packed as it gets
+            return False
+        rest = sum(sizes[:-1])
+        return rest > max(REPACK_FROM, sizes[-1])
+
+    def repack(self, roots: Sequence[pygit2.Oid]) -> int:
+        """Write every object reachable from ``roots`` as one pack with deltas; drop the rest.
+
+        The other packs (objects no reference reaches any more, and whole copies of the
+        reachable ones) are removed once the new pack is written and libgit2 knows of it;
+        staged and loose objects are not touched. Returns the objects written (0: nothing
+        reachable, nothing changed).
+
+        Raises:
+            OSError: the new pack could not be written (every old pack stays).
+        """
+        old = [index for index, _size in self.packs()]
+        builder = pygit2.PackBuilder(self._repo)
+        for oid in _reachable(self._repo, roots):
+            builder.add(oid)
+        if len(builder) == 0:
+            return 0
+        before = {index.name for index in self._pack_dir.glob("pack-*.idx")}
+        try:
+            builder.write(str(self._pack_dir))
+        except pygit2.GitError as exc:
+            raise OSError(f"cannot write the repacked cache: {exc}") from None
+        written = {index.name for index in self._pack_dir.glob("pack-*.idx")} - before
+        self._replace([index for index in old if index.name not in written])
+        return builder.written_objects_count
+
+    def _replace(self, removed: Sequence[Path]) -> None:
+        """Let libgit2 find the new pack, remove ``removed``, then reopen the database.
+
+        The new object database is made only after the removal: one made before would open
+        the packs about to be removed, and keep them mapped (and their files on disk) for
+        as long as it lives.
+        """
+        self._packs.refresh()
+        for index in removed:
+            index.unlink(missing_ok=True)
             index.with_suffix(".pack").unlink(missing_ok=True)
             index.with_suffix(".rev").unlink(missing_ok=True)
-        return len(small)
+        self._packs = self._open()
 
     def _release(self, staged: list[tuple[pygit2.Oid, tuple[int, bytes]]]) -> None:
         """Make libgit2 see the new pack, then drop its objects from memory."""
@@ -243,3 +311,56 @@ class _Stored(Sequence[tuple[bytes, int, bytes]]):
         raw = self._ids[index]
         kind, data = self._odb.read(pygit2.Oid(raw=raw))[:2]
         return raw, int(kind), bytes(data)
+
+
+def geometric_split(sizes: Sequence[int]) -> int:
+    """How many of the smallest packs (``sizes`` ascending) to merge.
+
+    After the merge every pack kept is at least twice the size of all smaller ones
+    together, the merged one included; at least the two smallest are merged.
+    """
+    total = sum(sizes)
+    below = total
+    split = len(sizes)
+    for i in range(len(sizes) - 1, 0, -1):
+        below -= sizes[i]
+        if sizes[i] < 2 * below:
+            break
+        split = i
+    else:
+        split = 1
+    return max(2, min(split, len(sizes)))
+
+
+def _reachable(repo: pygit2.Repository, roots: Sequence[pygit2.Oid]) -> Iterator[pygit2.Oid]:
+    """Every commit, tree and blob reachable from ``roots``, each once.
+
+    A tree already seen is not read again: unchanged directories keep their id from one
+    commit to the next, so the walk reads each distinct object once.
+    """
+    seen: set[pygit2.Oid] = set()
+    walker = None
+    for root in roots:
+        if walker is None:
+            walker = repo.walk(root, SortMode.NONE)
+        else:
+            walker.push(root)
+    if walker is None:
+        return
+    for commit in walker:
+        yield commit.id
+        pending = [commit.tree_id]
+        while pending:
+            tree_id = pending.pop()
+            if tree_id in seen:
+                continue
+            seen.add(tree_id)
+            yield tree_id
+            for entry in repo[tree_id].peel(pygit2.Tree):
+                if entry.id in seen or entry.filemode == pygit2.enums.FileMode.COMMIT:
+                    continue
+                if entry.type_str == "tree":
+                    pending.append(entry.id)
+                else:
+                    seen.add(entry.id)
+                    yield entry.id

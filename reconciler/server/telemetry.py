@@ -1,6 +1,8 @@
 """The process's own metrics (prometheus-client), and adapters that record them.
 
-``Telemetry`` owns one registry with every metric the process exports; the wrappers
+``Telemetry`` owns one registry with every metric the process exports (the process's own
+resident memory, CPU and open file descriptors from prometheus-client's process collector,
+and the Git cache's size read at each scrape among them); the wrappers
 ``InstrumentedMetrics`` and ``InstrumentedCluster`` sit between the loop and the real
 adapters and count what crosses them (query latency and errors, Kubernetes request
 errors) without the adapters knowing. prometheus-client was chosen over hand-written
@@ -10,13 +12,77 @@ exposition because it is the reference implementation of the text format.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from reconciler.errors import ReconcilerError
 from reconciler.ports import Cluster, MetricsSource, MetricValue, Readiness, WeightReading
 from reconciler.spec.model import ObjectRef, WeightObjRef
+
+TICK_PHASES = ("fetch", "load", "discover", "traffic", "record", "act", "outcomes", "archive")
+"""The phases of a tick, in order: the only values of ``reconciler_tick_phase_seconds``'
+``phase`` label (``controller.loop.TickReport.phases``)."""
+
+
+class CacheStats(Protocol):
+    """The Git cache on disk and its upkeep so far (``gitstore.repo.CacheStats``)."""
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of its packs."""
+
+    @property
+    def packs(self) -> int:
+        """Pack files."""
+
+    @property
+    def merges(self) -> int:
+        """Merges of small packs."""
+
+    @property
+    def repacks(self) -> int:
+        """Repacks of everything reachable."""
+
+    @property
+    def failures(self) -> int:
+        """Upkeep that failed."""
+
+
+class _CacheCollector(Collector):
+    """Reads the cache's figures at each scrape (a directory listing: cheap)."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], tuple[str, CacheStats]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.read is None:
+            return
+        repo, stats = self.read()
+        size = GaugeMetricFamily(
+            "reconciler_git_cache_bytes", "Bytes of the Git cache's packs on disk.", labels=["repo"]
+        )
+        size.add_metric([repo], stats.bytes)
+        packs = GaugeMetricFamily(
+            "reconciler_git_cache_packs", "Pack files in the Git cache.", labels=["repo"]
+        )
+        packs.add_metric([repo], stats.packs)
+        upkeep = CounterMetricFamily(
+            "reconciler_git_cache_maintenance",
+            "Upkeep of the Git cache by kind: merged (small packs into one), repacked "
+            "(everything reachable into one pack, the rest dropped), failed.",
+            labels=["repo", "kind"],
+        )
+        for kind, count in (
+            ("merged", stats.merges),
+            ("repacked", stats.repacks),
+            ("failed", stats.failures),
+        ):
+            upkeep.add_metric([repo, kind], count)
+        yield from (size, packs, upkeep)
 
 
 class Telemetry:
@@ -26,6 +92,20 @@ class Telemetry:
         """Create the registry and the metrics."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total...: a
+        # registry of our own has none of the default registry's collectors.
+        ProcessCollector(registry=r)
+        self._cache = _CacheCollector()
+        r.register(self._cache)
+        self._corrected: set[tuple[str, str]] = set()
+        self.tick_phase = Histogram(
+            "reconciler_tick_phase_seconds",
+            "Duration of each phase of a tick (fetch, load, discover, traffic, record, act, "
+            "outcomes, archive).",
+            ["repo", "phase"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
         self.tick_duration = Histogram(
             "reconciler_tick_duration_seconds",
             "Duration of one reconcile tick.",
@@ -69,7 +149,8 @@ class Telemetry:
         self.weight_corrections = Counter(
             "reconciler_weight_corrections_total",
             "Times the cluster was found carrying other weights than the state branch "
-            "records, and they were set again, by experiment.",
+            "records, and they were set again, by live experiment (a finished one's series "
+            "is dropped).",
             ["repo", "experiment"],
             registry=r,
         )
@@ -92,6 +173,23 @@ class Telemetry:
             ["repo"],
             registry=r,
         )
+
+    def watch_cache(self, read: Callable[[], tuple[str, CacheStats]]) -> None:
+        """Export the cache figures ``read`` gives (the repo, its stats) at every scrape."""
+        self._cache.read = read
+
+    def count_corrections(self, repo: str, corrected: Iterable[str], live: Iterable[str]) -> None:
+        """Count a correction for each of ``corrected``; drop the series of the others gone.
+
+        The label set stays bounded by the live experiments, not by every one ever run.
+        """
+        for experiment in corrected:
+            self.weight_corrections.labels(repo, experiment).inc()
+            self._corrected.add((repo, experiment))
+        still = {(repo, key) for key in live}
+        for gone in {c for c in self._corrected if c[0] == repo} - still:
+            self.weight_corrections.remove(*gone)
+            self._corrected.discard(gone)
 
 
 class InstrumentedMetrics:

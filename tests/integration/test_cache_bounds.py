@@ -1,0 +1,145 @@
+"""The cache of a process that runs for months: bounded on disk, no removed pack kept open.
+
+A long-running process writes a pack per update and receives one per fetch; merging them
+(``Staging.merge``) keeps them few, and repacking what the references reach
+(``Staging.repack``) keeps the cache within about twice the repository's packed size
+instead of growing with every whole copy of a file that changes a little each commit. A
+volume that is full fails an update with a clear error and loses nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from reconciler.gitstore import GitEnvStore
+from reconciler.gitstore.staging import PACKS_KEPT, REPACK_FROM
+from reconciler.ports import CommitSpec
+from reconciler.testing import constant
+from tests.fixtures.git import GitDaemon
+from tests.gitutil import commit_files, git, make_bare_repo
+
+pytestmark = pytest.mark.integration
+
+AUTHOR = ("gitops-reconciler", "reconciler@example.test")
+UPDATES = 400
+LINE = 200
+"""Bytes appended to ``log.txt`` by each update: a file that changes a little each commit,
+as CI's files and the state documents do, so whole copies add up quadratically."""
+
+
+def _line(n: int) -> str:
+    # Hex of a hash: compresses like real content, not like a repeated pattern.
+    return hashlib.shake_128(str(n).encode()).hexdigest(LINE // 2)[: LINE - 1] + "\n"
+
+
+def _deleted_mapped(under: Path) -> list[str]:
+    """Files under ``under`` mapped into this process although deleted."""
+    return sorted(
+        {
+            line.split(maxsplit=5)[-1]
+            for line in Path("/proc/self/maps").read_text().splitlines()
+            if line.endswith(" (deleted)") and str(under) in line
+        }
+    )
+
+
+def _packed_size(repo: Path, work: Path) -> int:
+    """Bytes of ``repo``'s objects as ``git gc`` packs them (one pack, with deltas)."""
+    copy = work / "gc.git"
+    git("clone", "--quiet", "--mirror", repo, copy)
+    git("gc", "--quiet", "--prune=now", cwd=copy)
+    return sum(p.stat().st_size for p in (copy / "objects" / "pack").glob("pack-*.pack"))
+
+
+def test_the_cache_stays_within_twice_the_packed_repository_and_maps_no_removed_pack(
+    tmp_path: Path,
+) -> None:
+    remote = tmp_path / "env.git"
+    make_bare_repo(remote, {"README.md": "env\n"})
+    cache = tmp_path / "cache.git"
+    store = GitEnvStore.open(str(remote), cache, author=AUTHOR)
+    store.fetch()
+    log = ""
+    written = 0
+    for n in range(UPDATES):
+        if n % 10 == 0:  # a second writer, so fetches bring packs of their own
+            commit_files(remote, {f"ci/{n}.txt": f"{n}\n"}, message=f"ci {n}")
+            store.fetch()
+        log += _line(n)
+        written += len(log)
+        spec = CommitSpec(f"change {n}", {"log.txt": log.encode()})
+        store.update_branch("main", constant([spec]))
+        assert _deleted_mapped(cache) == [], f"after update {n}"
+    stats = store.cache_stats()
+    packed = _packed_size(remote, tmp_path)
+    store.close()
+
+    assert written > 10 * REPACK_FROM, "the whole copies alone would outgrow the bound"
+    assert stats.repacks >= 1
+    assert stats.packs <= PACKS_KEPT + 1
+    assert stats.bytes <= 2 * packed + REPACK_FROM + 256 * 1024, (stats, packed)
+    # nothing reachable was lost: git finds the cache whole, and a new store reads it
+    git("fsck", "--connectivity-only", cwd=cache)
+    reopened = GitEnvStore.open(str(remote), cache, author=AUTHOR)
+    heads = reopened.fetch()
+    assert heads.main is not None
+    assert reopened.read_file(heads.main, "log.txt") == log.encode()
+    assert len(list(reopened.log(heads.main))) == UPDATES + UPDATES // 10 + 1
+    reopened.close()
+
+
+FULL_VOLUME = """
+import os, resource, signal, sys
+from pathlib import Path
+from reconciler import logs
+from reconciler.errors import GitTemporaryError
+from reconciler.gitstore import GitEnvStore
+from reconciler.ports import CommitSpec
+
+logs.configure(json=False, level="error")
+url, cache = sys.argv[1], Path(sys.argv[2])
+store = GitEnvStore.open(url, cache, author=("r", "r@example.test"))
+store.fetch()
+blob = os.urandom(64 * 1024)  # does not compress
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, hard))
+try:
+    store.update_branch("main", lambda _tip: [CommitSpec("big", {"big.bin": blob})])
+except GitTemporaryError as exc:
+    print("error:", exc)
+else:
+    print("error: none")
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+heads = store.fetch()
+print("read:", store.read_file(heads.main, "big.bin") == blob)
+result = store.update_branch("main", lambda _tip: [CommitSpec("next", {"next.txt": b"n"})])
+print("next:", result.tip)
+"""
+
+
+def test_a_full_volume_fails_the_update_clearly_loses_nothing_and_the_next_one_lands(
+    tmp_path: Path, git_daemon: GitDaemon, env_remote: str
+) -> None:
+    # RLIMIT_FSIZE stands for a full volume (no root for a small tmpfs): every file the
+    # process writes is cut at 16 KiB. The git daemon, another process, is not limited.
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FULL_VOLUME), env_remote, str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert "cannot write new objects to the cache" in lines["error"], lines
+    assert lines["read"] == "True"  # the push had landed: nothing lost
+    remote = git_daemon.path(env_remote)
+    assert git("rev-parse", "main", cwd=remote) == lines["next"]
+    assert git("log", "--format=%s", "main", cwd=remote).splitlines()[:2] == ["next", "big"]

@@ -1,0 +1,74 @@
+"""What /metrics shows of the process itself: memory, descriptors, the cache, tick phases.
+
+A user must see growth in Grafana before it hurts, and the label sets must not grow with
+every experiment ever run: a finished experiment's series are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from reconciler.server.telemetry import TICK_PHASES, Telemetry
+
+REPO = "git://example.test/env.git"
+
+
+@dataclass(frozen=True)
+class Stats:
+    bytes: int = 123_456
+    packs: int = 7
+    merges: int = 3
+    repacks: int = 1
+    failures: int = 0
+
+
+def samples(telemetry: Telemetry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(telemetry.registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_the_process_memory_descriptors_and_cache_are_exported() -> None:
+    telemetry = Telemetry()
+    telemetry.watch_cache(lambda: (REPO, Stats()))
+    found = samples(telemetry)
+    assert found[("process_resident_memory_bytes", ())] > 0
+    assert found[("process_open_fds", ())] > 0
+    assert found[("reconciler_git_cache_bytes", (("repo", REPO),))] == 123_456
+    assert found[("reconciler_git_cache_packs", (("repo", REPO),))] == 7
+    upkeep = "reconciler_git_cache_maintenance_total"
+    assert found[(upkeep, (("kind", "merged"), ("repo", REPO)))] == 3
+    assert found[(upkeep, (("kind", "repacked"), ("repo", REPO)))] == 1
+
+
+def test_tick_phases_are_a_histogram_with_a_fixed_label_set() -> None:
+    telemetry = Telemetry()
+    for phase in TICK_PHASES:
+        telemetry.tick_phase.labels(REPO, phase).observe(0.003)
+    found = samples(telemetry)
+    phases = {
+        dict(labels)["phase"]
+        for name, labels in found
+        if name == "reconciler_tick_phase_seconds_count"
+    }
+    assert phases == set(TICK_PHASES)
+
+
+def test_a_finished_experiments_corrections_are_dropped_from_metrics() -> None:
+    telemetry = Telemetry()
+    name = "reconciler_weight_corrections_total"
+    telemetry.count_corrections(REPO, ["ns/a", "ns/b"], live={"ns/a", "ns/b"})
+    telemetry.count_corrections(REPO, ["ns/a"], live={"ns/a", "ns/b"})
+    found = samples(telemetry)
+    assert found[(name, (("experiment", "ns/a"), ("repo", REPO)))] == 2
+    assert found[(name, (("experiment", "ns/b"), ("repo", REPO)))] == 1
+    telemetry.count_corrections(REPO, [], live={"ns/a"})  # ns/b finished
+    found = samples(telemetry)
+    assert (name, (("experiment", "ns/b"), ("repo", REPO))) not in found
+    assert found[(name, (("experiment", "ns/a"), ("repo", REPO)))] == 2
