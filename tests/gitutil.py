@@ -69,6 +69,11 @@ def git_env(home: Path | None = None, *, author: tuple[str, str] = AUTHOR) -> di
         "GIT_AUTHOR_EMAIL": author[1],
         "GIT_COMMITTER_NAME": author[0],
         "GIT_COMMITTER_EMAIL": author[1],
+        # An automatic gc in the background would still be writing into a temporary clone
+        # while it is removed (a flaky "Directory not empty"): run it in the foreground.
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "gc.autoDetach",
+        "GIT_CONFIG_VALUE_0": "false",
     }
     if "SYSTEMROOT" in os.environ:  # pragma: no cover - only on Windows
         env["SYSTEMROOT"] = os.environ["SYSTEMROOT"]
