@@ -91,8 +91,16 @@ def _row(state: ExperimentState, *, archived: bool) -> dict[str, Any]:
         "winner": state.winner,
         "outcome_commit": state.outcome_commit,
         "archived": archived,
+        "needs": _needs(state) if not archived else {},
         "observed": None,
     }
+
+
+def _needs(state: ExperimentState) -> dict[str, int]:
+    """Version to the requests it still needs, by the last judged iteration's evidence."""
+    if state.evidence is None or state.phase.final:
+        return {}
+    return {v.version: v.needs for v in state.evidence.versions if v.needs}
 
 
 def _observe(rows: list[dict[str, Any]], live: list[ExperimentState], cluster: Cluster) -> None:
@@ -193,6 +201,8 @@ def _print_table(rows: list[dict[str, Any]], *, observed: bool) -> None:
     for r in rows:
         if r["held"]:
             click.echo(f"\n{r['id']} is held: {r['held']}")
+        for version, more in (r.get("needs") or {}).items():
+            click.echo(f"\n{r['id']}: not enough data yet: {version} needs ~{more:,} more requests")
         if r["observed"] and r["observed"]["detail"]:
             click.echo(f"\n{r['id']}: {r['observed']['detail']}")
 

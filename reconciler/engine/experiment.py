@@ -5,17 +5,19 @@ state, observations, the time) and return a ``Transition``: the new state, the a
 take once it is recorded, and a one-line summary for the commit. No clock, no I/O, no
 logging: the same inputs always give the same transition.
 
-Testing patterns decide who may win: **Canary** validates its one candidate against the
-objectives; **A/B** and **A/B/n** pick the version that meets every objective and is best
-on the first reward, a candidate only when the probability that it beats the baseline is
-above the confidence (otherwise the baseline stays); **Conformance** validates one version
-and shifts no traffic. Deployment patterns decide traffic: **Progressive** grows the
-leading candidate by at most ``maxCandidateWeightIncrement`` up to ``maxCandidateWeight``
-after each iteration it leads; **FixedSplit** keeps the split it started with;
-**BlueGreen** keeps candidates at 0 until one is validated, then switches all traffic to it
-at once. A version that fails never gains traffic. ``failureLimit`` consecutive failed
-iterations, or ``noDataLimit`` consecutive iterations without enough data, end the
-experiment with no winner (fail safe). Weights always sum to 100.
+Testing patterns decide who may win (``verdicts``): **Canary** validates its one
+candidate against the objectives; **A/B** and **A/B/n** pick, among the candidates that
+meet every objective and beat the baseline on the first reward with probability strictly
+above the confidence shared among them, the one most likely best (otherwise the baseline
+stays); **Conformance** validates one version and shifts no traffic. Deployment patterns
+decide traffic: **Progressive** grows the leading candidate (one that passed, else one on
+track: within its limits, short of evidence) by at most ``maxCandidateWeightIncrement`` up
+to ``maxCandidateWeight`` after each iteration it leads; **FixedSplit** keeps the split it
+started with; **BlueGreen** keeps candidates at 0 until one is validated, then switches
+all traffic to it at once. A version that fails never gains traffic, and a failing A/B/n
+candidate loses its traffic to the baseline. ``failureLimit`` consecutive failed
+iterations, or ``noDataLimit`` consecutive iterations without data (and nobody on track),
+end the experiment with no winner (fail safe). Weights always sum to 100.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from reconciler.engine import analysis, traffic, weights
+from reconciler.engine import traffic, verdicts, weights
 from reconciler.engine.analysis import FAIL, NO_DATA, PASS, Judgement
 from reconciler.engine.state import (
     HISTORY_LIMIT,
@@ -34,6 +36,7 @@ from reconciler.engine.state import (
     Phase,
     SkipRecord,
 )
+from reconciler.engine.verdicts import choose_winner, compare, judge, leader
 from reconciler.ports import MetricValue
 from reconciler.spec.model import DeploymentPattern, Experiment, TestingPattern, Version
 
@@ -141,8 +144,10 @@ def step(state: ExperimentState, observations: Observations, now: float) -> Tran
         return None
     spec = state.spec
     judged = {v.name: judge(spec, observations.get(v.name, {})) for v in spec.versions}
-    chances = _chances(spec, observations)
     iteration = state.iteration + 1
+    final = iteration >= spec.duration.iterations
+    comparison = compare(spec, observations, judged, final=final)
+    chances = dict(comparison.beats) if comparison is not None else {}
     record = IterationRecord(
         iteration=iteration,
         time=now,
@@ -159,13 +164,17 @@ def step(state: ExperimentState, observations: Observations, now: float) -> Tran
     )
     overall = _overall(spec, judged)
     failures = state.failures + 1 if overall == FAIL else 0
-    no_data = state.no_data + 1 if overall == NO_DATA else 0
+    # A candidate that is measured and within its limits, only short of evidence, is
+    # gathering it: that is progress, not an iteration without data.
+    on_track = any(judged[v.name].on_track for v in _judged_versions(spec))
+    no_data = state.no_data + 1 if overall == NO_DATA and not on_track else 0
     base = replace(
         state,
         iteration=iteration,
         failures=failures,
         no_data=no_data,
         history=(*state.history, record)[-HISTORY_LIMIT:],
+        evidence=verdicts.evidence(spec, iteration, judged, comparison),
         updated_at=now,
         last_iteration_at=now,
         corrections=0,
@@ -179,54 +188,22 @@ def step(state: ExperimentState, observations: Observations, now: float) -> Tran
     if no_data >= spec.criteria.no_data_limit:
         reason = f"{no_data} consecutive iterations without enough data (noDataLimit)"
         return _decide(base, None, reason, f"{_short(spec)}: {of_total}, {_WORDS[NO_DATA]}")
-    if iteration >= spec.duration.iterations:
-        winner, reason = choose_winner(spec, judged, chances)
+    if final:
+        winner, reason = choose_winner(spec, judged, comparison)
         return _decide(base, winner, reason, f"{_short(spec)}: {of_total}, {_WORDS[overall]}")
-    leader = _leader(spec, judged, chances)
-    new_weights = _next_weights(spec, state.weights, leader)
+    leader_name = leader(spec, judged, comparison)
+    failing = {c.name for c in spec.candidates if judged[c.name].verdict == FAIL}
+    new_weights = _next_weights(spec, state.weights, leader_name, failing)
     new_state = _confirm(
         replace(base, weights=new_weights, reason=_reason(judged)), base, now, confirmed=True
     )
     actions: tuple[Action, ...] = (SetWeights(new_weights),) if new_weights != state.weights else ()
     traffic = f", {_describe(spec, new_weights)}" if new_weights else ""
-    return Transition(new_state, actions, f"{_short(spec)}: {of_total}{traffic}, {_WORDS[overall]}")
-
-
-def judge(spec: Experiment, values: Mapping[str, MetricValue]) -> Judgement:
-    """One version's verdict on the experiment's objectives."""
-    return analysis.judge_version(
-        spec.criteria.objectives,
-        values,
-        request_count=spec.criteria.request_count,
-        method=spec.criteria.method,
-        confidence=spec.criteria.confidence,
-    )
-
-
-def choose_winner(
-    spec: Experiment, judged: Mapping[str, Judgement], chances: Mapping[str, float]
-) -> tuple[str | None, str]:
-    """The winner after the last iteration, and why (None: no version won)."""
-    baseline = spec.baseline.name
-    if spec.testing_pattern in {TestingPattern.CONFORMANCE, TestingPattern.CANARY}:
-        validated = spec.candidates[0].name if spec.candidates else baseline
-        if judged[validated].verdict == PASS:
-            return validated, f"{validated} met every objective in the last iteration"
-        return None, f"{validated} was not validated ({_reason(judged)})"
-    confident = [
-        c.name
-        for c in spec.candidates
-        if judged[c.name].verdict == PASS and chances.get(c.name, 0.0) >= spec.criteria.confidence
-    ]
-    if confident:
-        best = max(confident, key=lambda name: (chances[name], name))
-        return best, (
-            f"{best} met every objective and beats the baseline on "
-            f"{spec.criteria.rewards[0].metric} with probability {chances[best]:.3f}"
-        )
-    if judged[baseline].verdict == PASS:
-        return baseline, "no candidate beat the baseline with enough confidence"
-    return None, "no version met every objective with enough confidence"
+    words = _WORDS[overall]
+    needs = [judged[v.name].needs for v in spec.versions if judged[v.name].needs]
+    if overall == NO_DATA and needs:
+        words += f", needs ~{max(n for n in needs if n):,} more requests"
+    return Transition(new_state, actions, f"{_short(spec)}: {of_total}{traffic}, {words}")
 
 
 def outcome_of(state: ExperimentState) -> str:
@@ -545,39 +522,17 @@ def _overall(spec: Experiment, judged: Mapping[str, Judgement]) -> str:
     return FAIL
 
 
-def _chances(spec: Experiment, observations: Observations) -> dict[str, float]:
-    """P(candidate beats baseline) on the first reward, for candidates with data."""
-    if not spec.criteria.rewards:
-        return {}
-    reward = spec.criteria.rewards[0]
-    baseline = observations.get(spec.baseline.name, {}).get(reward.metric)
-    out = {}
-    for candidate in spec.candidates:
-        value = observations.get(candidate.name, {}).get(reward.metric)
-        chance = analysis.probability_better(
-            value, baseline, higher_is_better=reward.preferred_direction == "High"
-        )
-        if chance is not None:
-            out[candidate.name] = round(chance, 6)
-    return out
-
-
-def _leader(
-    spec: Experiment, judged: Mapping[str, Judgement], chances: Mapping[str, float]
-) -> str | None:
-    """The candidate that gains traffic this iteration, if any."""
-    passing = [c.name for c in spec.candidates if judged[c.name].verdict == PASS]
-    if not passing:
-        return None
-    if spec.testing_pattern in {TestingPattern.AB, TestingPattern.ABN}:
-        return max(passing, key=lambda name: (chances.get(name, 0.0), name))
-    return passing[0]
-
-
-def _next_weights(spec: Experiment, current: Pairs, leader: str | None) -> Pairs:
-    if not shifts_traffic(spec) or leader is None:
+def _next_weights(spec: Experiment, current: Pairs, leader: str | None, failing: set[str]) -> Pairs:
+    """Failing candidates of an A/B/n lose their traffic; a progressive leader grows."""
+    if not shifts_traffic(spec):
         return current
-    if spec.deployment_pattern is DeploymentPattern.PROGRESSIVE:
+    pattern = spec.deployment_pattern
+    if len(spec.candidates) > 1 and failing and pattern is not DeploymentPattern.BLUE_GREEN:
+        kept = {name: weight for name, weight in current if name not in failing}
+        current = weights.from_candidates(
+            spec, {c.name: kept.get(c.name, 0) for c in spec.candidates}
+        )
+    if pattern is DeploymentPattern.PROGRESSIVE and leader is not None:
         return weights.grow(spec, current, leader)
     return current
 

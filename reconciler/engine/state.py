@@ -17,6 +17,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from reconciler.engine.evidence import Evidence
+from reconciler.engine.evidence import from_data as evidence_from_data
+from reconciler.engine.evidence import to_data as evidence_to_data
 from reconciler.spec import codec
 from reconciler.spec.model import Experiment
 
@@ -134,6 +137,9 @@ class ExperimentState:
     skipped: tuple[SkipRecord, ...] = ()
     """Iterations that were not judged because the cluster did not carry the recorded
     weights (the last ``SKIPPED_LIMIT``)."""
+    evidence: Evidence | None = None
+    """What the last judged iteration's verdicts rest on (counts, bounds, probabilities);
+    each state commit carries its own, so the branch holds every iteration's."""
 
     @property
     def archived(self) -> bool:
@@ -210,6 +216,7 @@ def _document(state: ExperimentState, history: list[Any], spec: Any) -> dict[str
         "corrections": state.corrections,
         "held": state.held,
         "skipped": [_skip_data(r) for r in state.skipped],
+        "evidence": None if state.evidence is None else evidence_to_data(state.evidence),
         "startedAt": _iso(state.started_at),
         "updatedAt": _iso(state.updated_at),
         "lastIterationAt": _iso(state.last_iteration_at),
@@ -349,6 +356,7 @@ def from_json(raw: bytes) -> ExperimentState:
                 for r in data.get("skipped", ())
             ]
         ),
+        evidence=evidence_from_data(data["evidence"]) if data.get("evidence") else None,
     )
 
 

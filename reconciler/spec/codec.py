@@ -60,6 +60,7 @@ def to_data(exp: Experiment) -> dict[str, Any]:
             "noDataLimit": exp.criteria.no_data_limit,
             "method": exp.criteria.method,
             "confidence": exp.criteria.confidence,
+            "minRequestCount": exp.criteria.min_request_count,
         },
         "duration": {
             "intervalSeconds": exp.duration.interval_seconds,
@@ -110,8 +111,10 @@ def from_data(data: dict[str, Any]) -> Experiment:
             indicators=tuple(criteria["indicators"]),
             failure_limit=criteria["failureLimit"],
             no_data_limit=criteria["noDataLimit"],
-            method=criteria["method"],
+            # Documents written before issue 17 say "wilson" and have no minRequestCount.
+            method="exact" if criteria["method"] == "wilson" else criteria["method"],
             confidence=criteria["confidence"],
+            min_request_count=criteria.get("minRequestCount"),
         ),
         duration=Duration(
             interval_seconds=data["duration"]["intervalSeconds"],

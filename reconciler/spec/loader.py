@@ -447,6 +447,7 @@ class _Reader(DocumentReader):
                 "noDataLimit",
                 "method",
                 "confidence",
+                "minRequestCount",
             },
         )
 
@@ -494,15 +495,27 @@ class _Reader(DocumentReader):
             no_data_limit=self._int(node, "noDataLimit", where, 5, low=1, high=1000),
             method=self._method(node, where),
             confidence=self._confidence(node, where),
+            min_request_count=(
+                self._int(node, "minRequestCount", where, 1, low=1, high=10**12)
+                if node.get("minRequestCount") is not None
+                else None
+            ),
         )
 
     def _method(self, node: CommentedMap, where: str) -> str:
-        method = self._str(node, "method", where) or "wilson"
-        if method not in {"wilson", "point"}:
+        method = self._str(node, "method", where) or "exact"
+        if method == "wilson":
+            self._warn(
+                self._at(node, "method"),
+                f"'{where}.method: wilson' now means 'exact': proportions are judged with "
+                "exact Clopper-Pearson bounds and Beta posteriors; write 'exact'",
+            )
+            return "exact"
+        if method not in {"exact", "point"}:
             raise self._error(
                 self._at(node, "method"),
-                f"'{where}.method' must be 'wilson' (proportions judged with a Wilson "
-                f"interval) or 'point' (plain thresholds), not {excerpt(method)}",
+                f"'{where}.method' must be 'exact' (proportions judged with exact bounds and "
+                f"posteriors) or 'point' (plain thresholds), not {excerpt(method)}",
             )
         return method
 

@@ -110,10 +110,13 @@ class Criteria:
     """Consecutive failed iterations before a rollback (ours: ``failureLimit``)."""
     no_data_limit: int = 5
     """Consecutive iterations without enough data before failing safe (``noDataLimit``)."""
-    method: str = "wilson"
-    """``wilson`` (proportions judged with a Wilson interval) or ``point`` (``method``)."""
+    method: str = "exact"
+    """``exact`` (proportions judged with exact bounds and posteriors) or ``point``."""
     confidence: float = 0.95
     """Confidence for proportion objectives and for declaring a reward winner."""
+    min_request_count: int | None = None
+    """Requests a version must have served before it passes (``minRequestCount``); None:
+    ``engine.analysis.default_min_requests`` of the objectives and the confidence."""
 
 
 @dataclass(frozen=True)

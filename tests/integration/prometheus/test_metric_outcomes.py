@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.cli.metrics_cmd import metrics as metrics_group
-from reconciler.engine.analysis import PASS, judge_version
+from reconciler.engine.analysis import PASS, default_min_requests, judge_version
 from reconciler.metrics.catalog import Catalog
 from reconciler.metrics.prometheus import (
     ATTEMPTS,
@@ -79,7 +79,12 @@ def observe_all(
 def verdict(values: dict[str, MetricValue]) -> str:
     """What the engine decides on these values (a healthy version passes)."""
     return judge_version(
-        OBJECTIVES, values, request_count="istio/request-count", method="wilson", confidence=0.95
+        OBJECTIVES,
+        values,
+        request_count="istio/request-count",
+        method="exact",
+        confidence=0.95,
+        min_requests=default_min_requests(OBJECTIVES, 0.95),
     ).verdict
 
 
