@@ -192,3 +192,39 @@ def test_set_edits_load_with_repo_relative_files() -> None:
         "apps/base/kustomization.yaml", ".images[0].newTag", "{{ variables.image }}"
     )
     assert codec.from_data(codec.to_data(experiment)) == experiment
+
+
+def test_min_request_count_loads_and_survives_the_state_document() -> None:
+    text = ITER8.replace(b"  criteria:\n", b"  criteria:\n    minRequestCount: 1000\n")
+    (experiment,) = load_experiments("f.yaml", text).experiments
+    assert experiment.criteria.min_request_count == 1000
+    assert codec.from_data(codec.to_data(experiment)) == experiment
+
+
+@pytest.mark.parametrize("bad", [b"0", b"-5", b"lots", b"1.5", b"true"])
+def test_a_min_request_count_that_is_not_a_positive_integer_is_an_error_with_its_line(
+    bad: bytes,
+) -> None:
+    text = ITER8.replace(b"  criteria:\n", b"  criteria:\n    minRequestCount: " + bad + b"\n")
+    result = load_experiments("f.yaml", text)
+    assert result.experiments == ()
+    assert any(
+        str(p).startswith("f.yaml:17:5: error: 'spec.criteria.minRequestCount' must be an integer")
+        for p in result.errors
+    ), [str(p) for p in result.problems]
+
+
+def test_the_old_method_name_wilson_loads_as_exact_with_a_warning() -> None:
+    text = ITER8.replace(b"  criteria:\n", b"  criteria:\n    method: wilson\n")
+    result = load_experiments("f.yaml", text)
+    (experiment,) = result.experiments
+    assert experiment.criteria.method == "exact"
+    assert any("write 'exact'" in str(p) for p in result.problems)
+
+
+def test_a_state_document_from_before_issue_17_reads_back_as_exact() -> None:
+    (experiment,) = load_experiments("apps/bookinfo/experiment.yaml", DEMO.read_bytes()).experiments
+    old = codec.to_data(experiment)
+    old["criteria"]["method"] = "wilson"
+    del old["criteria"]["minRequestCount"]
+    assert codec.from_data(old) == experiment
