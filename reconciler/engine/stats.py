@@ -304,6 +304,9 @@ def chances(posteriors: Sequence[Posterior]) -> Chances:
     total = sum(best) or 1.0
     beats = [0.5]
     for i in range(1, k):
+        if posteriors[i] == posteriors[0]:
+            beats.append(0.5)  # exactly: a tie must never clear a threshold of 0.5
+            continue
         integrand = [v * c for v, c in zip(densities[i], cdfs[0], strict=True)]
         beats.append(min(1.0, max(0.0, _simpson(fine, integrand))))
     return Chances(tuple(beats), tuple(min(1.0, max(0.0, b / total)) for b in best))

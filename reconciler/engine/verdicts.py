@@ -76,7 +76,10 @@ def compare(
         {v: observations.get(v, {}).get(reward.metric) for v in versions},
         baseline=spec.baseline.name,
         higher_is_better=reward.preferred_direction == "High",
-        requests={v: judged[v].requests for v in versions},
+        # A reward without a sample size of its own takes the version's requestCount only.
+        requests={v: judged[v].requests for v in versions}
+        if spec.criteria.request_count is not None
+        else {},
         min_requests=min_requests(spec),
     )
 

@@ -126,3 +126,11 @@ def test_bounds_of_a_rollout_sized_sample_are_computed_without_giving_up() -> No
     low, high = stats.clopper_pearson(5e6, 1e9, 0.95)
     assert low < 0.005 < high
     assert high - low < 1e-5
+
+
+@given(st.integers(0, 1000), st.integers(1, 1000))
+def test_identical_evidence_is_an_exact_tie(x: int, n: int) -> None:
+    same = stats.Posterior.of(min(x, n), n)
+    chance = stats.chances([same, same, same])
+    assert chance.beats_first == (0.5, 0.5, 0.5)
+    assert chance.best[0] == chance.best[1] == chance.best[2]
