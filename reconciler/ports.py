@@ -138,6 +138,10 @@ class EnvStore(Protocol):
         """Commits reachable from ``tip`` (newest first), stopping at ``hide``'s ancestry."""
         ...
 
+    def merge_base(self, commits: Sequence[str]) -> str | None:
+        """The best common ancestor of ``commits``; None when there is none or one is unknown."""
+        ...
+
 
 @dataclass(frozen=True)
 class Readiness:

@@ -132,14 +132,23 @@ class _Search:
         self._ids = {state.id for state in states}
         self._decided = {state.decided_on for state in states}
         self._found: dict[str, str] = {}
+        # Every outcome is built on main as fetched after its decision, so it descends from
+        # its run's ``decided_on``; nothing at or below their common ancestor can be one.
+        # Hiding it bounds the first walk by what main gained since the oldest decision
+        # (a topological walk reads all it can reach before yielding anything).
+        decided = sorted(c for c in self._decided if c is not None)
         self._searched: str | None = None
+        self._floor = (
+            store.merge_base(decided) if decided and None not in self._decided else None
+        )
 
     def up_to(self, tip: str) -> dict[str, str]:
         """Run id to outcome commit, for the runs whose outcome is on main at ``tip``."""
         if tip == self._searched:
             return dict(self._found)
         unseen = set(self._decided) if self._searched is None else set()
-        for commit in self._store.log(tip, hide=self._searched):
+        hide = self._searched if self._searched is not None else self._floor
+        for commit in self._store.log(tip, hide=hide):
             run = commit.trailer(records.ID)
             if run in self._ids and commit.trailer(records.OUTCOME):
                 self._found.setdefault(run, commit.id)

@@ -282,8 +282,25 @@ class GitEnvStore:
         old_tree = self._tree(old) if old is not None else None
         return sorted(diff_paths(old_tree, self._tree(new)))
 
+    def merge_base(self, commits: Sequence[str]) -> str | None:
+        """The best common ancestor of ``commits`` (None: none, or one is not cached)."""
+        try:
+            for commit in commits:
+                self._tree(commit)
+        except GitPermanentError:
+            return None
+        if len(set(commits)) == 1:
+            return commits[0]
+        found = self._repo.merge_base_many([pygit2.Oid(hex=c) for c in commits])
+        return str(found) if found is not None else None
+
     def log(self, tip: str, *, hide: str | None = None) -> Iterator[CommitInfo]:
-        """Commits reachable from ``tip``, newest first, without ``hide``'s ancestry."""
+        """Commits reachable from ``tip``, newest first, without ``hide``'s ancestry.
+
+        Newest first means topological: libgit2 reads every commit the walk can reach
+        before it yields the first, so an unbounded walk costs main's whole history even
+        when the caller stops early. Give ``hide`` whenever a floor is known.
+        """
         self._tree(tip)
         walker = self._repo.walk(tip, SortMode.TOPOLOGICAL | SortMode.TIME)
         if hide is not None:

@@ -83,3 +83,30 @@ def test_due_outcomes_land_in_one_push_each_on_the_tree_the_one_before_left(
     again = push_outcomes(store, [(first, None), (third, None)])
     assert again.result.commits == ()
     assert again.commits == pushed.commits
+
+
+def test_an_outcome_is_found_again_when_runs_decided_at_different_points_of_main(
+    store: GitEnvStore, tmp_path: Path
+) -> None:
+    ci = GitEnvStore.open(store.url, tmp_path / "ci2.git", author=AUTHOR)
+    ci.fetch()
+    for i in range(300):  # a long-lived main: CI has committed for a while
+        ci.update_branch("main", constant([CommitSpec(f"ci {i}", {"ci.log": f"{i}\n".encode()})]))
+    older = store.fetch().main
+    assert older is not None
+    first = deciding("a", SPEC.gitops, older, winner="productpage-v2")
+    landed = push_outcomes(store, [(first, None)])
+    assert set(landed.commits) == {first.id}
+    for i in range(5):  # CI goes on after the first outcome, then a second run decides
+        ci.update_branch("main", constant([CommitSpec(f"more {i}", {"ci.log": b"more\n"})]))
+    newer = store.fetch().main
+    assert newer is not None
+    rollback = GitOps(rollback=(DeleteEdit((f"{APP}/notes.md",)),))
+    second = deciding("b", rollback, newer, winner=None)
+
+    both = push_outcomes(store, [(first, None), (second, None)])
+
+    # the first run's outcome is found again (never pushed twice), the second one lands
+    assert both.commits[first.id] == landed.commits[first.id]
+    assert len(both.result.commits) == 1
+    assert both.result.attempts == 1
