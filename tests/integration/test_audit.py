@@ -83,3 +83,31 @@ def test_recover_dry_run_says_what_a_fresh_process_would_do(tmp_path: Path) -> N
         "outcome": "promoted",
         "winner": "productpage-v2",
     }
+
+
+def test_status_and_history_say_how_many_more_requests_a_version_needs(tmp_path: Path) -> None:
+    clock = DrivenClock()
+    harness = Harness.create(
+        tmp_path,
+        scenario.app_commits(),
+        {"productpage-v1": Profile(), "productpage-v2": Profile(error_rate=0.005)},
+        namespace="bookinfo",
+        clock=clock,
+    )
+    for _ in range(2):  # started, then one iteration: 0.5 % errors in 800 requests
+        clock.advance(1)
+        harness.tick()
+
+    status = cli("status", "--repo", harness.remote)
+    assert status.returncode == 0, status.stderr
+    (line,) = [x for x in status.stdout.splitlines() if "needs ~" in x]
+    assert "not enough data yet: productpage-v2 needs ~" in line
+    rows = json.loads(cli("status", "--repo", harness.remote, "-o", "json").stdout)
+    (live,) = [r for r in rows if r.get("kind") == "experiment"]
+    assert live["needs"]["productpage-v2"] > 0
+    history = json.loads(
+        cli("history", "bookinfo/productpage-canary", "--repo", harness.remote, "-o", "json").stdout
+    )
+    assert "more requests" in history[-1]["summary"]
+    # the candidate is on track (0.5 % against a 1 % limit), so it gained traffic meanwhile
+    assert history[-1]["weights"]["productpage-v2"] > history[0]["weights"]["productpage-v2"]
