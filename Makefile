@@ -44,7 +44,7 @@ image:
 image-test: image
 	bash hack/image-test $(if $(IMAGE),--tag $(IMAGE)) --max-size-mb $(IMAGE_MAX_MB)
 
-# The figures of the README's Performance section (about 7 minutes on 2 cores)
+# The figures of the README's Performance section (about 8 minutes on 2 cores)
 bench: $(STAMP)
 	$(BIN)/python hack/bench.py promote --runs 15
 	$(BIN)/python hack/bench.py race --rate 5 --seconds 20 --promotions 100 --transport git
@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python hack/bench.py tick --experiments 1000 --runs 5
 	$(BIN)/python hack/bench.py memory --experiments 10000
 	$(BIN)/python hack/bench.py recovery --experiments 1000 --history 100000
+	$(BIN)/python hack/bench.py stats --runs 1000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

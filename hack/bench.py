@@ -7,6 +7,7 @@
     python hack/bench.py tick --experiments 1000     # one full tick, time per phase
     python hack/bench.py memory --experiments 10000  # peak RSS of a process holding them
     python hack/bench.py soak --minutes 60            # reconciler run sampled for growth
+    python hack/bench.py stats --runs 1000            # the engine's decisions, calibrated?
 
 Each builds what it needs in a temporary directory (Env repo, ``git daemon`` and ``git
 http-backend`` on 127.0.0.1) and stops what it started; ``--quick`` runs a small version
@@ -43,7 +44,7 @@ from reconciler.spec.loader import load_experiments
 # tests already have from ``tests``, at the repository's root.
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import memory, promote, race, soak, tick
+from benchlib import memory, promote, race, soak, stats, tick
 
 BRANCH = "reconciler-state"
 
@@ -239,6 +240,10 @@ def main() -> None:
     sok.add_argument("--samples", help="write every sample to this file, one JSON line each")
     sok.add_argument("--profile", help="heap snapshots and tick profiles into this directory")
     sok.add_argument("--quick", action="store_true", help="one minute, for the test suite")
+    sta = sub.add_parser("stats", help="the engine's decisions simulated: error rates and power")
+    sta.add_argument("--runs", type=int, default=1000, help="simulated experiments a row")
+    sta.add_argument("--seed", type=int, default=1)
+    sta.add_argument("--quick", action="store_true", help="a few runs, for the test suite")
     args = parser.parse_args()
     run = {
         "recovery": recovery,
@@ -247,6 +252,7 @@ def main() -> None:
         "tick": tick.run,
         "memory": memory.run,
         "soak": soak.run,
+        "stats": stats.run,
     }
     run[args.bench](args)
 

@@ -138,9 +138,7 @@ class _Search:
         # (a topological walk reads all it can reach before yielding anything).
         decided = sorted(c for c in self._decided if c is not None)
         self._searched: str | None = None
-        self._floor = (
-            store.merge_base(decided) if decided and None not in self._decided else None
-        )
+        self._floor = store.merge_base(decided) if decided and None not in self._decided else None
 
     def up_to(self, tip: str) -> dict[str, str]:
         """Run id to outcome commit, for the runs whose outcome is on main at ``tip``."""

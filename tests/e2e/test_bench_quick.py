@@ -85,3 +85,15 @@ def test_recovery_loads_every_live_experiment_in_a_fresh_process() -> None:
     assert result["experiments"] == 20
     assert result["seconds"] > 0
     assert "load ms" in printed
+
+
+def test_stats_prints_the_calibration_table_with_every_row_judged() -> None:
+    printed, result = run_bench("stats")
+    assert result["bench"] == "stats"
+    scenarios = {row["scenario"].split(" (")[0].split(",")[0] for row in result["rows"]}
+    assert {"no real difference", "planned power", "progressive canary end to end"} <= scenarios
+    assert {row["confidence"] for row in result["rows"]} == {0.95, 0.9}
+    for row in result["rows"]:
+        assert 0.0 <= row["rate"] <= 1.0
+        assert row["side"] in {"at most", "at least"}
+    assert "scenario" in printed
