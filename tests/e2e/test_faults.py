@@ -156,6 +156,11 @@ def test_a_cluster_wiped_under_a_running_process_gets_its_weights_back_in_one_ti
     # within one tick of the process (interval 1 s): a bound for the log, not a benchmark
     print(f"weights back {back:.2f} s after the cluster was re-created")  # noqa: T201
     assert back < 5, f"{back:.1f} s"
+    # /metrics takes the tick's report once the tick is over, a moment after its push
+    world.wait(
+        "the correction to be counted",
+        lambda: process.metric("reconciler_weight_corrections_total", experiment=key) >= 1,
+    )
     assert process.metric("reconciler_weight_corrections_total", experiment=key) == 1
     world.wait("the experiment to finish", finished(world, experiment))
     assert_promoted_once(world, experiment, skips=1)
