@@ -460,6 +460,15 @@ class _Reader(DocumentReader):
                 raise self._error(
                     self._at(item), f"'{at}' has neither 'upperLimit' nor 'lowerLimit'"
                 )
+            if node.get("method") != "point" and (upper == 0 or lower == 1):
+                key = "upperLimit" if upper == 0 else "lowerLimit"
+                self._warn(
+                    self._at(item, key),
+                    f"'{at}.{key}: {0 if upper == 0 else 1}' can never pass if the metric is a "
+                    "proportion: no finite sample shows a rate of exactly 0 or 1 at any "
+                    "confidence, so every run ends without a winner. Use a small margin "
+                    "(0.001) or 'spec.criteria.method: point'",
+                )
             return Objective(metric=metric, upper_limit=upper, lower_limit=lower)
 
         def reward(item: CommentedMap, at: str) -> Reward:

@@ -228,3 +228,16 @@ def test_a_state_document_from_before_issue_17_reads_back_as_exact() -> None:
     old["criteria"]["method"] = "wilson"
     del old["criteria"]["minRequestCount"]
     assert codec.from_data(old) == experiment
+
+
+def test_a_proportion_limit_that_can_never_pass_is_warned_about_with_its_line() -> None:
+    text = ITER8.replace(b'upperLimit: "0.01"', b"upperLimit: 0")
+    result = load_experiments("f.yaml", text)
+    assert len(result.experiments) == 1
+    assert any(
+        str(p).startswith("f.yaml:22:7: warning: 'spec.criteria.objectives[1].upperLimit: 0'")
+        and "can never pass" in str(p)
+        for p in result.problems
+    ), [str(p) for p in result.problems]
+    point = text.replace(b"  criteria:\n", b"  criteria:\n    method: point\n")
+    assert not any("can never pass" in str(p) for p in load_experiments("f.yaml", point).problems)
