@@ -184,6 +184,12 @@ def _landing(outcome: _Due, tick: int, *, landed: bool) -> _Landed:
     )
 
 
+SHELL_TAGS = 6
+"""The shell way's tags are 6.N.0, ours 5.N.0: both run on the same Env repo, so a shell
+run that set the tag ours left on main (5.0.0, when ours landed run 0 last) would change
+nothing, and shell-promote.sh refuses an edit that changes nothing."""
+
+
 def _shell(url: str, work: Path, env: Mapping[str, str], moments: list[float]) -> list[_Landed]:
     """The shell way: each promotion at its moment, at most 5 pushes, no later tick."""
     results = []
@@ -197,7 +203,7 @@ def _shell(url: str, work: Path, env: Mapping[str, str], moments: list[float]) -
                 str(HACK / "shell-promote.sh"),
                 url,
                 app.KUSTOMIZATION,
-                f"5.{run}.0",
+                f"{SHELL_TAGS}.{run}.0",
                 str(MAX_ATTEMPTS),
             ],
             env={**env, "TMPDIR": str(work)},
@@ -217,7 +223,7 @@ def _marker(kind: str, run: int) -> str:
     """Text that only this promotion's commit on main carries in its subject."""
     if kind == "ours":
         return f"(bookinfo/productpage-canary-race-{run})"
-    return f"promote 5.{run}.0"
+    return f"promote {SHELL_TAGS}.{run}.0"
 
 
 def _series(
