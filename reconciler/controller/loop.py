@@ -14,70 +14,33 @@ cluster was not seen carrying. The clock is passed in; nothing here sleeps.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import structlog
 
 from reconciler.controller import records
-from reconciler.controller.discovery import Discovery, Found, Scan
+from reconciler.controller.discovery import Discovery, Scan
 from reconciler.controller.isolation import Fault, Faults, LeadershipLostError
-from reconciler.controller.outcomes import Due, OutcomePush, find_decision, push_outcomes
+from reconciler.controller.observe import Observer
+from reconciler.controller.outcomes import Due, Finisher, find_decision
+from reconciler.controller.report import TickReport, announce, event_object
 from reconciler.controller.traffic import Traffic
-from reconciler.engine import experiment, traffic
-from reconciler.engine.experiment import Observations, PushOutcome, SetWeights, Transition
+from reconciler.engine import experiment, planner
+from reconciler.engine.experiment import PushOutcome, SetWeights, Transition
+from reconciler.engine.planner import Candidate
 from reconciler.engine.state import ExperimentState, as_recorded, experiment_id, from_json
-from reconciler.engine.traffic import DRIFTED
-from reconciler.errors import ReconcilerError
 from reconciler.gitstore.state_branch import archive_path, with_readme
-from reconciler.ports import (
-    Cluster,
-    CommitSpec,
-    EnvStore,
-    EventSink,
-    GitOpsOperator,
-    Heads,
-    MetricsSource,
-    MetricValue,
-)
+from reconciler.ports import Cluster, CommitSpec, EnvStore, EventSink, GitOpsOperator, MetricsSource
 from reconciler.spec.limits import Limits
-from reconciler.spec.loader import Problem
 from reconciler.spec.metric import MetricDefinition
-from reconciler.spec.model import DeploymentPattern, Experiment, ObjectRef
+from reconciler.spec.model import DeploymentPattern
 
 log = structlog.get_logger("reconciler.controller")
 
 LIVE_PREFIX = "experiments"
 
 __all__ = ["LIVE_PREFIX", "LeadershipLostError", "Reconciler", "TickReport"]
-
-
-@dataclass
-class TickReport:
-    """What one tick saw and did (for logs, the demo's progress and tests)."""
-
-    heads: Heads
-    recorded: list[tuple[Transition, str]] = field(default_factory=list)
-    """Each transition with the state commit that records it, in order."""
-    outcomes: list[tuple[str, str]] = field(default_factory=list)
-    """(experiment id, outcome commit on main) for outcomes landed or confirmed."""
-    problems: list[Problem] = field(default_factory=list)
-    """Problems in experiment files seen for the first time by this process."""
-    errors: list[str] = field(default_factory=list)
-    pushes: list[tuple[str, int]] = field(default_factory=list)
-    """(branch, attempts) of every accepted push; attempts above 1 were conflicts."""
-    live: dict[str, int] = field(default_factory=dict)
-    """Live experiments by phase at the start of the tick."""
-    corrections: list[tuple[str, str]] = field(default_factory=list)
-    """(experiment key, what the cluster carried) each time recorded weights were set again."""
-    held: int = 0
-    """Live experiments held because something keeps putting other weights back."""
-    faults: list[Fault] = field(default_factory=list)
-    """Steps that raised for one experiment or file, first seen this tick (invariant 9)."""
-    experiments: set[str] = field(default_factory=set)
-    """Keys of the live experiments at the start of the tick."""
-    phases: dict[str, float] = field(default_factory=dict)
-    """Seconds each phase of the tick took (``server.telemetry.TICK_PHASES``)."""
 
 
 class Reconciler:
@@ -114,14 +77,9 @@ class Reconciler:
         ``timer`` times the tick's phases (``TickReport.phases``).
         """
         self._timer = timer
-        self._operator = operator
         self._sync_timeout = sync_timeout
         self._may_act = may_act
         self._events = events
-        self._waiting: dict[str, str] = {}
-        """Experiments not yet ready to start iterating, with why (this tick)."""
-        self._synced: dict[str, str | None] = {}
-        """Experiments waiting for the operator: the revision it applied (this tick)."""
         self._metric_documents = metric_documents
         self._metrics_seen: tuple[MetricDefinition, ...] | None = None
         self._failpoint = failpoint
@@ -137,6 +95,13 @@ class Reconciler:
         self._live: dict[str, ExperimentState] = {}
         """The live documents of the current tick, by key (to say what a fault is about)."""
         self._traffic = Traffic(cluster, guard=self._guard, faults=self._faults)
+        self._observer = Observer(
+            cluster, metrics, traffic=self._traffic, faults=self._faults, operator=operator
+        )
+        self._finisher = Finisher(
+            store, self._traffic, self._faults, operator=operator, guard=self._guard,
+            failpoint=failpoint, clock=clock, events=events,
+        )  # fmt: skip
 
     def tick(self) -> TickReport:
         """One pass of the loop; raises only for faults of the Env repo as a whole.
@@ -158,7 +123,7 @@ class Reconciler:
     def _fault_event(self, fault: Fault) -> None:
         """A warning Event on the object carrying the faulted experiment's weights."""
         state = self._live.get(fault.subject)
-        about = _event_object(state) if state is not None and self._events else None
+        about = event_object(state) if state is not None and self._events else None
         if about is not None and self._events is not None:
             self._events.record(about, "RolloutFault", str(fault), warning=True)
 
@@ -218,7 +183,7 @@ class Reconciler:
                         find_decision(self._store, heads.state, state) if heads.state else None
                     )
                     due.append((state, decision))
-        self._finish(due, report)
+        self._finisher.finish(due, report)
         mark = self._lap(report, "outcomes", mark)
         self._archive_settled(states, report)
         self._lap(report, "archive", mark)
@@ -249,8 +214,7 @@ class Reconciler:
         result = self._store.update_branch(self._store.state_branch, lambda _tip: commits)
         report.pushes.append((self._store.state_branch, result.attempts))
         for transition, commit in zip(settled, result.commits, strict=True):
-            report.recorded.append((transition, commit))
-            self._log_transition(transition, commit)
+            announce(transition, commit, report, self._events)
 
     def _record(
         self,
@@ -259,18 +223,39 @@ class Reconciler:
         state_tip: str | None,
         report: TickReport,
     ) -> list[tuple[Transition, str]]:
-        """Plan and push this tick's transitions, one commit each, in one push."""
+        """Plan and push this tick's transitions, one commit each, in one push.
+
+        What the plan needs from outside Git is read once, before the push; on each state
+        tip the push is tried on, the loop reads only that tip (its live documents and
+        archived runs), and the plan itself (``engine.planner``) reads nothing.
+        """
         self._guard("record transitions")
         now = self._clock()
-        observations = self._observe(states, now)
+        observed = self._observer.observe(states, now)
+        files = self._candidates(scan, states, state_tip)
         planned: list[Transition] = []
         specs: list[CommitSpec] = []
 
         def plan(tip: str | None) -> list[CommitSpec]:
             current = states if tip == state_tip else self._load(tip)
+            inputs = planner.Inputs(
+                states=current,
+                files=files if tip == state_tip else self._archived(tip, files, current),
+                seen=self._observer.seen(current, observed, now),
+                main=scan.main,
+                now=now,
+                sync_timeout=self._sync_timeout,
+            )
+            decided = planner.plan(inputs)
+            for key, stage, exc in decided.faults:
+                self._faults.record(key, stage, exc)
+            for target, starting, ignored in decided.shadowed:
+                log.warning(
+                    "experiments_share_target", target=target, starting=starting, ignored=ignored
+                )
             planned.clear()
             specs.clear()
-            for transition in self._plan(scan, current, observations, now, tip):
+            for transition in decided.transitions:
                 with self._faults.boundary(transition.state.key, "recording a transition"):
                     specs.append(records.state_commit(transition))
                     planned.append(transition)
@@ -289,10 +274,46 @@ class Reconciler:
         if result.commits:
             report.pushes.append((self._store.state_branch, result.attempts))
             self._failpoint("after-state-push")
-        report.recorded.extend(recorded)
         for transition, commit in recorded:
-            self._log_transition(transition, commit)
+            announce(transition, commit, report, self._events)
         return recorded
+
+    def _candidates(
+        self, scan: Scan, states: Mapping[str, ExperimentState], state_tip: str | None
+    ) -> list[Candidate]:
+        """The experiment files on main, with their runs' ids, archived at ``state_tip`` or not.
+
+        For a fixed split that may start, the weights the cluster carries now.
+        """
+        named: list[Candidate] = []
+        for found in scan.experiments:
+            run_id = None
+            with self._faults.boundary(found.spec.key, "naming its run"):
+                run_id = experiment_id(found.spec, found.blob)
+            named.append(Candidate(found.spec, found.blob, run_id))
+        files = self._archived(state_tip, named, states)
+        live_ids = {s.id for s in states.values()}
+        for i, file in enumerate(files):
+            fixed = file.spec.deployment_pattern is DeploymentPattern.FIXED_SPLIT
+            if fixed and file.run_id not in live_ids | {None} and not file.archived:
+                files[i] = replace(file, current=self._observer.current_weights(file.spec))
+        return files
+
+    def _archived(
+        self, tip: str | None, files: list[Candidate], states: Mapping[str, ExperimentState]
+    ) -> list[Candidate]:
+        """``files``, with those whose run the state branch at ``tip`` archived marked so."""
+        if tip is None:
+            return files
+        live_ids = {s.id for s in states.values()}
+        out = []
+        for found in files:
+            archived = False
+            if found.run_id is not None and found.run_id not in live_ids:
+                path = archive_path(found.spec.namespace, found.spec.name, found.blob[:12])
+                archived = self._store.blob_id(tip, path) is not None
+            out.append(replace(found, archived=True, current=None) if archived else found)
+        return out
 
     def _guard(self, what: str) -> None:
         """Stop the tick when this replica may no longer act (leader election)."""
@@ -342,244 +363,6 @@ class Reconciler:
             emit("experiment_file_problem", problem=str(problem))
         self._reported = current
 
-    def _observe(self, states: dict[str, ExperimentState], now: float) -> dict[str, Observations]:
-        """Metrics of due experiments; readiness before the first iteration; operator syncs.
-
-        Only experiments whose weights the cluster was just seen carrying are measured:
-        the others are not judged this tick (invariant 8).
-        """
-        out: dict[str, Observations] = {}
-        self._waiting, self._synced = {}, {}
-        for key, state in states.items():
-            with self._faults.boundary(key, "observing it"):
-                self._observe_one(state, now, out)
-        return out
-
-    def _observe_one(
-        self, state: ExperimentState, now: float, out: dict[str, Observations]
-    ) -> None:
-        key = state.key
-        if state.phase.final and state.sync == "waiting":
-            self._synced[key] = self._poll_sync(state)
-            return
-        if not self._traffic.converged(key) or self._traffic.episode(state) is not None:
-            return
-        if experiment.is_due(state, now) and state.iteration == 0:
-            pending = self._not_ready(state)
-            if pending:
-                self._waiting[key] = pending
-                return
-        if experiment.is_due(state, now):
-            elapsed = now - state.started_at
-            out[key] = {
-                version.name: {
-                    metric: self._measure(state, metric, version.name, elapsed)
-                    for metric in _metrics_of(state.spec)
-                }
-                for version in state.spec.versions
-            }
-
-    def _not_ready(self, state: ExperimentState) -> str | None:
-        """Why the experiment's readiness objects are not all ready (None: they are)."""
-        reasons = []
-        for ref in state.spec.readiness.objects:
-            resolved = replace(ref, namespace=ref.namespace or state.spec.namespace)
-            try:
-                verdict = self._cluster.is_ready(resolved)
-            except ReconcilerError as exc:
-                reasons.append(f"{resolved}: {exc}")
-                continue
-            if not verdict.ready:
-                reasons.append(f"{resolved}: {verdict.reason}")
-        return "; ".join(reasons) or None
-
-    def _poll_sync(self, state: ExperimentState) -> str | None:
-        if self._operator is None or state.outcome_commit is None:
-            return None
-        try:
-            return self._operator.synced(state.outcome_commit)
-        except ReconcilerError as exc:
-            log.warning("gitops_sync_unknown", experiment=state.id, error=str(exc))
-            return None
-
-    def _measure(
-        self, state: ExperimentState, metric: str, version: str, elapsed: float
-    ) -> MetricValue:
-        variables = {}
-        for v in state.spec.versions:
-            if v.name == version:
-                variables = dict(v.variables)
-        try:
-            return self._metrics.observe(
-                metric,
-                version=version,
-                namespace=state.spec.namespace,
-                elapsed_seconds=elapsed,
-                variables=variables,
-            )
-        except ReconcilerError as exc:
-            log.warning("metric_unavailable", experiment=state.id, metric=metric, error=str(exc))
-            return MetricValue(None, None, "unavailable")
-
-    # -- plan ------------------------------------------------------------------------
-
-    def _plan(
-        self,
-        scan: Scan,
-        states: dict[str, ExperimentState],
-        observations: dict[str, Observations],
-        now: float,
-        state_tip: str | None,
-    ) -> list[Transition]:
-        to_start = self._new_runs(scan, states, state_tip)
-        on_main = {f.spec.key: f for f in scan.experiments}
-        running = {s.spec.target for s in states.values() if not s.phase.final}
-        transitions: list[Transition] = []
-        busy: set[str] = set()
-        for key in sorted(states):
-            state = states[key]
-            if state.phase.deciding:
-                busy.update((key, state.spec.target))
-                continue
-            planned = None
-            with self._faults.boundary(key, "planning its next step"):
-                if state.settling:
-                    if state.spec.target in running or state.spec.target in to_start:
-                        why = "another run sets the target's traffic now"
-                        planned = experiment.traffic_settled(state, now, why=why)
-                else:
-                    planned = self._plan_running(
-                        state, to_start, on_main, observations, main=scan.main, now=now
-                    )
-            if planned is not None:
-                transitions.append(planned)
-        for found in to_start.values():
-            if found.spec.key in busy or found.spec.target in busy:
-                continue  # starts once the pending outcome for its target has landed
-            with self._faults.boundary(found.spec.key, "starting it"):
-                current = None
-                if found.spec.deployment_pattern is DeploymentPattern.FIXED_SPLIT:
-                    current = self._read_weights(found.spec)
-                transitions.append(
-                    experiment.start(
-                        found.spec,
-                        spec_blob=found.blob,
-                        source_commit=scan.main,
-                        now=now,
-                        current=current,
-                    )
-                )
-        return transitions
-
-    def _plan_running(
-        self,
-        state: ExperimentState,
-        to_start: dict[str, Found],
-        on_main: dict[str, Found],
-        observations: dict[str, Observations],
-        *,
-        main: str,
-        now: float,
-    ) -> Transition | None:
-        """The next transition of a live experiment: synced, preempted, withdrawn or stepped."""
-        key = state.key
-        if state.phase.final:  # waiting for the GitOps operator to apply its outcome
-            return self._plan_settling(state, now)
-        newer = to_start.get(state.spec.target) or next(
-            (f for f in to_start.values() if f.spec.key == key), None
-        )
-        if newer is not None:
-            return experiment.preempt(state, experiment_id(newer.spec, newer.blob), now)
-        confirmed = self._traffic.converged(key)
-        if key not in on_main or on_main[key].blob != state.spec_blob:
-            return experiment.withdraw(state, now, confirmed=confirmed)
-        if state.held is not None or not confirmed or self._traffic.episode(state) is not None:
-            return self._plan_off_record(state, now, confirmed=confirmed)
-        stepped = None
-        if key in self._waiting:
-            if now - state.started_at >= state.spec.readiness.timeout_seconds:
-                stepped = experiment.not_ready(state, now, self._waiting[key], confirmed=True)
-        elif key in observations:
-            stepped = experiment.step(state, observations[key], now)
-        if stepped is not None and stepped.state.phase.deciding:
-            stepped = replace(stepped, state=replace(stepped.state, decided_on=main))
-        return stepped
-
-    def _plan_off_record(
-        self, state: ExperimentState, now: float, *, confirmed: bool
-    ) -> Transition | None:
-        """A running experiment whose cluster is (or was, since its last iteration) off the record.
-
-        Held: it resumes once the weights stayed for a full interval. Someone else's
-        weights that would be the ``HOLD_AFTER``-th correction in a row: it is held now.
-        Otherwise, once the recorded weights are back on the cluster, what happened is
-        recorded (the iteration due waits a full interval); until then, and while the
-        weights cannot be read, nothing is recorded and nothing judged.
-        """
-        if state.held is not None:
-            return experiment.resume(state, now) if self._traffic.resumable(state, now) else None
-        episode = self._traffic.episode(state)
-        if episode is None:
-            return None  # unreadable: nothing is judged on weights nobody saw
-        found = self._traffic.assess(state)
-        if found.status == DRIFTED and experiment.would_hold(state, counts=episode.counts):
-            return experiment.drifted(state, found, now, counts=True)
-        if not confirmed:
-            return None
-        return experiment.drifted(state, episode.found, now, counts=episode.counts)
-
-    def _plan_settling(self, state: ExperimentState, now: float) -> Transition | None:
-        revision = self._synced.get(state.key)
-        if revision is not None or now - state.updated_at >= self._sync_timeout:
-            confirmed = self._traffic.converged(state.key)
-            return experiment.sync_settled(state, now, revision=revision, confirmed=confirmed)
-        return None
-
-    def _new_runs(
-        self, scan: Scan, states: dict[str, ExperimentState], state_tip: str | None
-    ) -> dict[str, Found]:
-        """Experiments on main not yet run, by target; the last one per target wins."""
-        live_ids = {s.id for s in states.values()}
-        to_start: dict[str, Found] = {}
-        for found in scan.experiments:
-            with self._faults.boundary(found.spec.key, "naming its run") as naming:
-                run_id = experiment_id(found.spec, found.blob)
-            if naming.failed or run_id in live_ids or self._archived(state_tip, found):
-                continue
-            previous = to_start.get(found.spec.target)
-            if previous is not None:
-                log.warning(
-                    "experiments_share_target",
-                    target=found.spec.target,
-                    starting=found.spec.key,
-                    ignored=previous.spec.key,
-                )
-            to_start[found.spec.target] = found
-        return to_start
-
-    def _read_weights(self, spec: Experiment) -> dict[str, int] | None:
-        """The weights the cluster carries now, or None when any cannot be read."""
-        found: dict[str, int] = {}
-        for version in spec.versions:
-            ref = version.weight_obj_ref
-            if ref is None:
-                return None
-            try:
-                weight = self._cluster.get_weight(traffic.resolve(ref, spec))
-            except ReconcilerError as exc:
-                log.warning("weights_unreadable", experiment=spec.key, error=str(exc))
-                return None
-            if weight is None:
-                return None
-            found[version.name] = weight
-        return found
-
-    def _archived(self, state_tip: str | None, found: Found) -> bool:
-        if state_tip is None:
-            return False
-        path = archive_path(found.spec.namespace, found.spec.name, found.blob[:12])
-        return self._store.blob_id(state_tip, path) is not None
-
     # -- act -------------------------------------------------------------------------
 
     def _act(self, transition: Transition) -> None:
@@ -587,126 +370,3 @@ class Reconciler:
         if any(isinstance(a, SetWeights) for a in transition.actions):
             self._traffic.set(transition.state)
             self._failpoint("after-weights")
-
-    def _finish(self, due: list[Due], report: TickReport) -> None:
-        """Push the due outcomes to main (once each, in one push), then record them landed."""
-        if not due:
-            return
-        self._guard("push outcomes to main")
-        try:
-            pushed = push_outcomes(self._store, due)
-        except ReconcilerError as exc:
-            for state, _decision in due:
-                outcome = experiment.outcome_of(state)
-                report.errors.append(f"{state.id}: outcome {outcome} not pushed: {exc}")
-                log.error("outcome_failed", experiment=state.id, outcome=outcome, error=str(exc))
-            return
-        if pushed.result.commits:
-            report.pushes.append((self._store.main_branch, pushed.result.attempts))
-            self._failpoint("after-main-push")
-        now = self._clock()
-        landed: list[Transition] = []
-        for state, _decision in due:
-            with self._faults.boundary(state.key, "recording its outcome"):
-                self._landed(state, pushed, report, landed, now)
-        if landed:
-            self._record_landed(landed, report)
-
-    def _landed(
-        self,
-        state: ExperimentState,
-        pushed: OutcomePush,
-        report: TickReport,
-        landed: list[Transition],
-        now: float,
-    ) -> None:
-        """Add ``state``'s outcome-landed transition to ``landed`` if its outcome is on main."""
-        outcome = experiment.outcome_of(state)
-        commit = pushed.commits.get(state.id)
-        if commit is None:
-            why = pushed.failed.get(state.id, "main branch is missing")
-            report.errors.append(f"{state.id}: outcome {outcome} not pushed: {why}")
-            log.error("outcome_failed", experiment=state.id, outcome=outcome, error=why)
-            return
-        log.info(
-            "outcome_on_main",
-            experiment=state.id,
-            outcome=outcome,
-            commit=commit,
-            attempts=pushed.result.attempts,
-            already_there=commit not in pushed.result.commits,
-        )
-        if self._operator is not None:
-            try:
-                self._operator.request_sync(commit)
-            except ReconcilerError as exc:
-                log.warning("gitops_refresh_failed", experiment=state.id, error=str(exc))
-        landed.append(
-            experiment.outcome_landed(
-                state,
-                commit,
-                now,
-                await_sync=self._operator is not None,
-                confirmed=self._traffic.converged(state.key),
-            )
-        )
-
-    def _record_landed(self, landed: list[Transition], report: TickReport) -> None:
-        """Record the outcomes on main (one commit each, one push), then set final weights."""
-        encoded: list[Transition] = []
-        commits: list[CommitSpec] = []
-        for transition in landed:
-            with self._faults.boundary(transition.state.key, "recording its outcome"):
-                commits.append(records.state_commit(transition))
-                encoded.append(transition)
-        landed = encoded
-        if not landed:
-            return
-        result = self._store.update_branch(self._store.state_branch, lambda _tip: commits)
-        report.pushes.append((self._store.state_branch, result.attempts))
-        self._failpoint("after-outcome-record")
-        for transition, commit in zip(landed, result.commits, strict=True):
-            report.recorded.append((transition, commit))
-            report.outcomes.append((transition.state.id, transition.state.outcome_commit or ""))
-            self._log_transition(transition, commit)
-        for transition in landed:
-            if any(isinstance(a, SetWeights) for a in transition.actions):
-                with self._faults.boundary(transition.state.key, "setting weights"):
-                    self._traffic.set(transition.state)
-
-    def _log_transition(self, transition: Transition, commit: str) -> None:
-        state = transition.state
-        if self._events is not None:
-            about = _event_object(state)
-            if about is not None:
-                failed = state.phase.value in {"RollingBack", "RolledBack"} or state.failures > 0
-                self._events.record(
-                    about, f"Rollout{state.phase.value}", transition.summary, warning=failed
-                )
-        log.info(
-            "transition_recorded",
-            experiment=state.id,
-            phase=state.phase.value,
-            iteration=state.iteration,
-            weights=dict(state.weights),
-            commit=commit,
-            summary=transition.summary,
-        )
-
-
-def _metrics_of(spec: Experiment) -> list[str]:
-    names = [spec.criteria.request_count] if spec.criteria.request_count else []
-    names += [o.metric for o in spec.criteria.objectives]
-    names += [r.metric for r in spec.criteria.rewards]
-    names += list(spec.criteria.indicators)
-    return list(dict.fromkeys(names))
-
-
-def _event_object(state: ExperimentState) -> ObjectRef | None:
-    """The object an experiment's Events are about: the one carrying its weights."""
-    for version in state.spec.versions:
-        ref = version.weight_obj_ref
-        if ref is not None:
-            resolved = traffic.resolve(ref, state.spec)
-            return ObjectRef(resolved.api_version, resolved.kind, resolved.name, resolved.namespace)
-    return None

@@ -16,17 +16,20 @@ through the ``EnvStore`` port only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
 from reconciler.controller import records
-from reconciler.controller.isolation import REPO_WIDE, describe
+from reconciler.controller.isolation import REPO_WIDE, Faults, describe
+from reconciler.controller.report import TickReport, announce
+from reconciler.controller.traffic import Traffic
 from reconciler.engine import experiment
+from reconciler.engine.experiment import SetWeights, Transition
 from reconciler.engine.state import ExperimentState
-from reconciler.errors import PromotionError
-from reconciler.ports import CommitSpec, EnvStore, Plan, UpdateResult
+from reconciler.errors import PromotionError, ReconcilerError
+from reconciler.ports import CommitSpec, EnvStore, EventSink, GitOpsOperator, Plan, UpdateResult
 from reconciler.promote import edits
 
 log = structlog.get_logger("reconciler.controller")
@@ -180,3 +183,110 @@ def find_decision(store: EnvStore, state_tip: str, state: ExperimentState) -> st
             return commit.id
         return None
     return None
+
+
+class Finisher:
+    """Pushes a tick's due outcomes to main, then records them landed and sets final weights.
+
+    The outcomes go in one push (``push_outcomes``); those on main are recorded on the
+    state branch, one commit each, in one push; then the weights their documents record
+    (all on the baseline, or the winner's) are set. With a GitOps operator it is asked to
+    sync each outcome commit, and the document waits for it.
+    """
+
+    def __init__(
+        self,
+        store: EnvStore,
+        traffic: Traffic,
+        faults: Faults,
+        *,
+        operator: GitOpsOperator | None,
+        guard: Callable[[str], None],
+        failpoint: Callable[[str], None],
+        clock: Callable[[], float],
+        events: EventSink | None,
+    ) -> None:
+        """Write through ``store`` and ``traffic``; ``guard`` before writing to main."""
+        self._store, self._traffic, self._faults = store, traffic, faults
+        self._operator, self._guard, self._failpoint = operator, guard, failpoint
+        self._clock, self._events = clock, events
+
+    def finish(self, due: list[Due], report: TickReport) -> None:
+        """Push the due outcomes to main (once each, in one push), then record them landed."""
+        if not due:
+            return
+        self._guard("push outcomes to main")
+        try:
+            pushed = push_outcomes(self._store, due)
+        except ReconcilerError as exc:
+            for state, _decision in due:
+                _not_pushed(state, str(exc), report)
+            return
+        if pushed.result.commits:
+            report.pushes.append((self._store.main_branch, pushed.result.attempts))
+            self._failpoint("after-main-push")
+        now = self._clock()
+        landed: list[Transition] = []
+        for state, _decision in due:
+            with self._faults.boundary(state.key, "recording its outcome"):
+                transition = self._landed(state, pushed, report, now)
+                if transition is not None:
+                    landed.append(transition)
+        if landed:
+            self._record(landed, report)
+
+    def _landed(
+        self, state: ExperimentState, pushed: OutcomePush, report: TickReport, now: float
+    ) -> Transition | None:
+        """``state``'s outcome-landed transition, if its outcome is on main."""
+        commit = pushed.commits.get(state.id)
+        if commit is None:
+            _not_pushed(state, pushed.failed.get(state.id, "main branch is missing"), report)
+            return None
+        log.info(
+            "outcome_on_main",
+            experiment=state.id,
+            outcome=experiment.outcome_of(state),
+            commit=commit,
+            attempts=pushed.result.attempts,
+            already_there=commit not in pushed.result.commits,
+        )
+        if self._operator is not None:
+            try:
+                self._operator.request_sync(commit)
+            except ReconcilerError as exc:
+                log.warning("gitops_refresh_failed", experiment=state.id, error=str(exc))
+        return experiment.outcome_landed(
+            state,
+            commit,
+            now,
+            await_sync=self._operator is not None,
+            confirmed=self._traffic.converged(state.key),
+        )
+
+    def _record(self, landed: list[Transition], report: TickReport) -> None:
+        """Record the outcomes on main (one commit each, one push), then set final weights."""
+        encoded: list[Transition] = []
+        commits: list[CommitSpec] = []
+        for transition in landed:
+            with self._faults.boundary(transition.state.key, "recording its outcome"):
+                commits.append(records.state_commit(transition))
+                encoded.append(transition)
+        if not encoded:
+            return
+        result = self._store.update_branch(self._store.state_branch, lambda _tip: commits)
+        report.pushes.append((self._store.state_branch, result.attempts))
+        self._failpoint("after-outcome-record")
+        for transition, commit in zip(encoded, result.commits, strict=True):
+            announce(transition, commit, report, self._events)
+            report.outcomes.append((transition.state.id, transition.state.outcome_commit or ""))
+        for transition in encoded:
+            if any(isinstance(a, SetWeights) for a in transition.actions):
+                with self._faults.boundary(transition.state.key, "setting weights"):
+                    self._traffic.set(transition.state)
+
+
+def _not_pushed(state: ExperimentState, why: str, report: TickReport) -> None:
+    outcome = experiment.outcome_of(state)
+    report.errors.append(f"{state.id}: outcome {outcome} not pushed: {why}")
+    log.error("outcome_failed", experiment=state.id, outcome=outcome, error=why)
