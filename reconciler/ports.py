@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from reconciler.spec.metric import MetricDefinition
 from reconciler.spec.model import ObjectRef, WeightObjRef
 
 __all__ = [
@@ -201,6 +202,13 @@ class MetricValue:
 
 class MetricsSource(Protocol):
     """Where metric values come from (Prometheus, or the demo's profiles)."""
+
+    def use_definitions(self, definitions: Sequence[MetricDefinition]) -> list[str]:
+        """Resolve metric names with these Metric documents (main's) from now on.
+
+        Returns what is wrong in them (each document with a problem is left out).
+        """
+        ...
 
     def observe(
         self,

@@ -48,7 +48,6 @@ from reconciler.metrics.catalog import Catalog
 from reconciler.metrics.prometheus import PrometheusClient, PrometheusConfig, PrometheusMetrics
 from reconciler.server.http import Health, HttpServer, Limits
 from reconciler.server.telemetry import InstrumentedCluster, InstrumentedMetrics, Telemetry
-from reconciler.spec.metric import MetricDefinition
 from reconciler.watch import WATCHDOG_FILTER, ContentWatcher, RefsWatcher, git_dir
 
 log = structlog.get_logger("reconciler.run")
@@ -139,20 +138,12 @@ class Wiring:
             clock=clock,
             paths=tuple("" if p in {".", "/"} else p for p in settings.experiment_paths),
             failpoint=failpoint(settings.failpoints),
-            metric_documents=self.use_metrics,
             operator=operator,
             sync_timeout=settings.sync_timeout,
             may_act=may_act,
             events=KubeEvents(self.kube) if settings.events else None,
             limits=settings.limits,
         )
-
-    def use_metrics(self, documents: tuple[MetricDefinition, ...]) -> None:
-        """Resolve metric names against the Metric documents now on main."""
-        catalog = Catalog(documents)
-        for problem in catalog.problems:
-            log.warning("metric_document_problem", problem=str(problem))
-        self.metrics.catalog = catalog
 
 
 def cache_path(settings: Settings) -> Path:

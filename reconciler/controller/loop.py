@@ -55,7 +55,6 @@ class Reconciler:
         clock: Callable[[], float],
         paths: tuple[str, ...] = ("",),
         failpoint: Callable[[str], None] = lambda _name: None,
-        metric_documents: Callable[[tuple[MetricDefinition, ...]], None] = lambda _docs: None,
         operator: GitOpsOperator | None = None,
         sync_timeout: float = 120.0,
         may_act: Callable[[], bool] = lambda: True,
@@ -68,8 +67,8 @@ class Reconciler:
         ``failpoint`` is called with the name of each step boundary the tick crosses
         (``after-fetch``, ``after-state-push``, ``after-weights``, ``after-main-push``,
         ``after-outcome-record``); the crash tests make it exit the process there.
-        ``metric_documents`` receives the Metric documents on main whenever they change,
-        before any metric is observed. With an ``operator`` (Argo CD or Flux), an outcome
+        ``metrics`` is given the Metric documents on main whenever they change, before
+        any metric is observed. With an ``operator`` (Argo CD or Flux), an outcome
         commit is handed to it and the experiment waits, up to ``sync_timeout`` seconds,
         until it is applied. ``may_act`` is asked before every write (leader election):
         when it says no, the tick stops where it is. ``events`` hears of every transition.
@@ -80,7 +79,6 @@ class Reconciler:
         self._sync_timeout = sync_timeout
         self._may_act = may_act
         self._events = events
-        self._metric_documents = metric_documents
         self._metrics_seen: tuple[MetricDefinition, ...] | None = None
         self._failpoint = failpoint
         self._store = store
@@ -153,11 +151,7 @@ class Reconciler:
             heads.main, known=[(s.spec_blob, s.spec) for s in states.values()]
         )
         self._report_problems(scan, report)
-        if scan.metrics != self._metrics_seen:
-            with self._faults.boundary("Metric documents", "loading them") as loading:
-                self._metric_documents(scan.metrics)
-            if not loading.failed:
-                self._metrics_seen = scan.metrics
+        self._use_metrics(scan)
         mark = self._lap(report, "discover", mark)
         for state in states.values():
             report.live[state.phase.value] = report.live.get(state.phase.value, 0) + 1
@@ -188,6 +182,16 @@ class Reconciler:
         self._archive_settled(states, report)
         self._lap(report, "archive", mark)
         return report
+
+    def _use_metrics(self, scan: Scan) -> None:
+        """Give the metrics source main's Metric documents when they changed."""
+        if scan.metrics == self._metrics_seen:
+            return
+        with self._faults.boundary("Metric documents", "loading them") as loading:
+            for problem in self._metrics.use_definitions(scan.metrics):
+                log.warning("metric_document_problem", problem=problem)
+        if not loading.failed:
+            self._metrics_seen = scan.metrics
 
     def _archive_settled(self, states: dict[str, ExperimentState], report: TickReport) -> None:
         """Archive the finished documents whose final weights the cluster now carries.

@@ -53,6 +53,8 @@ class Catalog:
                 f"iter8_system_library must be one of {', '.join(sorted(LIBRARY_NAMES))}"
             )
         self._iter8_library = iter8_system_library
+        self.iter8_system_library = iter8_system_library
+        """The builtin library Iter8's ``iter8-system/…`` maps to."""
         self._all: list[MetricDefinition] = []
         self._documents: dict[tuple[str, str], MetricDefinition] = {}
         self._unscoped: dict[str, list[MetricDefinition]] = {}

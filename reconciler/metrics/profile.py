@@ -10,10 +10,11 @@ Deterministic for a given sequence of calls; never touches a network.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler.ports import MetricValue
+from reconciler.spec.metric import MetricDefinition
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class ProfileMetrics:
             gained = (share * self._rate + self._load) * elapsed
             self._requests[version] = self._requests.get(version, 0.0) + gained
         self._last = now
+
+    def use_definitions(self, definitions: Sequence[MetricDefinition]) -> list[str]:
+        """Nothing to resolve: a profile names its metrics as the experiment does."""
+        del definitions
+        return []
 
     def observe(
         self,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -44,6 +44,7 @@ from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
 from reconciler.metrics.catalog import Catalog, Resolved
 from reconciler.metrics.promql import Bindings, render
 from reconciler.ports import MetricValue
+from reconciler.spec.metric import MetricDefinition
 
 log = structlog.get_logger(__name__)
 
@@ -335,7 +336,13 @@ class PrometheusMetrics:
     def __init__(self, client: QueryClient, catalog: Catalog) -> None:
         """``client`` is a ``PrometheusClient`` (or a test double)."""
         self._client = client
-        self.catalog = catalog
+        self._catalog = catalog
+
+    def use_definitions(self, definitions: Sequence[MetricDefinition]) -> list[str]:
+        """Resolve names against the built-in library and these Metric documents from now on."""
+        library = self._catalog.iter8_system_library
+        self._catalog = Catalog(tuple(definitions), iter8_system_library=library)
+        return [str(problem) for problem in self._catalog.problems]
 
     def observe(
         self,
@@ -371,7 +378,7 @@ class PrometheusMetrics:
         bindings = Bindings.for_version(version, namespace, elapsed_seconds, variables)
         query: str | None = None
         try:
-            resolved = self.catalog.resolve(metric, namespace)
+            resolved = self._catalog.resolve(metric, namespace)
             if resolved.definition.mock:
                 return self._mock(metric, resolved, version)
             query = self._render(resolved, bindings)
@@ -403,7 +410,7 @@ class PrometheusMetrics:
         if reference is None:
             return None
         try:
-            counter = self.catalog.resolve(reference, resolved.namespace)
+            counter = self._catalog.resolve(reference, resolved.namespace)
             if counter.definition == resolved.definition:
                 count = value
             else:

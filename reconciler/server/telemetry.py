@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from reconciler.errors import ReconcilerError
 from reconciler.ports import Cluster, MetricsSource, MetricValue, Readiness, WeightReading
+from reconciler.spec.metric import MetricDefinition
 from reconciler.spec.model import ObjectRef, WeightObjRef
 
 TICK_PHASES = ("fetch", "load", "discover", "traffic", "record", "act", "outcomes", "archive")
@@ -205,6 +206,10 @@ class InstrumentedMetrics:
         self._inner = inner
         self._telemetry = telemetry
         self._clock = clock
+
+    def use_definitions(self, definitions: Sequence[MetricDefinition]) -> list[str]:
+        """Hand the Metric documents to the wrapped source."""
+        return self._inner.use_definitions(definitions)
 
     def observe(
         self,
