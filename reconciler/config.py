@@ -19,6 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from reconciler.errors import PermanentError
+from reconciler.ports import DEFAULT_STATE_BRANCH
 from reconciler.spec.limits import Limits
 from reconciler.spec.weightpolicy import RuleError, policy_from_settings
 
@@ -341,7 +342,7 @@ class Settings:
 
     repo: str
     main_branch: str = "main"
-    state_branch: str = "reconciler-state"
+    state_branch: str = DEFAULT_STATE_BRANCH
     experiment_paths: tuple[str, ...] = (".",)
     cache_dir: Path = Path("/tmp/reconciler-cache")  # noqa: S108 - an emptyDir in the pod
     interval: float = 30.0

@@ -38,15 +38,6 @@ class Location:
         return self.file
 
 
-class SpecError(PermanentError):
-    """An experiment or metric document is invalid; carries where and what to fix."""
-
-    def __init__(self, location: Location, message: str) -> None:
-        super().__init__(f"{location}: {message}")
-        self.location = location
-        self.message = message
-
-
 class GitError(ReconcilerError):
     """A Git operation failed; ``ref`` names the branch or remote involved."""
 

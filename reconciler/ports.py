@@ -15,7 +15,11 @@ from typing import Protocol
 from reconciler.spec.metric import MetricDefinition
 from reconciler.spec.model import ObjectRef, WeightObjRef
 
+DEFAULT_STATE_BRANCH = "reconciler-state"
+"""The state branch's name unless the configuration names another."""
+
 __all__ = [
+    "DEFAULT_STATE_BRANCH",
     "Cluster",
     "CommitInfo",
     "CommitSpec",

@@ -41,6 +41,7 @@ from reconciler.cluster.scope import weight_policy
 from reconciler.config import ConfigError, Settings, build
 from reconciler.controller.isolation import describe
 from reconciler.controller.loop import Reconciler, TickReport
+from reconciler.engine.state import Phase
 from reconciler.errors import ReconcilerError, TrustChangedError
 from reconciler.gitstore.credentials import Credentials, url_scheme
 from reconciler.gitstore.repo import GitEnvStore
@@ -276,8 +277,9 @@ class Runner:
         return not report.errors
 
     def _count(self, report: TickReport) -> None:
-        for phase in ("Progressing", "Promoting", "RollingBack"):
-            self.telemetry.experiments.labels(self.repo, phase).set(report.live.get(phase, 0))
+        for phase in (Phase.PROGRESSING, Phase.PROMOTING, Phase.ROLLING_BACK):
+            live = report.live.get(phase.value, 0)
+            self.telemetry.experiments.labels(self.repo, phase.value).set(live)
         for branch, attempts in report.pushes:
             self.telemetry.pushes.labels(self.repo, branch, "accepted").inc()
             if attempts > 1:
@@ -290,14 +292,13 @@ class Runner:
         self.telemetry.count_corrections(
             self.repo, (key for key, _what in report.corrections), report.experiments
         )
-        for phase, seconds in report.phases.items():
-            self.telemetry.tick_phase.labels(self.repo, phase).observe(seconds)
+        for step, seconds in report.phases.items():
+            self.telemetry.tick_phase.labels(self.repo, step).observe(seconds)
         self.telemetry.held.labels(self.repo).set(report.held)
         for transition, _commit in report.recorded:
             if transition.state.phase.final and transition.state.outcome_commit:
-                outcome = (
-                    "promoted" if transition.state.phase.value == "Promoted" else "rolled-back"
-                )
+                promoted = transition.state.phase is Phase.PROMOTED
+                outcome = "promoted" if promoted else "rolled-back"
                 self.telemetry.promotions.labels(self.repo, outcome).inc()
 
     def _restart(self, reason: str) -> NoReturn:

@@ -48,13 +48,13 @@ from typing import Any
 from benchlib.common import REPO, emit, git, machine, table
 from benchlib.servers import git_daemon
 from reconciler.metrics.profile import Profile
-from reconciler.sim.server import MetricsServer
-from reconciler.sim.traffic import LatencyModel, TrafficSimulator
 from tests.e2e.envrepo import CANDIDATE, CANDIDATE_FILES, STATE, ExperimentFile
 from tests.e2e.world import FAULTY, HEALTHY, ReconcilerProcess, World
 from tests.fixtures.git import GitDaemon
 from tests.fixtures.kube import KubeServer, ensure_namespace, install_crds
 from tests.fixtures.prometheus import PrometheusServer
+from tests.sim.server import MetricsServer
+from tests.sim.traffic import LatencyModel, TrafficSimulator
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -4,7 +4,7 @@ Every figure is a rate over ``--runs`` simulated experiments, each decided by th
 own functions (nothing here re-implements a verdict): binomial draws (an exact sampler:
 inversion from the mode, ``binomial``) stand for the requests, errors and conversions
 Prometheus would have counted. The simulation (specs, sampler, decisions) is
-``reconciler.sim.decisions``, shared with ``tests/unit/test_engine_calibration.py``; this
+``tests.sim.decisions``, shared with ``tests/unit/test_engine_calibration.py``; this
 file holds the scenarios, their bounds and the table. For confidence 0.95 and 0.9:
 
 - **no real difference**: A/B (1 candidate) and A/B/n (3 and 5 candidates), every version
@@ -49,7 +49,9 @@ from importlib import resources
 from typing import Any
 
 from benchlib.common import emit, table
-from reconciler.sim.decisions import (
+from reconciler.spec.loader import load_experiments
+from reconciler.spec.model import Experiment
+from tests.sim.decisions import (
     CANARY_LIMIT,
     ab_spec,
     ab_winner,
@@ -61,8 +63,6 @@ from reconciler.sim.decisions import (
     progressive_promotes,
     sd,
 )
-from reconciler.spec.loader import load_experiments
-from reconciler.spec.model import Experiment
 
 CONFIDENCES = (0.95, 0.9)
 LIMIT, GOOD_RATE, POWER = CANARY_LIMIT, 0.005, 0.9

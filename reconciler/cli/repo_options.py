@@ -11,6 +11,7 @@ import click
 
 from reconciler.gitstore.credentials import Credentials
 from reconciler.gitstore.repo import GitEnvStore
+from reconciler.ports import DEFAULT_STATE_BRANCH
 
 F = TypeVar("F", bound=Callable[..., Any])
 AUTHOR = ("gitops-reconciler", "reconciler@localhost")
@@ -27,7 +28,7 @@ def repo_options(command: F) -> F:
             help="The Env repo: any URL libgit2 speaks (https, ssh, git, file) or a path.",
         ),
         click.option("--main-branch", default="main", show_default=True),
-        click.option("--state-branch", default="reconciler-state", show_default=True),
+        click.option("--state-branch", default=DEFAULT_STATE_BRANCH, show_default=True),
         click.option(
             "--cache-dir",
             type=click.Path(file_okay=False, path_type=Path),

@@ -14,7 +14,7 @@ import structlog
 from reconciler.controller.isolation import Fault
 from reconciler.engine import traffic
 from reconciler.engine.experiment import Transition
-from reconciler.engine.state import ExperimentState
+from reconciler.engine.state import ExperimentState, Phase
 from reconciler.ports import EventSink, Heads
 from reconciler.spec.loader import Problem
 from reconciler.spec.model import ObjectRef
@@ -61,7 +61,8 @@ def announce(
     if events is not None:
         about = event_object(state)
         if about is not None:
-            failed = state.phase.value in {"RollingBack", "RolledBack"} or state.failures > 0
+            rolled_back = state.phase in {Phase.ROLLING_BACK, Phase.ROLLED_BACK}
+            failed = rolled_back or state.failures > 0
             events.record(about, f"Rollout{state.phase.value}", transition.summary, warning=failed)
     log.info(
         "transition_recorded",

@@ -39,7 +39,7 @@ from reconciler.gitstore.remote import REMOTE, SCHEMES, Remote, tracking_ref
 from reconciler.gitstore.staging import Staging
 from reconciler.gitstore.trailers import parse_trailers
 from reconciler.gitstore.trees import build_tree, diff_paths
-from reconciler.ports import CommitInfo, Heads, UpdateResult
+from reconciler.ports import DEFAULT_STATE_BRANCH, CommitInfo, Heads, UpdateResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -111,7 +111,7 @@ class GitEnvStore:
         cache_dir: Path,
         *,
         main_branch: str = "main",
-        state_branch: str = "reconciler-state",
+        state_branch: str = DEFAULT_STATE_BRANCH,
         author: tuple[str, str],
         credentials: Credentials | None = None,
         max_push_attempts: int = 5,

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from reconciler.cluster.client import Kube
-from reconciler.sim.server import MetricsServer
 from tests.e2e.world import World
 from tests.fixtures.git import GitDaemon
 from tests.fixtures.kube import KubeServer
 from tests.fixtures.prometheus import PrometheusServer, scraping
+from tests.sim.server import MetricsServer
 
 
 @pytest.fixture(scope="session")

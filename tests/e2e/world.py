@@ -39,13 +39,13 @@ from reconciler.cluster.resources import ObjectRef
 from reconciler.errors import ReconcilerError
 from reconciler.metrics.profile import Profile
 from reconciler.runner import FAILPOINT_EXIT
-from reconciler.sim.server import MetricsServer
-from reconciler.sim.traffic import TrafficSimulator
 from tests.e2e.envrepo import APP, BASELINE, CANDIDATE, STATE, VERSIONS, EnvRepo
 from tests.fixtures.git import GitDaemon, start_git_daemon
 from tests.fixtures.kube import ROOT, KubeServer, apply, delete, load_yaml_text, ref_of
 from tests.fixtures.net import free_port, stop
 from tests.fixtures.prometheus import PrometheusProcess, PrometheusServer
+from tests.sim.server import MetricsServer
+from tests.sim.traffic import TrafficSimulator
 
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 
 Error rates are held to their nominal bound plus three simulation standard deviations,
 powers to their target minus three; ``hack/bench.py stats`` prints the same figures over
-more runs, from the same simulation (``reconciler.sim.decisions``). The draws are exact
+more runs, from the same simulation (``tests.sim.decisions``). The draws are exact
 binomials (``binomial``), so a miss is the engine's.
 """
 
@@ -22,8 +22,10 @@ from hypothesis import strategies as st
 from reconciler.engine import verdicts
 from reconciler.engine.analysis import PASS
 from reconciler.ports import MetricValue
-from reconciler.sim import decisions
-from reconciler.sim.decisions import (
+from reconciler.spec.loader import load_experiments
+from reconciler.spec.model import Experiment, Objective
+from tests.sim import decisions
+from tests.sim.decisions import (
     CANARY_LIMIT,
     ERRORS,
     REQUESTS,
@@ -38,8 +40,6 @@ from reconciler.sim.decisions import (
     sd,
     values,
 )
-from reconciler.spec.loader import load_experiments
-from reconciler.spec.model import Experiment, Objective
 
 LATENCY = "istio/mean-latency"
 LIMIT, GOOD_RATE, POWER = CANARY_LIMIT, 0.005, 0.9

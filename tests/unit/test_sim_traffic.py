@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler.metrics.profile import Profile
-from reconciler.sim.exposition import escape_label_value, render
-from reconciler.sim.traffic import (
+from tests.sim.exposition import escape_label_value, render
+from tests.sim.traffic import (
     ISTIO_BUCKETS_MS,
     LatencyModel,
     TrafficSimulator,

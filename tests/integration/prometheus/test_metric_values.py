@@ -24,12 +24,6 @@ import pytest
 from reconciler.metrics.catalog import Catalog
 from reconciler.metrics.prometheus import PrometheusClient, PrometheusConfig, PrometheusMetrics
 from reconciler.ports import MetricValue
-from reconciler.sim.traffic import (
-    ISTIO_BUCKETS_MS,
-    LINKERD_BUCKETS_MS,
-    NGINX_BUCKETS_S,
-    LatencyModel,
-)
 from tests.fixtures.prometheus import (
     NAMESPACE,
     PROFILES,
@@ -37,6 +31,12 @@ from tests.fixtures.prometheus import (
     WEIGHTS,
     PrometheusServer,
     Traffic,
+)
+from tests.sim.traffic import (
+    ISTIO_BUCKETS_MS,
+    LINKERD_BUCKETS_MS,
+    NGINX_BUCKETS_S,
+    LatencyModel,
 )
 
 pytestmark = pytest.mark.integration

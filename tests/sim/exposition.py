@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from reconciler.sim.traffic import BUCKET_SETS, Tally, TrafficSimulator, VersionTraffic
+from tests.sim.traffic import BUCKET_SETS, Tally, TrafficSimulator, VersionTraffic
 
 FAMILIES = ("istio", "gateway", "nginx", "linkerd")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

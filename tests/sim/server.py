@@ -15,8 +15,8 @@ from collections.abc import Collection, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
-from reconciler.sim.exposition import CONTENT_TYPE, FAMILIES, render
-from reconciler.sim.traffic import TrafficSimulator
+from tests.sim.exposition import CONTENT_TYPE, FAMILIES, render
+from tests.sim.traffic import TrafficSimulator
 
 
 class MetricsServer:

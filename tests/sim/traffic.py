@@ -8,7 +8,7 @@ sets its error rate, its log-normal latency (mean and 95th percentile) and a rew
 request. Draws are deterministic: seeded low-discrepancy sequences rather than
 independent random numbers, so a few hundred requests already show the profile's error
 rate and latency quantiles closely, and tests can use tight tolerances. Counts are kept
-per latency bucket set of each proxy family (``reconciler.sim.exposition`` turns them
+per latency bucket set of each proxy family (``tests.sim.exposition`` turns them
 into Prometheus text). No network, no clock of its own: the clock is passed in.
 """
 
