@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.spec.metric import MetricDefinition, MetricType, parse_query
+from reconciler.spec.metric import MetricDefinition, MetricType
+from reconciler.spec.template import parse_query
 
 ELAPSED = "${elapsedTime}"
 ITER8_SYSTEM = "iter8-system"

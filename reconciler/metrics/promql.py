@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reconciler.errors import PermanentError
-from reconciler.spec.metric import (
+from reconciler.spec.template import (
     ELAPSED,
     IDENTIFIER,
     NAME,

@@ -9,45 +9,34 @@ says and never reads a file itself: the caller passes the bytes.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from reconciler.errors import Location
 from reconciler.spec import fieldpath
+from reconciler.spec.criteria_reader import CriteriaReader
+from reconciler.spec.gitops_reader import GitOpsReader
 from reconciler.spec.limits import Limits
 from reconciler.spec.model import (
-    CopyEdit,
-    Criteria,
-    DeleteEdit,
     DeploymentPattern,
     Duration,
-    Edit,
     Experiment,
     GitOps,
-    Objective,
     ObjectRef,
     ReadinessGate,
-    Replacement,
-    Reward,
-    SetEdit,
     TestingPattern,
     Version,
     WeightObjRef,
     Weights,
 )
-from reconciler.spec.repopath import split_path
 from reconciler.spec.yamldoc import (
-    DocumentReader,
     InvalidDocumentError,
     Problem,
     documents_of_kind,
     excerpt,
-    finite_number,
 )
 
 _T = TypeVar("_T")
@@ -125,105 +114,12 @@ def load_experiments(
     return LoadResult(tuple(experiments), tuple(problems))
 
 
-class _Reader(DocumentReader):
-    """Reads one document, recording problems with their locations."""
+class _Reader(CriteriaReader, GitOpsReader):
+    """Reads one Experiment document, recording problems with their locations."""
 
     def __init__(self, path: str, repo_path: str) -> None:
         super().__init__(path)
         self.repo_path = repo_path
-        self.locations: dict[str, Location] = {}
-        self._owner: dict[int, Location] = {}
-        """Where the key that holds each mapping was written (for 'missing' errors)."""
-
-    # -- locations and problems ------------------------------------------------------------
-
-    def _parent(self, node: CommentedMap) -> Location:
-        """Where a field missing from ``node`` should be reported: at the key holding it."""
-        return self._owner.get(id(node)) or self._at(node)
-
-    def _unknown(self, node: CommentedMap, where: str, known: set[str]) -> None:
-        for key in node:
-            if key not in known:
-                self._warn(
-                    self._at(node, key),
-                    f"unknown field '{where}.{key}' is ignored (known here: "
-                    f"{', '.join(sorted(known))})",
-                )
-
-    # -- typed field readers -------------------------------------------------------------
-
-    def _map(self, node: CommentedMap, key: str, where: str, *, required: bool) -> CommentedMap:
-        value = node.get(key)
-        if value is None:
-            if required:
-                raise self._error(self._parent(node), f"'{_join(where, key)}' is missing")
-            return CommentedMap()
-        if not isinstance(value, CommentedMap):
-            raise self._error(self._at(node, key), f"'{_join(where, key)}' must be a mapping")
-        self.locations[_join(where, key)] = self._owner[id(value)] = self._at(node, key)
-        return value
-
-    def _seq(self, node: CommentedMap, key: str, where: str) -> CommentedSeq:
-        value = node.get(key)
-        if value is None:
-            return CommentedSeq()
-        if not isinstance(value, CommentedSeq):
-            raise self._error(self._at(node, key), f"'{where}.{key}' must be a list")
-        return value
-
-    def _str(
-        self, node: CommentedMap, key: str, where: str, *, required: bool = False
-    ) -> str | None:
-        value = node.get(key)
-        if value is None:
-            if required:
-                raise self._error(self._parent(node), f"'{where}.{key}' is missing")
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise self._error(self._at(node, key), f"'{where}.{key}' must be a non-empty string")
-        self.locations[f"{where}.{key}"] = self._at(node, key)
-        return str(value)
-
-    def _req(self, node: CommentedMap, key: str, where: str) -> str:
-        value = self._str(node, key, where, required=True)
-        if value is None:  # _str raised already; this keeps the type precise
-            raise self._error(self._parent(node), f"'{_join(where, key)}' is missing")
-        return value
-
-    def _int(
-        self, node: CommentedMap, key: str, where: str, default: int, *, low: int, high: int
-    ) -> int:
-        value = node.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self._error(
-                self._at(node, key), f"'{where}.{key}' must be an integer from {low} to {high}"
-            )
-        return int(value)
-
-    def _number(self, node: CommentedMap, key: str, where: str) -> float | None:
-        value = node.get(key)
-        if value is None:
-            return None
-        number = finite_number(value)
-        if number is None:
-            raise self._error(
-                self._at(node, key),
-                f"'{where}.{key}' must be a number or a quoted number like \"0.01\" (finite, "
-                f"at most 1e15 in size), not {excerpt(value)}",
-            )
-        return number
-
-    def _each_map(
-        self, seq: CommentedSeq, where: str, read: Callable[[CommentedMap, str], Any]
-    ) -> list[Any]:
-        out = []
-        for index, item in enumerate(seq):
-            if not isinstance(item, CommentedMap):
-                raise self._error(self._at(seq, index), f"'{where}[{index}]' must be a mapping")
-            out.append(read(item, f"{where}[{index}]"))
-        return out
 
     # -- the document --------------------------------------------------------------------
 
@@ -365,30 +261,6 @@ class _Reader(DocumentReader):
                 "weightObjRef (apiVersion, kind, name, fieldPath) to each version",
             )
 
-    def _check_blue_green_deletes(self, experiment: Experiment, spec: CommentedMap) -> None:
-        """Warn when a blue/green promotion deletes files: maybe the winner's own manifests.
-
-        A blue/green winner serves all traffic until the GitOps operator has applied the
-        promotion (then traffic returns to the baseline, which runs the winner's version
-        by then); deleting its manifests in that same commit lets the operator remove it
-        while it serves.
-        """
-        if experiment.deployment_pattern is not DeploymentPattern.BLUE_GREEN:
-            return
-        deleted = [*experiment.gitops.cleanup]
-        for edit in experiment.gitops.promote:
-            if isinstance(edit, DeleteEdit):
-                deleted.extend(edit.paths)
-        if not deleted:
-            return
-        self._warn(
-            self.locations.get("spec.gitops", self._at(spec)),
-            f"BlueGreen: the promotion deletes {', '.join(deleted)}; with Argo CD or Flux "
-            "configured, the winner serves all traffic until the operator has applied that "
-            "commit, so if these are the winner's manifests the operator removes it while "
-            "it serves. Delete them in a later commit (once the experiment is archived)",
-        )
-
     def _strategy(self, spec: CommentedMap) -> tuple[TestingPattern, DeploymentPattern, Weights]:
         strategy = self._map(spec, "strategy", "spec", required=True)
         self._unknown(
@@ -401,24 +273,11 @@ class _Reader(DocumentReader):
                 "code); describe the promotion and rollback commits in 'spec.gitops' with "
                 "apiVersion reconciler/v1alpha1",
             )
-        testing_text = self._req(strategy, "testingPattern", "spec.strategy")
-        try:
-            testing = TestingPattern(testing_text)
-        except ValueError:
-            raise self._error(
-                self._at(strategy, "testingPattern"),
-                f"'spec.strategy.testingPattern' {excerpt(testing_text)} is not one of "
-                f"{', '.join(p.value for p in TestingPattern)}",
-            ) from None
-        deployment_text = self._str(strategy, "deploymentPattern", "spec.strategy") or "Progressive"
-        try:
-            deployment = DeploymentPattern(deployment_text)
-        except ValueError:
-            raise self._error(
-                self._at(strategy, "deploymentPattern"),
-                f"'spec.strategy.deploymentPattern' {excerpt(deployment_text)} is not one of "
-                f"{', '.join(p.value for p in DeploymentPattern)}",
-            ) from None
+        testing = self._enum(strategy, "testingPattern", "spec.strategy", TestingPattern)
+        deployment = self._enum(
+            strategy, "deploymentPattern", "spec.strategy", DeploymentPattern,
+            DeploymentPattern.PROGRESSIVE,
+        )  # fmt: skip
         node = self._map(strategy, "weights", "spec.strategy", required=False)
         self._unknown(
             node, "spec.strategy.weights", {"maxCandidateWeight", "maxCandidateWeightIncrement"}
@@ -432,112 +291,6 @@ class _Reader(DocumentReader):
             ),
         )
         return testing, deployment, weights
-
-    def _criteria(self, node: CommentedMap) -> Criteria:
-        where = "spec.criteria"
-        self._unknown(
-            node,
-            where,
-            {
-                "requestCount",
-                "objectives",
-                "rewards",
-                "indicators",
-                "failureLimit",
-                "noDataLimit",
-                "method",
-                "confidence",
-                "minRequestCount",
-            },
-        )
-
-        def objective(item: CommentedMap, at: str) -> Objective:
-            self._unknown(item, at, {"metric", "upperLimit", "lowerLimit"})
-            metric = self._req(item, "metric", at)
-            upper = self._number(item, "upperLimit", at)
-            lower = self._number(item, "lowerLimit", at)
-            if upper is None and lower is None:
-                raise self._error(
-                    self._at(item), f"'{at}' has neither 'upperLimit' nor 'lowerLimit'"
-                )
-            if node.get("method") != "point" and (upper == 0 or lower == 1):
-                key = "upperLimit" if upper == 0 else "lowerLimit"
-                self._warn(
-                    self._at(item, key),
-                    f"'{at}.{key}: {0 if upper == 0 else 1}' can never pass if the metric is a "
-                    "proportion: no finite sample shows a rate of exactly 0 or 1 at any "
-                    "confidence, so every run ends without a winner. Use a small margin "
-                    "(0.001) or 'spec.criteria.method: point'",
-                )
-            return Objective(metric=metric, upper_limit=upper, lower_limit=lower)
-
-        def reward(item: CommentedMap, at: str) -> Reward:
-            self._unknown(item, at, {"metric", "preferredDirection"})
-            metric = self._req(item, "metric", at)
-            direction = self._req(item, "preferredDirection", at)
-            if direction not in {"High", "Low"}:
-                raise self._error(
-                    self._at(item, "preferredDirection"),
-                    f"'{at}.preferredDirection' must be High or Low, not {excerpt(direction)}",
-                )
-            return Reward(metric=metric, preferred_direction=direction)
-
-        indicators = []
-        for index, item in enumerate(self._seq(node, "indicators", where)):
-            if not isinstance(item, str):
-                raise self._error(
-                    self._at(node, "indicators"), f"'{where}.indicators[{index}]' must be a name"
-                )
-            indicators.append(item)
-        return Criteria(
-            request_count=self._str(node, "requestCount", where),
-            objectives=tuple(
-                self._each_map(
-                    self._seq(node, "objectives", where), f"{where}.objectives", objective
-                )
-            ),
-            rewards=tuple(
-                self._each_map(self._seq(node, "rewards", where), f"{where}.rewards", reward)
-            ),
-            indicators=tuple(indicators),
-            failure_limit=self._int(node, "failureLimit", where, 3, low=1, high=1000),
-            no_data_limit=self._int(node, "noDataLimit", where, 5, low=1, high=1000),
-            method=self._method(node, where),
-            confidence=self._confidence(node, where),
-            min_request_count=(
-                self._int(node, "minRequestCount", where, 1, low=1, high=10**12)
-                if node.get("minRequestCount") is not None
-                else None
-            ),
-        )
-
-    def _method(self, node: CommentedMap, where: str) -> str:
-        method = self._str(node, "method", where) or "exact"
-        if method == "wilson":
-            self._warn(
-                self._at(node, "method"),
-                f"'{where}.method: wilson' now means 'exact': proportions are judged with "
-                "exact Clopper-Pearson bounds and Beta posteriors; write 'exact'",
-            )
-            return "exact"
-        if method not in {"exact", "point"}:
-            raise self._error(
-                self._at(node, "method"),
-                f"'{where}.method' must be 'exact' (proportions judged with exact bounds and "
-                f"posteriors) or 'point' (plain thresholds), not {excerpt(method)}",
-            )
-        return method
-
-    def _confidence(self, node: CommentedMap, where: str) -> float:
-        value = self._number(node, "confidence", where)
-        if value is None:
-            return 0.95
-        if not 0.5 <= value < 1.0:  # noqa: PLR2004 - the meaningful range of a confidence
-            raise self._error(
-                self._at(node, "confidence"),
-                f"'{where}.confidence' must be at least 0.5 and below 1, such as 0.95",
-            )
-        return value
 
     def _duration(self, node: CommentedMap) -> Duration:
         where = "spec.duration"
@@ -634,105 +387,3 @@ class _Reader(DocumentReader):
             ),
             timeout_seconds=self._int(node, "timeoutSeconds", where, 300, low=1, high=86400),
         )
-
-    def _gitops(self, spec: CommentedMap) -> GitOps:
-        where = "spec.gitops"
-        node = self._map(spec, "gitops", "spec", required=False)
-        self._unknown(node, where, {"promote", "rollback", "cleanup"})
-        return GitOps(
-            promote=self._edits(node, "promote", where),
-            rollback=self._edits(node, "rollback", where),
-            cleanup=tuple(self._paths(node, "cleanup", where)),
-        )
-
-    def _edits(self, node: CommentedMap, key: str, where: str) -> tuple[Edit, ...]:
-        def edit(item: CommentedMap, at: str) -> Edit:
-            if set(item) == {"copy"}:
-                body = self._map(item, "copy", at, required=True)
-                self._unknown(body, f"{at}.copy", {"from", "to", "replace"})
-                source = self._repo_path(body, "from", f"{at}.copy")
-                destination = self._repo_path(body, "to", f"{at}.copy")
-                replacements = []
-                for index, rep in enumerate(self._seq(body, "replace", f"{at}.copy")):
-                    rat = f"{at}.copy.replace[{index}]"
-                    if not isinstance(rep, CommentedMap):
-                        raise self._error(self._at(body, "replace"), f"'{rat}' must be a mapping")
-                    self._unknown(rep, rat, {"old", "new"})
-                    old = self._req(rep, "old", rat)
-                    new = rep.get("new")
-                    if not isinstance(new, str):
-                        raise self._error(self._at(rep), f"'{rat}.new' must be a string")
-                    replacements.append(Replacement(old=old, new=new))
-                return CopyEdit(source, destination, tuple(replacements))
-            if set(item) == {"delete"}:
-                return DeleteEdit(tuple(self._paths(item, "delete", at)))
-            if set(item) == {"set"}:
-                return self._set_edit(self._map(item, "set", at, required=True), f"{at}.set")
-            raise self._error(
-                self._at(item),
-                f"'{at}' must have exactly one of 'copy' (with 'from', 'to' and optional "
-                f"'replace'), 'set' (with 'file', 'path' and 'value') or 'delete' (a list "
-                f"of paths), got {', '.join(excerpt(k) for k in list(item)[:5])}",
-            )
-
-        return tuple(self._each_map(self._seq(node, key, where), f"{where}.{key}", edit))
-
-    def _set_edit(self, body: CommentedMap, at: str) -> SetEdit:
-        self._unknown(body, at, {"file", "path", "value", "document"})
-        file = self._repo_path(body, "file", at)
-        path = self._req(body, "path", at)
-        try:
-            fieldpath.parse(path)
-        except fieldpath.FieldPathError as exc:
-            raise self._error(self._at(body, "path"), str(exc)) from None
-        value = body.get("value")
-        if value is None or isinstance(value, (CommentedMap, CommentedSeq)):
-            raise self._error(
-                self._parent(body), f"'{at}.value' must be a scalar such as \"1.2.3\""
-            )
-        document = self._int(body, "document", at, 0, low=0, high=1000)
-        return SetEdit(file=file, path=path, value=str(value), document=document)
-
-    def _paths(self, node: CommentedMap, key: str, where: str) -> list[str]:
-        seq = self._seq(node, key, where)
-        return [self._normalise(seq, i, f"{where}.{key}[{i}]") for i in range(len(seq))]
-
-    def _repo_path(self, node: CommentedMap, key: str, where: str) -> str:
-        self._req(node, key, where)
-        return self._normalise(node, key, f"{where}.{key}")
-
-    def _normalise(self, node: CommentedMap | CommentedSeq, key: Any, at: str) -> str:  # noqa: ANN401
-        raw = node[key]
-        if not isinstance(raw, str) or not raw:
-            raise self._error(self._at(node, key), f"'{at}' must be a path")
-        if raw.startswith("/"):
-            raise self._error(
-                self._at(node, key),
-                f"'{at}' is absolute ({excerpt(raw)}); write it relative to the experiment file's "
-                "directory",
-            )
-        joined = posixpath.normpath(posixpath.join(posixpath.dirname(self.repo_path), raw))
-        if joined == ".." or joined.startswith("../") or joined == ".":
-            raise self._error(
-                self._at(node, key), f"'{at}' ({excerpt(raw)}) points outside the repository"
-            )
-        if self.repo_path.startswith(joined + "/"):
-            raise self._error(
-                self._at(node, key),
-                f"'{at}' ({excerpt(raw)}) names the directory {excerpt(joined)}; name a file",
-            )
-        try:
-            # What the promotion checks before it writes main's tree (an absolute path is a
-            # file read outside a repository, by validate or a test).
-            split_path(joined.removeprefix("/"))
-        except ValueError:
-            raise self._error(
-                self._at(node, key),
-                f"'{at}' ({excerpt(raw)}) is not a path a promotion may write: no '.git', no "
-                "empty, '.' or '..' parts left after joining, no backslash, no NUL",
-            ) from None
-        return joined
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key

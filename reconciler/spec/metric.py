@@ -1,12 +1,10 @@
 """Metric documents (Iter8 ``v2alpha2`` and our ``reconciler/v1alpha1``): model, query, loader.
 
 YAML bytes in, typed ``MetricDefinition`` values and ``Problem``s (``file:line:column``)
-out, in the style of ``reconciler.spec.loader``. A metric's PromQL query is parsed here
-into a ``QueryTemplate``: literal text and placeholders (``$name``, ``$namespace``,
-``${elapsedTime}``, version variables), each marked with where it sits (inside a quoted
-string, a regular-expression matcher, or bare PromQL), so that the renderer
-(``reconciler.metrics.promql``) can escape every value for exactly that place. A
-placeholder that no escaping can make safe (a name outside quotes) is a load error.
+out, in the style of ``reconciler.spec.loader`` and with the same field readers
+(``spec.reader``). A metric's PromQL query is parsed into a ``QueryTemplate``
+(``spec.template``); a placeholder that no escaping can make safe (a name outside quotes)
+is a load error.
 This module never runs a query, never fetches a URL a document names, and never runs jq.
 """
 
@@ -20,8 +18,13 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.errors import Location
 from reconciler.spec.limits import Limits
+from reconciler.spec.reader import FieldReader, join
+from reconciler.spec.template import (
+    QueryTemplate,
+    TemplateError,
+    parse_query,
+)
 from reconciler.spec.yamldoc import (
-    DocumentReader,
     InvalidDocumentError,
     Problem,
     documents_of_kind,
@@ -33,10 +36,6 @@ API_VERSIONS = frozenset({"iter8.tools/v2alpha2", "reconciler/v1alpha1"})
 JQ_EXPRESSION = ".data.result[0].value[1] | tonumber"
 """The one jqExpression accepted: the first sample's value, as a number."""
 
-NAME, NAMESPACE, ELAPSED = "name", "namespace", "elapsedTime"
-RESERVED = frozenset({NAME, NAMESPACE, ELAPSED})
-"""Placeholders every query may use; a version's variables may add others."""
-
 _KIND_LINE = re.compile(rb"^kind:[ \t]*[\"']?Metric[\"']?[ \t]*(#.*)?$", re.MULTILINE)
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 _DNS_NAME = r"[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?"
@@ -44,8 +43,6 @@ METRIC_NAME = re.compile(rf"^{_DNS_NAME}$")
 NAMESPACE_NAME = re.compile(rf"^{_DNS_LABEL}$")
 METRIC_REF = re.compile(rf"^(?:(?P<namespace>{_DNS_LABEL})/)?(?P<name>{_DNS_NAME})$")
 """``namespace/name`` or ``name``: how experiments and ``sampleSize`` name a metric."""
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_IDENTIFIER_CHAR = re.compile(r"[A-Za-z0-9_]")
 _UNUSED_ITER8 = {
     "urlTemplate": "queries go to the Prometheus configured for the reconciler "
     "(--prometheus-url), never to a URL named in the Env repo",
@@ -63,160 +60,6 @@ class MetricType(StrEnum):
 
     COUNTER = "Counter"
     GAUGE = "Gauge"
-
-
-class Context(StrEnum):
-    """Where a placeholder sits in a PromQL query."""
-
-    CODE = "code"
-    """Bare PromQL, outside any string (``[${elapsedTime}]``, ``histogram_quantile($q, …)``)."""
-    DOUBLE = '"'
-    SINGLE = "'"
-    RAW = "`"
-    """A raw string: PromQL has no escapes inside backticks."""
-
-
-@dataclass(frozen=True)
-class Placeholder:
-    """A ``$name`` or ``${name}`` in a query, and the context it must be escaped for."""
-
-    name: str
-    context: Context
-    regex: bool = False
-    """Inside the string of a ``=~`` or ``!~`` matcher: the value is a regular expression."""
-    offset: int = 0
-    """Where it starts in the query text."""
-
-
-Segment = str | Placeholder
-
-
-@dataclass(frozen=True)
-class QueryTemplate:
-    """A parsed PromQL query: literal text and placeholders, in order."""
-
-    text: str
-    segments: tuple[Segment, ...]
-
-    @property
-    def placeholders(self) -> tuple[Placeholder, ...]:
-        """Every placeholder, in order of appearance."""
-        return tuple(s for s in self.segments if isinstance(s, Placeholder))
-
-    @property
-    def variables(self) -> frozenset[str]:
-        """Placeholders that must come from a version's ``variables``."""
-        return frozenset(p.name for p in self.placeholders if p.name not in RESERVED)
-
-
-class TemplateError(ValueError):
-    """A query that cannot be templated safely; ``offset`` points into the query text."""
-
-    def __init__(self, message: str, text: str, offset: int) -> None:
-        self.line = text.count("\n", 0, offset) + 1
-        self.column = offset - (text.rfind("\n", 0, offset) + 1) + 1
-        super().__init__(f"query line {self.line}, column {self.column}: {message}")
-        self.message = message
-        self.offset = offset
-
-
-def parse_query(text: str) -> QueryTemplate:
-    """Split a PromQL query into literal text and placeholders, recording each one's context.
-
-    Placeholders follow Python's ``string.Template`` (what Iter8 v2alpha2 used): ``$name``,
-    ``${name}``, and ``$$`` for a literal ``$``; a ``$`` that starts neither is literal.
-    Iter8 writes ``[${elapsedTime}s]``; we render ``${elapsedTime}`` as a duration
-    (``120s``), so a directly following ``s`` is taken as part of that placeholder.
-
-    Raises:
-        TemplateError: a placeholder outside quotes other than ``${elapsedTime}``'s kin
-            (names would change the query's structure), an unclosed ``${`` or string.
-    """
-    segments: list[Segment] = []
-    literal: list[str] = []
-    quote: str | None = None
-    regex = False
-    string_start = 0
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if quote is None and char == "#":
-            end = text.find("\n", i)
-            end = len(text) if end < 0 else end
-            literal.append(text[i:end])
-            i = end
-            continue
-        if quote is None and char in "\"'`":
-            quote, regex, string_start = char, _after_regex_operator(text, i), i
-            literal.append(char)
-            i += 1
-            continue
-        if quote is not None and char == quote:
-            quote, regex = None, False
-            literal.append(char)
-            i += 1
-            continue
-        if quote is not None and quote != "`" and char == "\\":
-            literal.append(text[i : i + 2])
-            i += 2
-            continue
-        if char != "$":
-            literal.append(char)
-            i += 1
-            continue
-        placeholder, end = _placeholder(text, i, Context(quote) if quote else Context.CODE, regex)
-        if placeholder is None:
-            literal.append("$")
-        else:
-            segments.append("".join(literal))
-            literal = []
-            segments.append(placeholder)
-        i = end
-    if quote is not None:
-        raise TemplateError(f"string opened with {quote} is never closed", text, string_start)
-    segments.append("".join(literal))
-    return QueryTemplate(text, tuple(s for s in segments if s != ""))
-
-
-def _after_regex_operator(text: str, quote_at: int) -> bool:
-    before = text[:quote_at].rstrip()
-    return before.endswith(("=~", "!~"))
-
-
-def _placeholder(
-    text: str, at: int, context: Context, regex: bool
-) -> tuple[Placeholder | None, int]:
-    """The placeholder starting at ``text[at] == "$"`` (None: literal text) and where it ends."""
-    nxt = text[at + 1 : at + 2]
-    if nxt == "$":
-        return None, at + 2  # "$$" is a literal "$"
-    if nxt == "{":
-        close = text.find("}", at + 2)
-        name = text[at + 2 : close] if close >= 0 else ""
-        if close < 0 or not IDENTIFIER.fullmatch(name):
-            raise TemplateError(
-                "'${' must be followed by a name and '}', like ${elapsedTime}", text, at
-            )
-        end = close + 1
-    else:
-        match = IDENTIFIER.match(text, at + 1)
-        if match is None:
-            return None, at + 1
-        name, end = match.group(), match.end()
-    if (
-        name == ELAPSED
-        and text[end : end + 1] == "s"
-        and not _IDENTIFIER_CHAR.match(text[end + 1 : end + 2])
-    ):
-        end += 1  # Iter8's "${elapsedTime}s": we already render the unit
-    if context is Context.CODE and name in {NAME, NAMESPACE}:
-        raise TemplateError(
-            f"'${name}' must be inside a quoted label value, like "
-            f'destination_workload="${name}": outside quotes a value could change the query',
-            text,
-            at,
-        )
-    return Placeholder(name, context, regex, at), end
 
 
 @dataclass(frozen=True)
@@ -295,28 +138,12 @@ def load_metrics(path: str, data: bytes, *, limits: Limits | None = None) -> Met
     return MetricLoadResult(tuple(metrics), tuple(problems))
 
 
-class _Reader(DocumentReader):
+class _Reader(FieldReader):
     """Reads one Metric document, recording problems with their locations."""
 
     def __init__(self, path: str, lines: list[str]) -> None:
         super().__init__(path)
         self.lines = lines
-
-    def _map(self, node: CommentedMap, key: str, where: str) -> CommentedMap:
-        value = node.get(key)
-        if not isinstance(value, CommentedMap):
-            if key in node:
-                raise self._error(self._at(node, key), f"'{where}' must be a mapping")
-            raise self._error(self._at(node), f"'{where}' is missing")
-        return value
-
-    def _str(self, node: CommentedMap, key: str, where: str) -> str | None:
-        value = node.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise self._error(self._at(node, key), f"'{where}' must be a non-empty string")
-        return str(value)
 
     def metric(self, doc: CommentedMap) -> MetricDefinition | None:
         try:
@@ -327,8 +154,8 @@ class _Reader(DocumentReader):
     def _metric(self, doc: CommentedMap) -> MetricDefinition:
         api_version = self._check_document(doc, API_VERSIONS)
         iter8 = api_version == "iter8.tools/v2alpha2"
-        metadata = self._map(doc, "metadata", "metadata")
-        name = self._str(metadata, "name", "metadata.name")
+        metadata = self._map(doc, "metadata", "", required=True)
+        name = self._str(metadata, "name", "metadata")
         if name is None:
             raise self._error(self._at(doc, "metadata"), "'metadata.name' is missing")
         if not METRIC_NAME.match(name):
@@ -337,27 +164,21 @@ class _Reader(DocumentReader):
                 f"'metadata.name' must be a Kubernetes name (lower-case letters, digits, '-' "
                 f"and '.'), not {excerpt(name)}",
             )
-        namespace = self._str(metadata, "namespace", "metadata.namespace")
+        namespace = self._str(metadata, "namespace", "metadata")
         if namespace is not None and not NAMESPACE_NAME.match(namespace):
             raise self._error(
                 self._at(metadata, "namespace"),
                 "'metadata.namespace' must be a Kubernetes namespace name, not "
                 f"{excerpt(namespace)}",
             )
-        spec = self._map(doc, "spec", "spec")
+        spec = self._map(doc, "spec", "", required=True)
         known = {"description", "type", "units", "sampleSize"}
         known |= (
             {"params", "provider", "jqExpression", "mock", *_UNUSED_ITER8} if iter8 else {"query"}
         )
-        for key in spec:
-            if key not in known:
-                self._warn(
-                    self._at(spec, key),
-                    f"unknown field 'spec.{key}' is ignored (known here: "
-                    f"{', '.join(sorted(known))})",
-                )
+        self._unknown(spec, "spec", known)
         metric_type = self._type(spec)
-        sample_size = self._str(spec, "sampleSize", "spec.sampleSize")
+        sample_size = self._str(spec, "sampleSize", "spec")
         if sample_size is not None and not METRIC_REF.match(sample_size):
             raise self._error(
                 self._at(spec, "sampleSize"),
@@ -370,15 +191,15 @@ class _Reader(DocumentReader):
             mock = self._mock(spec)
             query, location = (None, self._at(spec, "mock")) if mock else self._params(spec)
         else:
-            query, location = self._query(spec, "query", "spec.query")
+            query, location = self._query(spec, "query", "spec")
         return MetricDefinition(
             name=name,
             namespace=namespace,
             query=query,
             metric_type=metric_type,
             sample_size=sample_size,
-            units=self._str(spec, "units", "spec.units"),
-            description=self._str(spec, "description", "spec.description"),
+            units=self._str(spec, "units", "spec"),
+            description=self._str(spec, "description", "spec"),
             mock=mock,
             api_version=api_version,
             path=self.path,
@@ -386,16 +207,10 @@ class _Reader(DocumentReader):
         )
 
     def _type(self, spec: CommentedMap) -> MetricType:
-        text = self._str(spec, "type", "spec.type") or MetricType.GAUGE.value
-        try:
-            return MetricType(text)
-        except ValueError:
-            raise self._error(
-                self._at(spec, "type"), f"'spec.type' must be Counter or Gauge, not {excerpt(text)}"
-            ) from None
+        return self._enum(spec, "type", "spec", MetricType, MetricType.GAUGE)
 
     def _iter8_fields(self, spec: CommentedMap) -> None:
-        provider = self._str(spec, "provider", "spec.provider")
+        provider = self._str(spec, "provider", "spec")
         if provider is not None and provider.lower() != "prometheus":
             raise self._error(
                 self._at(spec, "provider"),
@@ -425,7 +240,7 @@ class _Reader(DocumentReader):
             at = f"spec.mock[{index}]"
             if not isinstance(item, CommentedMap):
                 raise self._error(self._at(node, index), f"'{at}' must be a mapping")
-            version = self._str(item, "name", f"{at}.name")
+            version = self._str(item, "name", at)
             number = finite_number(item.get("level"))
             if version is None or number is None:
                 raise self._error(
@@ -452,9 +267,9 @@ class _Reader(DocumentReader):
             at = f"spec.params[{index}]"
             if not isinstance(item, CommentedMap):
                 raise self._error(self._at(params, index), f"'{at}' must be a mapping")
-            param = self._str(item, "name", f"{at}.name")
+            param = self._str(item, "name", at)
             if param == "query":
-                found = self._query(item, "value", f"{at}.value")
+                found = self._query(item, "value", at)
             else:
                 self._warn(
                     self._at(params, index),
@@ -466,6 +281,7 @@ class _Reader(DocumentReader):
 
     def _query(self, node: CommentedMap, key: str, where: str) -> tuple[QueryTemplate, Location]:
         text = self._str(node, key, where)
+        where = join(where, key)
         if text is None:
             raise self._error(self._at(node), f"'{where}' is missing")
         at = self._at(node, key)

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from reconciler.spec.metric import (
-    JQ_EXPRESSION,
-    Context,
-    MetricType,
-    load_metrics,
-    looks_like_metric,
-)
+from reconciler.spec.metric import JQ_EXPRESSION, MetricType, load_metrics, looks_like_metric
+from reconciler.spec.template import Context
 
 ITER8 = b"""\
 apiVersion: v1
@@ -154,7 +149,7 @@ def test_iter8_mock_metrics_load_with_a_warning_that_they_are_constants() -> Non
 
 def test_bad_type_bad_sample_size_and_missing_query_are_errors() -> None:
     cases = {
-        "  type: Histogram\n  params: []\n": "'spec.type' must be Counter or Gauge",
+        "  type: Histogram\n  params: []\n": "'spec.type' must be one of Counter, Gauge, not",
         "  sampleSize: A/B/C\n  params: []\n": "'spec.sampleSize' must name a metric",
         "  params:\n  - name: other\n    value: x\n": "has no 'query' param",
     }

@@ -23,7 +23,7 @@ from reconciler.metrics.promql import (
     escape_string,
     render,
 )
-from reconciler.spec.metric import Context, TemplateError, parse_query
+from reconciler.spec.template import Context, TemplateError, parse_query
 
 INJECTION = 'a"}or vector(1)#'
 NASTY = st.text(alphabet=st.sampled_from(list("\"'`\\\n\r\t{}()[]#$=~!,;.*+?|^ ax\x00\x7f\u2028é")))

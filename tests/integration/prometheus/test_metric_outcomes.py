@@ -27,8 +27,8 @@ from reconciler.metrics.prometheus import (
 )
 from reconciler.metrics.promql import Bindings, render
 from reconciler.ports import MetricValue
-from reconciler.spec.metric import parse_query
 from reconciler.spec.model import Objective
+from reconciler.spec.template import parse_query
 from tests.fixtures.net import free_port
 from tests.fixtures.prometheus import (
     HOSTILE,

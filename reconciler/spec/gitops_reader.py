@@ -1,0 +1,159 @@
+"""Reading ``spec.gitops`` of an Experiment: the edits of its promotion, rollback and cleanup.
+
+Every path is joined to the experiment file's directory and checked here, at validate time,
+as the promotion checks it before it writes main's tree. A mixin of the Experiment reader
+(``spec.loader``), on the shared field readers (``spec.reader``).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from reconciler.spec import fieldpath
+from reconciler.spec.model import (
+    CopyEdit,
+    DeleteEdit,
+    DeploymentPattern,
+    Edit,
+    Experiment,
+    GitOps,
+    Replacement,
+    SetEdit,
+)
+from reconciler.spec.reader import FieldReader
+from reconciler.spec.repopath import split_path
+from reconciler.spec.yamldoc import excerpt
+
+__all__ = ["GitOpsReader"]
+
+
+class GitOpsReader(FieldReader):
+    """Reads an Experiment's ``spec.gitops``."""
+
+    repo_path: str
+    """The experiment file's path in the repository (its edits' paths are relative to it)."""
+
+    def _gitops(self, spec: CommentedMap) -> GitOps:
+        where = "spec.gitops"
+        node = self._map(spec, "gitops", "spec", required=False)
+        self._unknown(node, where, {"promote", "rollback", "cleanup"})
+        return GitOps(
+            promote=self._edits(node, "promote", where),
+            rollback=self._edits(node, "rollback", where),
+            cleanup=tuple(self._paths(node, "cleanup", where)),
+        )
+
+    def _edits(self, node: CommentedMap, key: str, where: str) -> tuple[Edit, ...]:
+        def edit(item: CommentedMap, at: str) -> Edit:
+            if set(item) == {"copy"}:
+                body = self._map(item, "copy", at, required=True)
+                self._unknown(body, f"{at}.copy", {"from", "to", "replace"})
+                source = self._repo_path(body, "from", f"{at}.copy")
+                destination = self._repo_path(body, "to", f"{at}.copy")
+                replacements = []
+                for index, rep in enumerate(self._seq(body, "replace", f"{at}.copy")):
+                    rat = f"{at}.copy.replace[{index}]"
+                    if not isinstance(rep, CommentedMap):
+                        raise self._error(self._at(body, "replace"), f"'{rat}' must be a mapping")
+                    self._unknown(rep, rat, {"old", "new"})
+                    old = self._req(rep, "old", rat)
+                    new = rep.get("new")
+                    if not isinstance(new, str):
+                        raise self._error(self._at(rep), f"'{rat}.new' must be a string")
+                    replacements.append(Replacement(old=old, new=new))
+                return CopyEdit(source, destination, tuple(replacements))
+            if set(item) == {"delete"}:
+                return DeleteEdit(tuple(self._paths(item, "delete", at)))
+            if set(item) == {"set"}:
+                return self._set_edit(self._map(item, "set", at, required=True), f"{at}.set")
+            raise self._error(
+                self._at(item),
+                f"'{at}' must have exactly one of 'copy' (with 'from', 'to' and optional "
+                f"'replace'), 'set' (with 'file', 'path' and 'value') or 'delete' (a list "
+                f"of paths), got {', '.join(excerpt(k) for k in list(item)[:5])}",
+            )
+
+        return tuple(self._each_map(self._seq(node, key, where), f"{where}.{key}", edit))
+
+    def _set_edit(self, body: CommentedMap, at: str) -> SetEdit:
+        self._unknown(body, at, {"file", "path", "value", "document"})
+        file = self._repo_path(body, "file", at)
+        path = self._req(body, "path", at)
+        try:
+            fieldpath.parse(path)
+        except fieldpath.FieldPathError as exc:
+            raise self._error(self._at(body, "path"), str(exc)) from None
+        value = body.get("value")
+        if value is None or isinstance(value, (CommentedMap, CommentedSeq)):
+            raise self._error(
+                self._parent(body), f"'{at}.value' must be a scalar such as \"1.2.3\""
+            )
+        document = self._int(body, "document", at, 0, low=0, high=1000)
+        return SetEdit(file=file, path=path, value=str(value), document=document)
+
+    def _paths(self, node: CommentedMap, key: str, where: str) -> list[str]:
+        seq = self._seq(node, key, where)
+        return [self._normalise(seq, i, f"{where}.{key}[{i}]") for i in range(len(seq))]
+
+    def _repo_path(self, node: CommentedMap, key: str, where: str) -> str:
+        self._req(node, key, where)
+        return self._normalise(node, key, f"{where}.{key}")
+
+    def _normalise(self, node: CommentedMap | CommentedSeq, key: Any, at: str) -> str:  # noqa: ANN401
+        raw = node[key]
+        if not isinstance(raw, str) or not raw:
+            raise self._error(self._at(node, key), f"'{at}' must be a path")
+        if raw.startswith("/"):
+            raise self._error(
+                self._at(node, key),
+                f"'{at}' is absolute ({excerpt(raw)}); write it relative to the experiment file's "
+                "directory",
+            )
+        joined = posixpath.normpath(posixpath.join(posixpath.dirname(self.repo_path), raw))
+        if joined == ".." or joined.startswith("../") or joined == ".":
+            raise self._error(
+                self._at(node, key), f"'{at}' ({excerpt(raw)}) points outside the repository"
+            )
+        if self.repo_path.startswith(joined + "/"):
+            raise self._error(
+                self._at(node, key),
+                f"'{at}' ({excerpt(raw)}) names the directory {excerpt(joined)}; name a file",
+            )
+        try:
+            # What the promotion checks before it writes main's tree (an absolute path is a
+            # file read outside a repository, by validate or a test).
+            split_path(joined.removeprefix("/"))
+        except ValueError:
+            raise self._error(
+                self._at(node, key),
+                f"'{at}' ({excerpt(raw)}) is not a path a promotion may write: no '.git', no "
+                "empty, '.' or '..' parts left after joining, no backslash, no NUL",
+            ) from None
+        return joined
+
+    def _check_blue_green_deletes(self, experiment: Experiment, spec: CommentedMap) -> None:
+        """Warn when a blue/green promotion deletes files: maybe the winner's own manifests.
+
+        A blue/green winner serves all traffic until the GitOps operator has applied the
+        promotion (then traffic returns to the baseline, which runs the winner's version
+        by then); deleting its manifests in that same commit lets the operator remove it
+        while it serves.
+        """
+        if experiment.deployment_pattern is not DeploymentPattern.BLUE_GREEN:
+            return
+        deleted = [*experiment.gitops.cleanup]
+        for edit in experiment.gitops.promote:
+            if isinstance(edit, DeleteEdit):
+                deleted.extend(edit.paths)
+        if not deleted:
+            return
+        self._warn(
+            self.locations.get("spec.gitops", self._at(spec)),
+            f"BlueGreen: the promotion deletes {', '.join(deleted)}; with Argo CD or Flux "
+            "configured, the winner serves all traffic until the operator has applied that "
+            "commit, so if these are the winner's manifests the operator removes it while "
+            "it serves. Delete them in a later commit (once the experiment is archived)",
+        )
