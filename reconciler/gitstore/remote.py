@@ -38,6 +38,7 @@ from reconciler.gitstore.credentials import (
     url_scheme,
 )
 from reconciler.gitstore.known_hosts import KEY_TYPE_OF_ALGORITHM
+from reconciler.gitstore.names import held
 from reconciler.gitstore.probe import ssh_host_key_algorithms, tls_refusal
 from reconciler.gitstore.sockets import server_address, set_nodelay
 from reconciler.gitstore.trust import SSHTarget, libgit2_settings
@@ -124,6 +125,9 @@ class Remote:
         address = server_address(url)
         self._on_connect = functools.partial(set_nodelay, *address) if address else None
         """Sets TCP_NODELAY on libgit2's connection to the server (``sockets``)."""
+        self._incoming = held(f"refs/reconciler/incoming/{uuid.uuid4().hex}")
+        """Where a push to a local repository lands before its compare-and-swap (one name
+        per process: pushes are one at a time, and each name looked up is kept, ``names``)."""
 
     @retry(
         stop=stop_after_attempt(_FETCH_ATTEMPTS),
@@ -175,7 +179,7 @@ class Remote:
                     "(make the Env repo bare: git clone --bare)",
                     ref=branch,
                 )
-            incoming = f"refs/reconciler/incoming/{uuid.uuid4().hex}"
+            incoming = self._incoming
             self._push_refspec(f"{ref}:{incoming}", branch)
             try:
                 _swap_local_ref(remote, ref, new_tip, old_tip, branch)
@@ -305,7 +309,7 @@ def _swap_local_ref(
     remote: pygit2.Repository, ref: str, new_tip: str, old_tip: str | None, branch: str
 ) -> None:
     """Move ``ref`` in a local repository from ``old_tip`` to ``new_tip``, atomically."""
-    current = remote.references.get(ref)
+    current = remote.references.get(held(ref))
     current_id = str(current.resolve().target) if current is not None else None
     if current_id != old_tip:
         raise PushRejectedError(f"remote is at {current_id}, expected {old_tip}", ref=branch)

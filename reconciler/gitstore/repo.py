@@ -35,6 +35,7 @@ from reconciler.gitstore.credentials import (
     split_login,
     url_scheme,
 )
+from reconciler.gitstore.names import held
 from reconciler.gitstore.remote import REMOTE, SCHEMES, Remote, tracking_ref
 from reconciler.gitstore.staging import Staging
 from reconciler.gitstore.trailers import parse_trailers
@@ -189,7 +190,7 @@ class GitEnvStore:
 
     def tip(self, branch: str) -> str | None:
         """``branch``'s tip on the remote as last fetched or pushed (None: absent)."""
-        ref = self._repo.references.get(tracking_ref(branch))
+        ref = self._repo.references.get(held(tracking_ref(branch)))
         if ref is None:
             return None
         return str(ref.resolve().target)
@@ -236,7 +237,7 @@ class GitEnvStore:
         if not path:
             return tree
         try:
-            return tree[path]
+            return tree[held(path)]
         except KeyError:
             return None
 

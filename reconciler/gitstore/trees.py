@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeAlias
 import pygit2
 from pygit2.enums import FileMode, ObjectType
 
+from reconciler.gitstore.names import held
 from reconciler.spec.repopath import split_path
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ def _write(
 ) -> pygit2.Oid | None:
     """Write ``tree`` with ``node``'s changes applied; None when the result is empty."""
     builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
-    for name, change in node.items():
+    for given, change in node.items():
+        name = held(given)
         path = f"{prefix}{name}"
         existing = tree[name] if tree is not None and name in tree else None
         if isinstance(change, dict):
