@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from reconciler.controller.outcomes import push_outcomes
+from reconciler.controller.outcomes import find_outcome, push_outcomes
 from reconciler.demo import scenario
 from reconciler.engine import experiment
 from reconciler.engine.state import ExperimentState, Phase
 from reconciler.gitstore.admin import init_bare_repository
 from reconciler.gitstore.repo import GitEnvStore
-from reconciler.ports import CommitSpec
+from reconciler.ports import CommitInfo, CommitSpec, EnvStore
 from reconciler.spec.loader import load_experiments
 from reconciler.spec.model import DeleteEdit, GitOps
 from reconciler.testing import constant
@@ -110,3 +112,46 @@ def test_an_outcome_is_found_again_when_runs_decided_at_different_points_of_main
     assert both.commits[first.id] == landed.commits[first.id]
     assert len(both.result.commits) == 1
     assert both.result.attempts == 1
+
+
+class _Walks:
+    """The store, with every walk it was asked for noted: (tip, hide)."""
+
+    def __init__(self, store: GitEnvStore) -> None:
+        self._store = store
+        self.walks: list[tuple[str, str | None]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def log(self, tip: str, *, hide: str | None = None) -> Iterator[CommitInfo]:
+        self.walks.append((tip, hide))
+        return self._store.log(tip, hide=hide)
+
+
+def test_the_search_for_an_outcome_spans_what_main_gained_since_the_decision_only(
+    store: GitEnvStore, tmp_path: Path
+) -> None:
+    # The worst phase of a tick (architecture.md): libgit2 sorts every commit a walk can
+    # reach before it yields one, so a walk from main's tip costs main's whole history
+    # unless the commits before the decision are hidden.
+    ci = GitEnvStore.open(store.url, tmp_path / "ci2.git", author=AUTHOR)
+    ci.fetch()
+    for i in range(300):
+        ci.update_branch("main", constant([CommitSpec(f"ci {i}", {"ci.log": f"{i}\n".encode()})]))
+    decided_on = store.fetch().main
+    assert decided_on is not None
+    run = deciding("a", SPEC.gitops, decided_on, winner="productpage-v2")
+    for i in range(5):
+        ci.update_branch("main", constant([CommitSpec(f"more {i}", {"ci.log": b"more\n"})]))
+    tip = store.fetch().main
+    assert tip is not None
+    walks = _Walks(store)
+
+    assert find_outcome(cast("EnvStore", walks), tip, run) is None
+
+    history = int(git(store.url, "rev-list", "--count", tip))
+    assert history > 300
+    for walk_tip, hide in walks.walks:
+        span = [walk_tip, f"^{hide}"] if hide else [walk_tip]
+        assert int(git(store.url, "rev-list", "--count", *span)) <= 6
