@@ -566,17 +566,52 @@ def _freeze(value: Any) -> Any:  # noqa: ANN401
     return tuple(value) if isinstance(value, list) else value
 
 
+RESTART_ONLY = (
+    "repo",
+    "leader_election",
+    "lease_duration",
+    "renew_deadline",
+    "retry_period",
+    "namespace",
+    "listen",
+    "http_read_timeout",
+    "http_max_connections",
+    "webhook_secret_file",
+)
+"""Settings a running process cannot change: the Leases, the watch on a local repo and the
+HTTP server are made from them once. A reload that changes one is refused as a whole."""
+
+
+def restart_needed(old: Settings, new: Settings) -> list[str]:
+    """The ``RESTART_ONLY`` settings that differ between ``old`` and ``new`` (flag / file key)."""
+    return [describe(name) for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
+
+
+def lease_timing_problem(
+    retry_period: float, renew_deadline: float, lease_duration: float
+) -> str | None:
+    """Why these leader-election timings are unsafe (None: they are safe).
+
+    A replica that cannot renew must stop acting (``renew_deadline``) before its Lease can
+    be taken over (``lease_duration``), and try more often than that (``retry_period``).
+    """
+    if 0 < retry_period < renew_deadline < lease_duration:
+        return None
+    return (
+        "leader election needs 0 < retry_period < renew_deadline < lease_duration, so a "
+        "replica that cannot renew stops acting before its Lease can be taken over (got "
+        f"{retry_period:g}, {renew_deadline:g}, {lease_duration:g})"
+    )
+
+
 def _check(settings: Settings) -> None:
+    lease = lease_timing_problem(
+        settings.retry_period, settings.renew_deadline, settings.lease_duration
+    )
     checks: list[tuple[bool, str]] = [
         (settings.interval > 0, "interval must be above 0 seconds"),
         (settings.prometheus_timeout > 0, "prometheus_timeout must be above 0 seconds"),
-        (
-            settings.retry_period < settings.renew_deadline < settings.lease_duration,
-            (
-                "leader election needs retry_period < renew_deadline < lease_duration, so a "
-                "replica that cannot renew stops acting before its Lease can be taken over"
-            ),
-        ),
+        (lease is None, lease or ""),
         (
             settings.log_level in {"debug", "info", "warning", "error"},
             "log_level must be debug, info, warning or error",

@@ -38,7 +38,7 @@ from reconciler.cluster.handoff import GitOpsHandoff, RepoHandoff, target_from_s
 from reconciler.cluster.kube import KubeCluster
 from reconciler.cluster.lease import LeaseSettings, RepoLeases
 from reconciler.cluster.scope import weight_policy
-from reconciler.config import ConfigError, Settings, build
+from reconciler.config import ConfigError, Settings, build, restart_needed
 from reconciler.controller.isolation import describe
 from reconciler.controller.loop import Reconciler, TickReport
 from reconciler.engine.state import Phase
@@ -413,6 +413,13 @@ class Runner:
             settings = self.sources.settings()
             if settings == self.settings:
                 return
+            fixed = restart_needed(self.settings, settings)
+            if fixed:
+                raise ConfigError(
+                    f"{', '.join(fixed)} changed: that takes a restart (the Leases, the HTTP "
+                    "server and the repo's watch are made once); nothing of this change is "
+                    "applied, restart the process to apply it"
+                )
             wiring = Wiring(settings, self.telemetry, self.clock, self._holds)
         except ReconcilerError as exc:
             self.config_rejected += 1

@@ -39,6 +39,7 @@ import structlog
 from reconciler.cluster.client import Kube, RetryPolicy
 from reconciler.cluster.errors import ClusterError, ConflictError
 from reconciler.cluster.resources import ObjectRef
+from reconciler.config import lease_timing_problem
 
 log = structlog.get_logger(__name__)
 
@@ -66,11 +67,9 @@ class LeaseSettings:
     name_prefix: str = "gitops-reconciler"
 
     def __post_init__(self) -> None:
-        if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
-            raise ValueError(
-                "leader election needs 0 < retry_period < renew_deadline < lease_duration "
-                f"(got {self.retry_period}, {self.renew_deadline}, {self.lease_duration})"
-            )
+        problem = lease_timing_problem(self.retry_period, self.renew_deadline, self.lease_duration)
+        if problem is not None:
+            raise ValueError(problem)
 
     @property
     def duration_seconds(self) -> int:

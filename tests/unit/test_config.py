@@ -2,7 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.config import FIELDS, ConfigError, Settings, build
+from reconciler.cluster.lease import LeaseSettings
+from reconciler.config import (
+    FIELDS,
+    ConfigError,
+    Settings,
+    build,
+    lease_timing_problem,
+    restart_needed,
+)
 
 
 def test_flags_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:
@@ -71,3 +79,27 @@ def test_every_setting_has_a_field_and_the_other_way_round() -> None:
     declared = {f.name for f in FIELDS}
     assert declared == set(Settings.__dataclass_fields__)
     assert all(f.env.startswith("RECONCILER_") for f in FIELDS)
+
+
+def test_a_reload_names_the_settings_that_take_a_restart_and_only_those() -> None:
+    running = build(flags={"repo": "/env", "interval": "30"}, environ={})
+    assert restart_needed(running, build(flags={"repo": "/env", "interval": "5"}, environ={})) == []
+    changed = build(
+        flags={"repo": "/other", "listen": "127.0.0.1:9000", "lease_duration": "30"}, environ={}
+    )
+    assert restart_needed(running, changed) == [
+        "--repo / repo",
+        "--lease-duration / leaderElection.leaseDuration",
+        "--listen / listen",
+    ]
+
+
+def test_lease_timings_are_checked_alike_by_the_settings_and_the_leases() -> None:
+    problem = lease_timing_problem(2, 10, 8)
+    assert problem is not None
+    with pytest.raises(ConfigError) as from_settings:
+        build(flags={"repo": "/env", "lease_duration": "8"}, environ={})
+    with pytest.raises(ValueError, match="leader election needs") as from_leases:
+        LeaseSettings(lease_duration=8)
+    assert str(from_settings.value) == str(from_leases.value) == problem
+    assert lease_timing_problem(2, 10, 15) is None

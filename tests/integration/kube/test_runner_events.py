@@ -150,6 +150,26 @@ def test_a_changed_config_file_is_applied_and_an_invalid_one_is_kept_out(
     wait_for(lambda: runner.settings.interval == 1800, "the new config to be applied")
 
 
+def test_a_reload_that_names_another_repo_is_refused_whole_and_the_process_stays_on_its_own(
+    running: tuple[Runner, Path], env: Path, kube_server: KubeServer, tmp_path: Path
+) -> None:
+    # The Leases, the HTTP server and the watch on a local repo are made once: a reload
+    # that changes what they are made from is refused, not half applied.
+    runner, config = running
+    wait_for(lambda: runner.health.last_ok is not None, "the first tick")
+    other = init_bare_repository(tmp_path / "other.git")
+    text = settings_text(env, kube_server, interval=1800).replace(f"repo: {env}", f"repo: {other}")
+    logs = structlog.testing.LogCapture()
+    structlog.configure(processors=[logs])
+    config.write_text(text)
+    wait_for(lambda: runner.config_rejected >= 1, "the reload to be refused")
+    assert (runner.settings.repo, runner.settings.interval) == (str(env), 3600)
+    assert runner.repo == str(env)
+    (refused,) = [e for e in logs.entries if e["event"] == "config_rejected"]
+    assert "--repo / repo changed: that takes a restart" in refused["error"]
+    tick_and_wait(runner)  # and it goes on ticking the repo it serves
+
+
 def test_reading_the_config_file_a_hundred_times_reloads_nothing_and_ticks_no_more(
     running: tuple[Runner, Path],
 ) -> None:
