@@ -279,7 +279,8 @@ FIELDS: tuple[Field, ...] = (
         ("failpoints",),
         "list",
         "Step boundaries where the process exits hard (crash tests only): after-fetch, "
-        "after-state-push, after-weights, after-main-push, after-outcome-record.",
+        "after-state-push, after-weights, after-main-push, after-outcome-record, "
+        "after-cleanup-push.",
     ),
     Field(
         "log_json",

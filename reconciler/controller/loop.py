@@ -29,7 +29,7 @@ from reconciler.controller.traffic import Traffic
 from reconciler.engine import experiment, planner
 from reconciler.engine.experiment import PushOutcome, SetWeights, Transition
 from reconciler.engine.planner import Candidate
-from reconciler.engine.state import ExperimentState, as_recorded, experiment_id, from_json
+from reconciler.engine.state import DUE, ExperimentState, as_recorded, experiment_id, from_json
 from reconciler.gitstore.state_branch import archive_path, with_readme
 from reconciler.ports import Cluster, CommitSpec, EnvStore, EventSink, GitOpsOperator, MetricsSource
 from reconciler.spec.limits import Limits
@@ -66,7 +66,8 @@ class Reconciler:
 
         ``failpoint`` is called with the name of each step boundary the tick crosses
         (``after-fetch``, ``after-state-push``, ``after-weights``, ``after-main-push``,
-        ``after-outcome-record``); the crash tests make it exit the process there.
+        ``after-outcome-record``, ``after-cleanup-push``); the crash tests make it exit the
+        process there.
         ``metrics`` is given the Metric documents on main whenever they change, before
         any metric is observed. With an ``operator`` (Argo CD or Flux), an outcome
         commit is handed to it and the experiment waits, up to ``sync_timeout`` seconds,
@@ -203,15 +204,22 @@ class Reconciler:
         latest.update((t.state.key, t.state) for t, _ in report.recorded)
         now = self._clock()
         settled: list[Transition] = []
-        commits: list[CommitSpec] = []
+        cleanups: list[ExperimentState] = []
         for key, state in sorted(latest.items()):
             if not (state.settling and self._traffic.converged(key)):
                 continue
-            with self._faults.boundary(key, "archiving it"):
-                transition = experiment.traffic_settled(state, now, why="traffic on the baseline")
-                encoded = records.state_commit(transition)
-                settled.append(transition)
-                commits.append(encoded)
+            if state.cleanup == DUE:  # the baseline serves again: now the cleanup commit
+                cleanups.append(state)
+                continue
+            settled.append(experiment.traffic_settled(state, now, why="traffic on the baseline"))
+        settled.extend(self._finisher.cleanups(cleanups, report, now))
+        commits: list[CommitSpec] = []
+        encoded: list[Transition] = []
+        for transition in settled:
+            with self._faults.boundary(transition.state.key, "archiving it"):
+                commits.append(records.state_commit(transition))
+                encoded.append(transition)
+        settled = encoded
         if not settled:
             return
         self._guard("archive finished experiments")

@@ -78,7 +78,11 @@ class Observer:
 
     def _observe_one(self, state: ExperimentState, now: float) -> Seen | None:
         if state.phase.final and state.sync == "waiting":
-            return Seen(synced=self._poll_sync(state))
+            synced = self._poll_sync(state)
+            if not experiment.holds_traffic(state):
+                return Seen(synced=synced)
+            pending = self._not_ready(state)  # the baseline rolling out the winner's version
+            return Seen(synced=synced, waiting=pending, ready=pending is None)
         if not self._traffic.converged(state.key) or self._traffic.episode(state) is not None:
             return None
         if not experiment.is_due(state, now):

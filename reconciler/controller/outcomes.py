@@ -121,6 +121,74 @@ def outcomes_plan(
     return plan
 
 
+@dataclass
+class CleanupPush:
+    """What one push of due cleanups did."""
+
+    result: UpdateResult
+    commits: dict[str, str | None] = field(default_factory=dict)
+    """Run id to its cleanup commit on main (pushed now or found there; None: nothing was
+    left to remove)."""
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def push_cleanups(store: EnvStore, due: Sequence[ExperimentState]) -> CleanupPush:
+    """Push the cleanup commit of every due blue/green promotion, one each, in one push.
+
+    Exactly once: main is searched first (back to each run's outcome commit) for a commit
+    carrying its ``Rollout-Id`` and ``Rollout-Cleanup``; files already gone are left out,
+    and a run with nothing left to remove gets no commit.
+
+    Raises:
+        ReconcilerError: the push did not land; every cleanup stays due.
+    """
+    found: dict[str, str | None] = {}
+    failed: dict[str, str] = {}
+    planned: list[str] = []
+
+    def plan(tip: str | None) -> list[CommitSpec]:
+        found.clear()
+        failed.clear()
+        planned.clear()
+        if tip is None:
+            return []
+        specs: list[CommitSpec] = []
+        for state in due:
+            try:
+                hit = _cleanup_on(store, tip, state)
+                if hit is not None:
+                    found[state.id] = hit
+                    continue
+                files = {p: store.read_file(tip, p) for p in state.spec.blue_green_cleanup}
+                changes = edits.cleanup_changes(state.spec, files)
+                if not changes:
+                    found[state.id] = None
+                    continue
+                commit = records.cleanup_commit(state, changes)
+            except REPO_WIDE:
+                raise
+            except Exception as exc:  # invariant 9: this cleanup's fault alone
+                failed[state.id] = describe(exc)
+                log.error("cleanup_bug", experiment=state.id, error=describe(exc), exc_info=exc)
+                continue
+            specs.append(commit)
+            planned.append(state.id)
+        return specs
+
+    result = store.update_branch(store.main_branch, plan, fresh=True)
+    pushed = CleanupPush(result, dict(found), dict(failed))
+    pushed.commits.update(zip(planned, result.commits, strict=True))
+    return pushed
+
+
+def _cleanup_on(store: EnvStore, tip: str, state: ExperimentState) -> str | None:
+    """The run's cleanup commit on main at ``tip``, searched back to its outcome commit."""
+    for commit in store.log(tip, hide=state.outcome_commit):
+        if commit.trailer(records.ID) == state.id and commit.trailer(records.CLEANUP):
+            return commit.id
+    return None
+
+
 class _Search:
     """The outcome commits of some runs on main, found by ``Rollout-Id``, incrementally.
 
@@ -284,6 +352,46 @@ class Finisher:
             if any(isinstance(a, SetWeights) for a in transition.actions):
                 with self._faults.boundary(transition.state.key, "setting weights"):
                     self._traffic.set(transition.state)
+
+    def cleanups(
+        self, due: list[ExperimentState], report: TickReport, now: float
+    ) -> list[Transition]:
+        """Push the due blue/green cleanups (one commit each, one push); their transitions.
+
+        Each returned transition records its cleanup and archives the document; one whose
+        cleanup did not land is left due, with its error in the report.
+        """
+        if not due:
+            return []
+        self._guard("push cleanups to main")
+        try:
+            pushed = push_cleanups(self._store, due)
+        except ReconcilerError as exc:
+            for state in due:
+                _cleanup_failed(state, str(exc), report)
+            return []
+        if pushed.result.commits:
+            report.pushes.append((self._store.main_branch, pushed.result.attempts))
+            self._failpoint("after-cleanup-push")
+        out: list[Transition] = []
+        for state in due:
+            if state.id not in pushed.commits:
+                _cleanup_failed(state, pushed.failed.get(state.id, "main is missing"), report)
+                continue
+            commit = pushed.commits[state.id]
+            log.info("cleanup_on_main", experiment=state.id, commit=commit)
+            if commit is not None and self._operator is not None:
+                try:
+                    self._operator.request_sync(commit)
+                except ReconcilerError as exc:
+                    log.warning("gitops_refresh_failed", experiment=state.id, error=str(exc))
+            out.append(experiment.cleaned(state, commit, now))
+        return out
+
+
+def _cleanup_failed(state: ExperimentState, why: str, report: TickReport) -> None:
+    report.errors.append(f"{state.id}: cleanup not pushed: {why}")
+    log.error("cleanup_failed", experiment=state.id, error=why, retried="next tick")
 
 
 def _not_pushed(state: ExperimentState, why: str, report: TickReport) -> None:

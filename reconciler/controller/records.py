@@ -35,6 +35,8 @@ SKIPPED = "Rollout-Skipped"
 OBSERVED = "Rollout-Observed"
 """The weights the cluster carried instead, on a commit that records a skip or a hold."""
 HELD = "Rollout-Held"
+CLEANUP = "Rollout-Cleanup"
+"""On a blue/green promotion's cleanup commit on main: the outcome commit it follows."""
 
 
 def state_commit(transition: Transition) -> CommitSpec:
@@ -133,3 +135,16 @@ def outcome_commit(
     if state_commit_id:
         trailers.append((STATE, state_commit_id))
     return CommitSpec(format_message(subject, trailers, body=state.reason), dict(changes))
+
+
+def cleanup_commit(state: ExperimentState, changes: Mapping[str, bytes | None]) -> CommitSpec:
+    """The one commit on main that removes a blue/green winner's former manifests."""
+    short = state.spec.target.rsplit("/", 1)[-1]
+    subject = f"{short}: clean up after promoting {state.winner} ({state.spec.key})"
+    body = (
+        "The baseline runs the promoted version and serves again: the files the promotion "
+        "kept while the winner served are removed."
+    )
+    outcome = state.outcome_commit or "unknown"
+    trailers = [(ID, state.id), (EXPERIMENT, state.key), (CLEANUP, outcome)]
+    return CommitSpec(format_message(subject, trailers, body=body), dict(changes))

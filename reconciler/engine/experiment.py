@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from reconciler.engine import traffic, verdicts, weights
 from reconciler.engine.analysis import FAIL, NO_DATA, PASS, Judgement
 from reconciler.engine.state import (
+    DUE,
     HISTORY_LIMIT,
     SKIPPED_LIMIT,
     ExperimentState,
@@ -238,13 +239,18 @@ def outcome_landed(
     phase = Phase.PROMOTED if state.phase is Phase.PROMOTING else Phase.ROLLED_BACK
     word = f"{state.winner} promoted" if phase is Phase.PROMOTED else "rolled back"
     summary = f"{_short(state.spec)}: {word} in {commit[:12]}"
-    if await_sync:
+    landed = replace(state, phase=phase, outcome_commit=commit, updated_at=now)
+    if holds_traffic(landed):
+        # Blue/green: the winner serves until the baseline runs its version (sync_settled,
+        # once the operator applied the outcome, or syncTimeout passed, and the readiness
+        # objects are ready); its manifests go in a cleanup commit after that.
+        cleanup = DUE if state.spec.blue_green_cleanup else None
         waiting = _confirm(
-            replace(state, phase=phase, outcome_commit=commit, updated_at=now, sync="waiting"),
-            state,
-            now,
-            confirmed=confirmed,
+            replace(landed, sync="waiting", cleanup=cleanup), state, now, confirmed=confirmed
         )
+        return Transition(waiting, (), f"{summary}, serving until the baseline runs it")
+    if await_sync:
+        waiting = _confirm(replace(landed, sync="waiting"), state, now, confirmed=confirmed)
         return Transition(waiting, (), f"{summary}, waiting for the GitOps operator")
     final = weights.baseline_only(state.spec) if shifts_traffic(state.spec) else ()
     actions: tuple[Action, ...] = (SetWeights(final),) if final != state.weights else ()
@@ -277,6 +283,37 @@ def sync_settled(
         confirmed=confirmed,
     )
     return Transition(new_state, actions, f"{_short(state.spec)}: {reason}")
+
+
+def holds_traffic(state: ExperimentState) -> bool:
+    """A blue/green winner whose promotion landed, still serving the traffic of its decision.
+
+    The traffic returns to the baseline only once the baseline runs the winner's version:
+    the outcome applied by the GitOps operator (or ``syncTimeout`` passed without one) and
+    every readiness object ready (a Deployment rolled out).
+    """
+    spec = state.spec
+    return (
+        state.phase is Phase.PROMOTED
+        and spec.deployment_pattern is DeploymentPattern.BLUE_GREEN
+        and shifts_traffic(spec)
+        and state.weights != weights.baseline_only(spec)
+    )
+
+
+def cleaned(state: ExperimentState, commit: str | None, now: float) -> Transition:
+    """A blue/green promotion's cleanup commit is on main (None: nothing was left to remove).
+
+    Called once the baseline's weights are confirmed on the cluster: the document is then
+    archived.
+    """
+    done = commit or "done"
+    what = f"in {commit[:12]}" if commit else "(already gone)"
+    return Transition(
+        replace(state, cleanup=done, applied=True, applied_at=now, updated_at=now),
+        (),
+        f"{_short(state.spec)}: the candidate's manifests removed {what}",
+    )
 
 
 def traffic_settled(state: ExperimentState, now: float, *, why: str) -> Transition:

@@ -17,7 +17,9 @@ without Git or a cluster:
 - a run whose file left main, or changed, is withdrawn;
 - nothing is judged on weights the cluster was not seen carrying (invariant 8): an
   experiment off the record records what happened once its weights are back, is held
-  when something keeps changing them, and is stepped only when confirmed.
+  when something keeps changing them, and is stepped only when confirmed;
+- a blue/green winner keeps its traffic after its promotion until the outcome is applied
+  (or ``sync_timeout`` passed) and every readiness object is ready.
 """
 
 from __future__ import annotations
@@ -70,7 +72,10 @@ class Seen:
     resumable: bool = False
     """Held, and its weights stayed as recorded for a full interval."""
     waiting: str | None = None
-    """Why it is not ready to start iterating (None: ready, or not asked)."""
+    """Why it is not ready (None: ready, or not asked)."""
+    ready: bool = False
+    """Every readiness object was seen ready this tick (asked for a blue/green winner
+    still serving: the baseline must run its version before traffic returns to it)."""
     synced: str | None = None
     """The revision the GitOps operator reports applied, for one waiting for it."""
     observations: Observations | None = None
@@ -177,7 +182,10 @@ def _next(
             )
         return None
     if state.phase.final:  # waiting for the GitOps operator to apply its outcome
-        if seen.synced is not None or now - state.updated_at >= inputs.sync_timeout:
+        applied = seen.synced is not None or now - state.updated_at >= inputs.sync_timeout
+        if applied and experiment.holds_traffic(state) and not seen.ready:
+            return None  # a blue/green winner serves until the baseline runs its version
+        if applied:
             return experiment.sync_settled(
                 state, now, revision=seen.synced, confirmed=seen.confirmed
             )

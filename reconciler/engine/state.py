@@ -26,6 +26,8 @@ from reconciler.spec.model import Experiment
 SCHEMA = 1
 HISTORY_LIMIT = 20
 """Iterations kept in the live document; the full record is the branch's history."""
+DUE = "due"
+"""``ExperimentState.cleanup`` while the cleanup commit is still to be pushed."""
 
 
 class Phase(StrEnum):
@@ -140,16 +142,24 @@ class ExperimentState:
     evidence: Evidence | None = None
     """What the last judged iteration's verdicts rest on (counts, bounds, probabilities);
     each state commit carries its own, so the branch holds every iteration's."""
+    cleanup: str | None = None
+    """A blue/green promotion's cleanup commit on main (it removes the candidate's
+    manifests once the baseline runs the winner and serves again): ``due`` until it is
+    pushed, then its id (``done``: nothing was left to remove); None: no cleanup."""
 
     @property
     def archived(self) -> bool:
         """Whether the document belongs under ``archive/`` (over, and nothing to wait for)."""
-        return self.phase.final and self.sync != "waiting" and self.applied
+        return self.phase.final and self.sync != "waiting" and self.applied and self.cleanup != DUE
 
     @property
     def settling(self) -> bool:
-        """Finished, and its final weights are still to be set on the cluster."""
-        return self.phase.final and self.sync != "waiting" and not self.applied
+        """Finished; its final weights are still to be set, or its cleanup to be pushed."""
+        return (
+            self.phase.final
+            and self.sync != "waiting"
+            and (not self.applied or self.cleanup == DUE)
+        )
 
     @property
     def id(self) -> str:
@@ -217,6 +227,7 @@ def _document(state: ExperimentState, history: list[Any], spec: Any) -> dict[str
         "held": state.held,
         "skipped": [_skip_data(r) for r in state.skipped],
         "evidence": None if state.evidence is None else evidence_to_data(state.evidence),
+        "cleanup": state.cleanup,
         "startedAt": _iso(state.started_at),
         "updatedAt": _iso(state.updated_at),
         "lastIterationAt": _iso(state.last_iteration_at),
@@ -357,6 +368,7 @@ def from_json(raw: bytes) -> ExperimentState:
             ]
         ),
         evidence=evidence_from_data(data["evidence"]) if data.get("evidence") else None,
+        cleanup=data.get("cleanup"),
     )
 
 

@@ -25,10 +25,26 @@ _VARIABLE = re.compile(r"\{\{\s*variables\.([A-Za-z_][A-Za-z0-9_-]*)\s*\}\}")
 
 
 def edits_for(spec: Experiment, outcome: str) -> tuple[Edit, ...]:
-    """The edits an outcome performs, cleanup and the experiment file's deletion included."""
+    """The edits an outcome performs, cleanup and the experiment file's deletion included.
+
+    A blue/green promotion keeps the files it would delete (``blue_green_cleanup``) for
+    its cleanup commit: the winner serves from them until the baseline runs its version.
+    """
     own = spec.gitops.promote if outcome == PROMOTED else spec.gitops.rollback
+    if outcome == PROMOTED and spec.blue_green_cleanup:
+        kept = tuple(e for e in own if not isinstance(e, DeleteEdit))
+        return (*kept, DeleteEdit((spec.path,)))
     deletions = tuple(dict.fromkeys((*spec.gitops.cleanup, spec.path)))
     return (*own, DeleteEdit(deletions))
+
+
+def cleanup_changes(spec: Experiment, files: Mapping[str, bytes | None]) -> dict[str, None]:
+    """A blue/green promotion's cleanup commit: each of its files still on main, deleted.
+
+    ``files``: main's content of at least ``spec.blue_green_cleanup`` (None: absent). A file
+    already gone is left out, so the cleanup can be retried (and may change nothing).
+    """
+    return {path: None for path in spec.blue_green_cleanup if files.get(path) is not None}
 
 
 def needed_paths(spec: Experiment, outcome: str) -> set[str]:

@@ -134,26 +134,21 @@ class GitOpsReader(FieldReader):
             ) from None
         return joined
 
-    def _check_blue_green_deletes(self, experiment: Experiment, spec: CommentedMap) -> None:
-        """Warn when a blue/green promotion deletes files: maybe the winner's own manifests.
+    def _check_blue_green(self, experiment: Experiment, spec: CommentedMap) -> None:
+        """Warn when a blue/green switch back to the baseline cannot wait for its rollout.
 
-        A blue/green winner serves all traffic until the GitOps operator has applied the
-        promotion (then traffic returns to the baseline, which runs the winner's version
-        by then); deleting its manifests in that same commit lets the operator remove it
-        while it serves.
+        After a blue/green promotion the winner serves until the baseline runs its version:
+        the outcome applied, then every readiness object ready. Without readiness objects
+        only the first half can be waited for.
         """
         if experiment.deployment_pattern is not DeploymentPattern.BLUE_GREEN:
             return
-        deleted = [*experiment.gitops.cleanup]
-        for edit in experiment.gitops.promote:
-            if isinstance(edit, DeleteEdit):
-                deleted.extend(edit.paths)
-        if not deleted:
+        if experiment.readiness.objects:
             return
         self._warn(
-            self.locations.get("spec.gitops", self._at(spec)),
-            f"BlueGreen: the promotion deletes {', '.join(deleted)}; with Argo CD or Flux "
-            "configured, the winner serves all traffic until the operator has applied that "
-            "commit, so if these are the winner's manifests the operator removes it while "
-            "it serves. Delete them in a later commit (once the experiment is archived)",
+            self.locations.get("spec.strategy", self._at(spec)),
+            "BlueGreen without 'spec.readiness.objects': after a promotion, traffic returns "
+            "to the baseline once the GitOps operator reports the outcome applied (or "
+            "syncTimeout passes), without waiting for the baseline's rollout of the "
+            "winner's version; list the baseline's Deployment under spec.readiness.objects",
         )

@@ -242,7 +242,7 @@ class _Reader(CriteriaReader, GitOpsReader):
             )
         if testing is TestingPattern.CONFORMANCE:
             return
-        self._check_blue_green_deletes(experiment, spec)
+        self._check_blue_green(experiment, spec)
         missing = [v.name for v in experiment.versions if v.weight_obj_ref is None]
         if not missing:
             return

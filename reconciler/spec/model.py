@@ -232,3 +232,16 @@ class Experiment:
     def versions(self) -> tuple[Version, ...]:
         """Baseline first, then the candidates in the order written."""
         return (self.baseline, *self.candidates)
+
+    @property
+    def blue_green_cleanup(self) -> tuple[str, ...]:
+        """What a blue/green promotion deletes in its later cleanup commit, not in its outcome.
+
+        The winner serves all traffic until the baseline runs its version: the files the
+        promotion would delete (``spec.gitops.promote`` deletions and ``cleanup``, the
+        candidate's manifests) stay until then. Empty for other patterns.
+        """
+        if self.deployment_pattern is not DeploymentPattern.BLUE_GREEN:
+            return ()
+        deleted = [p for e in self.gitops.promote if isinstance(e, DeleteEdit) for p in e.paths]
+        return tuple(dict.fromkeys((*deleted, *self.gitops.cleanup)))

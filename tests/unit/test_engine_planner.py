@@ -10,6 +10,7 @@ must keep it so.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, replace
 
 from hypothesis import given, settings
@@ -18,9 +19,9 @@ from hypothesis import strategies as st
 from reconciler.engine import experiment as engine
 from reconciler.engine import planner
 from reconciler.engine.planner import Candidate, Inputs, OffRecord, Seen
-from reconciler.engine.state import ExperimentState, Phase, experiment_id
+from reconciler.engine.state import ExperimentState, Phase, experiment_id, from_json, to_json
 from reconciler.engine.traffic import DRIFTED, Assessment
-from reconciler.spec.model import Experiment
+from reconciler.spec.model import DeploymentPattern, Experiment
 from tests.unit.test_engine_experiment import SPEC, observations
 
 START = 1_000.0
@@ -242,3 +243,41 @@ def test_an_archived_run_never_starts_again_and_a_waiting_outcome_settles_on_syn
     assert [t.state.sync for t in synced.transitions] == ["synced"]
     late = planner.plan(replace(inputs, now=NOW + inputs.sync_timeout))
     assert len(late.transitions) == 1
+
+
+def test_a_blue_green_winner_keeps_its_traffic_until_the_outcome_is_applied_and_ready() -> None:
+    s = replace(spec("a", "t0"), deployment_pattern=DeploymentPattern.BLUE_GREEN)
+    decided = replace(state_of(s, "running"), iteration=s.duration.iterations - 1)
+    promoting = planner.plan(
+        Inputs({s.key: decided}, [Candidate(s, decided.spec_blob, decided.id)],
+               {s.key: Seen(confirmed=True, observations=observations(GOOD))}, MAIN, NOW)
+    ).transitions[0].state  # fmt: skip
+    assert promoting.weights == (("productpage-v1", 0), ("productpage-v2", 100))
+    landed = engine.outcome_landed(promoting, "o" * 40, NOW, await_sync=False).state
+    assert (landed.sync, landed.weights) == ("waiting", promoting.weights)
+    assert landed.cleanup == ("due" if s.blue_green_cleanup else None)
+
+    def planned(seen: Seen, now: float = NOW + 1) -> list[engine.Transition]:
+        return planner.plan(Inputs({s.key: landed}, [], {s.key: seen}, MAIN, now)).transitions
+
+    assert planned(Seen(confirmed=True)) == []  # not applied yet
+    assert planned(Seen(confirmed=True, synced="o" * 40, waiting="1 of 2 updated")) == []
+    assert planned(Seen(confirmed=True, ready=True), now=NOW + 60) == []  # not applied, no timeout
+    (back,) = planned(Seen(confirmed=True, synced="o" * 40, ready=True))
+    assert back.state.weights == (("productpage-v1", 100), ("productpage-v2", 0))
+    assert (back.state.sync, back.state.archived) == ("synced", False)
+    (late,) = planned(Seen(confirmed=True, ready=True), now=NOW + 1 + 120.0)
+    assert late.state.sync == "timeout"
+
+
+def test_a_cleanup_due_reads_back_and_keeps_the_document_live_until_it_is_recorded() -> None:
+    s = replace(spec("a", "t0"), deployment_pattern=DeploymentPattern.BLUE_GREEN)
+    state = replace(state_of(s, "settling"), sync="synced", applied=True, cleanup="due", weights=())
+    assert (state.archived, state.settling) == (False, True)
+    assert from_json(to_json(state)).cleanup == "due"
+    cleaned = engine.cleaned(state, "c" * 40, NOW).state
+    assert (cleaned.cleanup, cleaned.archived, cleaned.settling) == ("c" * 40, True, False)
+    assert engine.cleaned(state, None, NOW).state.cleanup == "done"  # nothing was left
+    older = json.loads(to_json(replace(state, cleanup=None)))
+    del older["cleanup"]  # a document written before blue/green cleanups
+    assert from_json(json.dumps(older).encode()).cleanup is None

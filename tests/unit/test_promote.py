@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from reconciler.errors import PromotionError
 from reconciler.promote import edits
 from reconciler.spec.loader import load_experiments
-from reconciler.spec.model import CopyEdit, GitOps, Replacement, SetEdit
+from reconciler.spec.model import CopyEdit, DeploymentPattern, GitOps, Replacement, SetEdit
 
 DATA = resources.files("reconciler.demo").joinpath("data", "apps", "bookinfo")
 SPEC = load_experiments(
@@ -112,3 +112,22 @@ def test_set_edit_writes_the_winners_variable_into_a_kustomization() -> None:
             winner.name,
             files,
         )
+
+
+def test_a_blue_green_promotion_keeps_the_candidates_manifests_for_its_cleanup() -> None:
+    blue_green = replace(SPEC, deployment_pattern=DeploymentPattern.BLUE_GREEN)
+    changes = edits.apply(blue_green, edits.PROMOTED, "productpage-v2", MAIN)
+    # the winner serves from its manifests until the baseline runs its version
+    assert "apps/bookinfo/productpage-candidate.yaml" not in changes
+    assert changes["apps/bookinfo/experiment.yaml"] is None
+    assert b"productpage-v2:1.18.0" in (changes["apps/bookinfo/productpage.yaml"] or b"")
+    # then the cleanup deletes them, once, and only what is still there
+    assert edits.cleanup_changes(blue_green, MAIN) == {
+        "apps/bookinfo/productpage-candidate.yaml": None
+    }
+    gone = {**MAIN, "apps/bookinfo/productpage-candidate.yaml": None}
+    assert edits.cleanup_changes(blue_green, gone) == {}
+    # a rollback deletes them at once, as for the other patterns (nothing of it serves)
+    rollback = edits.apply(blue_green, edits.ROLLED_BACK, None, MAIN)
+    assert rollback["apps/bookinfo/productpage-candidate.yaml"] is None
+    assert edits.cleanup_changes(SPEC, MAIN) == {}  # not blue/green: no cleanup commit

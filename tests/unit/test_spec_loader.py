@@ -136,16 +136,28 @@ def test_a_valid_document_beside_a_broken_one_still_loads() -> None:
     assert len(result.errors) == 1
 
 
-def test_a_blue_green_promotion_that_deletes_files_is_warned_about() -> None:
+def test_a_blue_green_promotion_keeps_its_deletions_for_the_cleanup_and_wants_readiness() -> None:
     demo = DEMO.read_bytes()
     assert b"cleanup:" in demo
     blue_green = demo.replace(b"deploymentPattern: Progressive", b"deploymentPattern: BlueGreen")
     assert blue_green != demo
     result = load_experiments("apps/bookinfo/experiment.yaml", blue_green)
-    assert len(result.experiments) == 1  # a warning: the deleted files may not be the winner's
+    (experiment,) = result.experiments
+    # the candidate's manifests go in the cleanup commit, once the baseline serves again
+    assert "apps/bookinfo/productpage-candidate.yaml" in experiment.blue_green_cleanup
+    assert load_experiments("e.yaml", demo).experiments[0].blue_green_cleanup == ()
+    # without readiness objects the switch back cannot wait for the baseline's rollout
     (warning,) = [p for p in result.problems if "BlueGreen" in p.message]
     assert warning.severity == "warning"
-    assert "apps/bookinfo/productpage-candidate.yaml" in warning.message
+    assert "spec.readiness.objects" in warning.message
+    ready = blue_green.replace(
+        b"  duration:",
+        b"  readiness:\n    objects:\n    - apiVersion: apps/v1\n      kind: Deployment\n"
+        b"      name: productpage-stable\n  duration:",
+        1,
+    )
+    assert ready != blue_green
+    assert not [p for p in load_experiments("e.yaml", ready).problems if "BlueGreen" in p.message]
     assert not [p for p in load_experiments("e.yaml", demo).problems if "BlueGreen" in p.message]
 
 
