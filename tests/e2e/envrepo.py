@@ -100,6 +100,9 @@ class ExperimentFile:
     failure_limit: int = 2
     no_data_limit: int = 5
     cleanup: tuple[str, ...] = ("productpage-candidate.yaml",)
+    pattern: str = "Progressive"
+    readiness: tuple[str, ...] = ()
+    """Deployments (names in the app's namespace) that must be ready (``spec.readiness``)."""
 
     @property
     def path(self) -> str:
@@ -121,6 +124,11 @@ class ExperimentFile:
             "        fieldPath: .spec.http[0].route[{index}].weight\n"
         )
         cleanup = "".join(f"    - {path}\n" for path in self.cleanup)
+        readiness = "".join(
+            f"    - {{apiVersion: apps/v1, kind: Deployment, name: {name}}}\n"
+            for name in self.readiness
+        )
+        readiness = f"  readiness:\n    objects:\n{readiness}" if readiness else ""
         return (
             "apiVersion: reconciler/v1alpha1\n"
             "kind: Experiment\n"
@@ -131,7 +139,7 @@ class ExperimentFile:
             f"  target: {namespace}/productpage\n"
             "  strategy:\n"
             "    testingPattern: Canary\n"
-            "    deploymentPattern: Progressive\n"
+            f"    deploymentPattern: {self.pattern}\n"
             "    weights:\n"
             f"      maxCandidateWeight: {self.max_weight}\n"
             f"      maxCandidateWeightIncrement: {self.increment}\n"
@@ -162,6 +170,7 @@ class ExperimentFile:
             "          new: stable\n"
             "    cleanup:\n"
             f"{cleanup}"
+            f"{readiness}"
         )
 
 

@@ -68,7 +68,7 @@ _processes = itertools.count()
 class Traffic:
     """The simulator of one namespace, fed by the real VirtualService's weights."""
 
-    def __init__(self, kube: Kube, namespace: str, candidate: Profile) -> None:
+    def __init__(self, kube: Kube, namespace: str, candidate: Profile, load: float = 0.0) -> None:
         self._kube = kube
         self._namespace = namespace
         self._read_at = -1.0
@@ -80,6 +80,7 @@ class Traffic:
             clock=time.monotonic,
             requests_per_second=RATE,
             seed=7,
+            load_per_version=load,
         )
 
     def _weight_of(self, version: str) -> int:
@@ -205,6 +206,7 @@ class World:
         prometheus: PrometheusServer,
         namespace: str,
         candidate: Profile = HEALTHY,
+        load_per_version: float = 0.0,
         own_git_daemon: bool = False,
         own_prometheus: bool = False,
     ) -> None:
@@ -213,6 +215,7 @@ class World:
         self.admin = admin
         self.namespace = namespace
         self.candidate = candidate
+        self.load_per_version = load_per_version
         self.processes: list[ReconcilerProcess] = []
         self.process: ReconcilerProcess | None = None
         """The long-running process, watched by ``wait`` (None: none should be running)."""
@@ -242,7 +245,7 @@ class World:
         self.sync_cluster()
         sim_kube = self.kube_server.connect()
         self._closers.append(sim_kube.close)
-        self.traffic = Traffic(sim_kube, self.namespace, self.candidate)
+        self.traffic = Traffic(sim_kube, self.namespace, self.candidate, self.load_per_version)
         self.metrics.add(self.traffic.simulator)
         self._closers.append(lambda: self.metrics.remove(self.traffic.simulator))
         if self.own_prometheus:

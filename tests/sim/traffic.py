@@ -168,10 +168,13 @@ class TrafficSimulator:
         clock: Callable[[], float],
         requests_per_second: float = 100.0,
         seed: int = 0,
+        load_per_version: float = 0.0,
     ) -> None:
         """``profiles`` in order: the first version is the stable one (for ingress-nginx).
 
         Counters start at zero at the first ``advance``: the time before it has no traffic.
+        ``load_per_version``: requests a second each version gets whatever the weights (a
+        load generator aimed at each version's own Service, as a blue/green test needs).
         """
         if not profiles:
             raise ValueError("give at least one version's profile")
@@ -181,6 +184,7 @@ class TrafficSimulator:
         self._weight_of = weight_of
         self._clock = clock
         self._rate = requests_per_second
+        self._load = load_per_version
         self._last: float | None = None
         self._started: float | None = None
         self._carry = dict.fromkeys(self.profiles, 0.0)
@@ -210,7 +214,7 @@ class TrafficSimulator:
             self._last = now
             for name in self.profiles:
                 share = min(100, max(0, self._weight_of(name))) / 100
-                expected = self._rate * share * seconds + self._carry[name]
+                expected = (self._rate * share + self._load) * seconds + self._carry[name]
                 count = math.floor(expected)
                 self._carry[name] = expected - count
                 for _ in range(count):
