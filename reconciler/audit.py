@@ -16,7 +16,7 @@ from typing import Any
 from reconciler.controller import records
 from reconciler.controller.outcomes import find_outcome
 from reconciler.engine import experiment
-from reconciler.engine.state import ExperimentState, from_json
+from reconciler.engine.state import DUE, ExperimentState, from_json
 from reconciler.gitstore.state_branch import LIVE_DIR, archive_path, live_path
 from reconciler.gitstore.trailers import decode_mapping
 from reconciler.ports import EnvStore
@@ -134,7 +134,9 @@ class Step:
 
     experiment: str
     action: str
-    """``set-weights``, ``confirm-outcome`` (already on main) or ``push-outcome``."""
+    """``set-weights``, ``confirm-outcome`` (already on main), ``push-outcome``, and for a
+    blue/green promotion ``await-baseline`` (the winner serves until the baseline runs its
+    version) or ``push-cleanup`` (the kept manifests, unless main has the cleanup)."""
     detail: dict[str, Any]
 
 
@@ -155,6 +157,8 @@ def recovery_plan(store: EnvStore, main: str | None, state_tip: str | None) -> l
             steps.append(
                 Step(state.id, "set-weights", {"weights": dict(state.weights), "targets": refs})
             )
+        if state.cleanup == DUE:
+            steps.append(_cleanup_step(state))
         if not state.phase.deciding:
             continue
         outcome = experiment.outcome_of(state)
@@ -166,3 +170,11 @@ def recovery_plan(store: EnvStore, main: str | None, state_tip: str | None) -> l
                 Step(state.id, "push-outcome", {"outcome": outcome, "winner": state.winner})
             )
     return steps
+
+
+def _cleanup_step(state: ExperimentState) -> Step:
+    """A blue/green promotion's next step: wait for the baseline, or push the cleanup."""
+    if experiment.holds_traffic(state):
+        readiness = [f"{ref.kind}/{ref.name}" for ref in state.spec.readiness.objects]
+        return Step(state.id, "await-baseline", {"winner": state.winner, "readiness": readiness})
+    return Step(state.id, "push-cleanup", {"paths": list(state.spec.blue_green_cleanup)})

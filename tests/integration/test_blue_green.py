@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.audit import recovery_plan
 from reconciler.cluster.memory import MemoryOperator
 from reconciler.engine.state import Phase, from_json
 from reconciler.gitstore import load_live
@@ -104,6 +105,12 @@ def apply_outcome(harness: Harness, operator: MemoryOperator, outcome: str) -> N
     harness.cluster.apply(deployment(generation=2, observed=1, ready=False))
 
 
+def actions(harness: Harness) -> list[str]:
+    """What a fresh process would do first (``reconciler recover --dry-run``)."""
+    heads = harness.store.fetch()
+    return [step.action for step in recovery_plan(harness.store, heads.main, heads.state)]
+
+
 def live_documents(harness: Harness) -> dict[str, bytes]:
     tip = harness.store.fetch().state
     return {} if tip is None else load_live(harness.store, tip)
@@ -118,6 +125,7 @@ def test_the_winner_serves_until_the_baseline_runs_it_then_one_cleanup_removes_i
     assert (harness.weight_of("v1"), harness.weight_of("v2")) == (0, 100)
     assert on_main(harness, f"{APP}/candidates.yaml")
     assert not on_main(harness, f"{APP}/experiment.yaml")
+    assert "await-baseline" in actions(harness)  # what `reconciler recover --dry-run` says
     for _ in range(3):  # the operator has not applied it yet
         clock.advance(5)
         assert harness.tick().recorded == []
@@ -202,6 +210,7 @@ def test_a_crash_at_any_step_of_the_sequence_ends_it_as_an_uninterrupted_run_wou
         harness.restart(failpoint=failpoint, operator=operator, sync_timeout=SYNC_TIMEOUT)
         with pytest.raises(Crash):
             ticks(harness, clock, 1)
+        assert "push-cleanup" in actions(harness)
         harness.restart(operator=operator, sync_timeout=SYNC_TIMEOUT)
     recorded = ticks(harness, clock, 3)
 
