@@ -3,7 +3,7 @@
 Per server (``git daemon`` and ``git http-backend`` on loopback), three series alternate in
 one process run, in a rotating order so that neither gains from going first:
 
-- ours: what the loop does for a recorded decision (``Reconciler._finish``, through
+- ours: what the loop does for a recorded decision (``outcomes.Finisher``, through
   ``controller.outcomes.push_outcomes``): fetch main afresh, look for the outcome by
   ``Rollout-Id``, read the files the edits need, apply the promotion transforms, build the
   commit in memory and push it compare-and-swap. The tick's own fetch before it is timed

@@ -151,7 +151,7 @@ def _ours(
             )
             if not due:
                 continue
-            # as Reconciler._finish does: every due outcome, one commit each, one push
+            # as outcomes.Finisher does: every due outcome, one commit each, one push
             batch = [
                 (app.promoting_state(f"race-{d.run}", f"5.{d.run}.0", d.decided_on), None)
                 for d in due

@@ -23,6 +23,7 @@ from benchlib.phases import Phases
 from reconciler import logs
 from reconciler.controller import records
 from reconciler.controller.loop import Reconciler
+from reconciler.engine import planner
 from reconciler.gitstore.repo import GitEnvStore
 from reconciler.metrics.profile import ProfileMetrics
 from reconciler.testing import DrivenClock
@@ -38,6 +39,7 @@ def _targets(reconciler: Reconciler, store: GitEnvStore) -> list[tuple[object, s
     # Instrumentation reaches into the loop's parts on purpose; it changes no behaviour.
     discovery = vars(reconciler)["_discovery"]
     traffic = vars(reconciler)["_traffic"]
+    observer = vars(reconciler)["_observer"]
     remote = vars(store)["_remote"]
     staging = vars(store).get("_staging")  # absent before the staging area existed
     targets: list[tuple[object, str, str]] = [
@@ -45,8 +47,8 @@ def _targets(reconciler: Reconciler, store: GitEnvStore) -> list[tuple[object, s
         (discovery, "scan", "discover"),
         (reconciler, "_load", "load"),
         (traffic, "observe", "traffic"),
-        (reconciler, "_observe", "observe"),
-        (reconciler, "_plan", "plan"),
+        (observer, "observe", "observe"),
+        (planner, "plan", "plan"),
         (records, "to_json", "state docs"),
         (store, "update_branch", "commits"),
         (remote, "push", "push"),
