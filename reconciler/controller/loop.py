@@ -213,13 +213,7 @@ class Reconciler:
                 continue
             settled.append(experiment.traffic_settled(state, now, why="traffic on the baseline"))
         settled.extend(self._finisher.cleanups(cleanups, report, now))
-        commits: list[CommitSpec] = []
-        encoded: list[Transition] = []
-        for transition in settled:
-            with self._faults.boundary(transition.state.key, "archiving it"):
-                commits.append(records.state_commit(transition))
-                encoded.append(transition)
-        settled = encoded
+        settled, commits = records.state_commits(settled, self._faults, "archiving it")
         if not settled:
             return
         self._guard("archive finished experiments")

@@ -334,12 +334,7 @@ class Finisher:
 
     def _record(self, landed: list[Transition], report: TickReport) -> None:
         """Record the outcomes on main (one commit each, one push), then set final weights."""
-        encoded: list[Transition] = []
-        commits: list[CommitSpec] = []
-        for transition in landed:
-            with self._faults.boundary(transition.state.key, "recording its outcome"):
-                commits.append(records.state_commit(transition))
-                encoded.append(transition)
+        encoded, commits = records.state_commits(landed, self._faults, "recording its outcome")
         if not encoded:
             return
         result = self._store.update_branch(self._store.state_branch, lambda _tip: commits)

@@ -12,8 +12,9 @@ at once (7 KB each, on top of the blobs written from them) were a fifth of its m
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
+from reconciler.controller.isolation import Faults
 from reconciler.engine.experiment import PROMOTED, Transition, outcome_of
 from reconciler.engine.state import ExperimentState, to_json
 from reconciler.gitstore.state_branch import archive_path, live_path
@@ -37,6 +38,22 @@ OBSERVED = "Rollout-Observed"
 HELD = "Rollout-Held"
 CLEANUP = "Rollout-Cleanup"
 """On a blue/green promotion's cleanup commit on main: the outcome commit it follows."""
+
+
+def state_commits(
+    transitions: Sequence[Transition], faults: Faults, stage: str
+) -> tuple[list[Transition], list[CommitSpec]]:
+    """Each transition with its state commit; one whose encoding raised is left out.
+
+    Its fault is recorded at that experiment's boundary (``stage``), the others go on.
+    """
+    encoded: list[Transition] = []
+    commits: list[CommitSpec] = []
+    for transition in transitions:
+        with faults.boundary(transition.state.key, stage):
+            commits.append(state_commit(transition))
+            encoded.append(transition)
+    return encoded, commits
 
 
 def state_commit(transition: Transition) -> CommitSpec:
