@@ -83,49 +83,29 @@ class Wiring:
         """Open the Env repo's cache, connect to Prometheus and Kubernetes, wire the loop."""
         self.settings = settings
         self.store = GitEnvStore.open(
-            settings.repo,
+            settings.repo.url,
             cache_path(settings),
-            main_branch=settings.main_branch,
-            state_branch=settings.state_branch,
-            author=(settings.author_name, settings.author_email),
-            credentials=credentials(settings),
-        )
-        if settings.prometheus_url is None:
-            raise ConfigError(
-                "no Prometheus: give --prometheus-url, RECONCILER_PROMETHEUS_URL or "
-                "prometheus.url in the config file"
-            )
-        self.metrics = PrometheusMetrics(
-            PrometheusClient(
-                PrometheusConfig(
-                    url=settings.prometheus_url,
-                    bearer_token_file=settings.prometheus_token_file,
-                    ca_file=settings.prometheus_ca_file,
-                    headers=tuple(settings.prometheus_headers.items()),
-                    timeout_seconds=settings.prometheus_timeout,
-                ),
-                # a Prometheus that keeps failing is asked again at the next tick, not sooner
-                cooldown_seconds=settings.interval,
-            ),
-            Catalog(),
-        )
-        self.kube = connect(
-            KubeSettings(
-                kubeconfig=str(settings.kubeconfig) if settings.kubeconfig else None,
-                context=settings.kube_context,
-                namespace=settings.namespace,
-            )
+            main_branch=settings.repo.main_branch,
+            state_branch=settings.repo.state_branch,
+            author=settings.repo.author,
+            credentials=Credentials.from_settings(settings.credentials),
         )
         try:
-            target = target_from_settings(
-                settings.argocd_application,
-                settings.flux_gitrepository,
-                settings.flux_kustomization,
-            )
+            prometheus = PrometheusConfig.from_settings(settings.prometheus)
+            target = target_from_settings(settings.gitops)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.metrics = PrometheusMetrics(
+            # a Prometheus that keeps failing is asked again at the next tick, not sooner
+            PrometheusClient(prometheus, cooldown_seconds=settings.repo.interval),
+            Catalog(),
+        )
+        self.kube = connect(KubeSettings.from_settings(settings.kubernetes))
+        try:
             policy = weight_policy(
                 self.kube,
-                namespaces=settings.weight_namespaces,
-                rules=settings.weight_fields,
+                namespaces=settings.kubernetes.weight_namespaces,
+                rules=settings.kubernetes.weight_fields,
                 target=target,
             )
         except ValueError as exc:
@@ -137,35 +117,20 @@ class Wiring:
             InstrumentedCluster(self.cluster, telemetry),
             InstrumentedMetrics(self.metrics, telemetry),
             clock=clock,
-            paths=tuple("" if p in {".", "/"} else p for p in settings.experiment_paths),
+            paths=settings.repo.paths,
             failpoint=failpoint(settings.failpoints),
             operator=operator,
-            sync_timeout=settings.sync_timeout,
+            sync_timeout=settings.gitops.sync_timeout,
             may_act=may_act,
-            events=KubeEvents(self.kube) if settings.events else None,
+            events=KubeEvents(self.kube) if settings.kubernetes.events else None,
             limits=settings.limits,
         )
 
 
 def cache_path(settings: Settings) -> Path:
     """A cache directory of its own for each Env repo URL."""
-    digest = hashlib.sha256(settings.repo.encode()).hexdigest()[:16]
-    return settings.cache_dir / f"{digest}.git"
-
-
-def credentials(settings: Settings) -> Credentials | None:
-    """The Git credentials the settings name, or None."""
-    if not any(
-        (settings.token_file, settings.ssh_key_file, settings.known_hosts_file, settings.ca_file)
-    ):
-        return None
-    return Credentials(
-        token_file=settings.token_file,
-        username=settings.username,
-        ssh_key_file=settings.ssh_key_file,
-        ssh_known_hosts_file=settings.known_hosts_file,
-        ca_file=settings.ca_file,
-    )
+    digest = hashlib.sha256(settings.repo.url.encode()).hexdigest()[:16]
+    return settings.repo.cache_dir / f"{digest}.git"
 
 
 def failpoint(names: tuple[str, ...]) -> Callable[[str], None]:
@@ -198,7 +163,7 @@ class Runner:
         )
         self.refs_watch: RefsWatcher | None = None
         self.settings = sources.settings()
-        logs.configure(json=self.settings.log_json, level=self.settings.log_level)
+        logs.configure(json=self.settings.log.json, level=self.settings.log.level)
         self.clock = clock
         self.stop = stop or threading.Event()
         self.wake = threading.Event()
@@ -210,7 +175,7 @@ class Runner:
         self.ticks = 0
         """Ticks run, whatever their outcome (``reconciler_ticks_total`` by result)."""
         self.telemetry = Telemetry()
-        self.health = Health(stale_after=max(60.0, 3 * self.settings.interval))
+        self.health = Health(stale_after=max(60.0, 3 * self.settings.repo.interval))
         self.leases: RepoLeases | None = None
         self.wiring = Wiring(self.settings, self.telemetry, clock, self._holds)
         self.telemetry.watch_cache(lambda: (self.repo, self.wiring.store.cache_stats()))
@@ -229,7 +194,7 @@ class Runner:
         self._start_services()
         try:
             while not self.stop.is_set():
-                self.wake.wait(timeout=self.settings.interval)
+                self.wake.wait(timeout=self.settings.repo.interval)
                 self.wake.clear()
                 if self.stop.is_set():
                     break
@@ -324,13 +289,13 @@ class Runner:
 
     def _holds(self) -> bool:
         """Whether this replica may act on the repo now (always, without leader election)."""
-        return self.leases is None or self.leases.holds(self.settings.repo)
+        return self.leases is None or self.leases.holds(self.settings.repo.url)
 
     def _may_act(self) -> bool:
         if self.leases is None:
             self.health.set_role(self.repo, "single")
             return True
-        holds = self.leases.holds(self.settings.repo)
+        holds = self.leases.holds(self.settings.repo.url)
         self.health.set_role(self.repo, "leader" if holds else "follower")
         self.telemetry.leader.labels(self.repo).set(1 if holds else 0)
         if not holds:  # standing by is this replica's job now: it is ready for it
@@ -338,20 +303,20 @@ class Runner:
         return holds
 
     def _start_services(self) -> None:
-        host, port = self.settings.listen_address
+        host, port = self.settings.server.address
         self.http = HttpServer(
             (host, port),
             telemetry=self.telemetry,
             health=self.health,
             clock=self.clock,
             on_push=self.request_tick,
-            webhook_secret_file=self.settings.webhook_secret_file,
-            limits=Limits(self.settings.http_read_timeout, self.settings.http_max_connections),
+            webhook_secret_file=self.settings.server.webhook_secret_file,
+            limits=Limits.from_settings(self.settings.server),
         )
         self.http.start()
         self.observer = Observer()
-        if url_scheme(self.settings.repo) == "file":
-            repo = Path(self.settings.repo.removeprefix("file://"))
+        if url_scheme(self.settings.repo.url) == "file":
+            repo = Path(self.settings.repo.url.removeprefix("file://"))
             if repo.is_dir():
                 # Ref writes only: this process's own fetches read the repo, and a tick on
                 # a read would start the next fetch, a storm.
@@ -371,16 +336,13 @@ class Runner:
             )
         if self.refs_watch is not None or self.config_watch is not None:
             self.observer.start()
-        if self.settings.leader_election:
+        if self.settings.leader_election.enabled:
             self.leases = RepoLeases(
                 self.wiring.kube,
-                (self.settings.repo,),
+                (self.settings.repo.url,),
                 identity=f"{socket.gethostname()}-{os.getpid()}",
-                settings=LeaseSettings(
-                    lease_duration=self.settings.lease_duration,
-                    renew_deadline=self.settings.renew_deadline,
-                    retry_period=self.settings.retry_period,
-                    namespace=self.settings.namespace,
+                settings=LeaseSettings.from_settings(
+                    self.settings.leader_election, self.settings.kubernetes.namespace
                 ),
             )
             threading.Thread(
@@ -425,6 +387,6 @@ class Runner:
             self.config_rejected += 1
             log.error("config_rejected", file=str(self.sources.file), error=str(exc))
             return
-        logs.configure(json=settings.log_json, level=settings.log_level)
+        logs.configure(json=settings.log.json, level=settings.log.level)
         log.info("config_reloaded", file=str(self.sources.file))
         self.settings, self.wiring = settings, wiring

@@ -10,15 +10,19 @@ the field, and exits 1 when it found any, 0 when none, 2 when it could not check
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
 
+from reconciler import config
+from reconciler.cli.settings import settings_from
 from reconciler.cluster import drift
 from reconciler.cluster.client import FIELD_MANAGER, Kube, KubeSettings, connect
 from reconciler.cluster.handoff import ARGOCD_API, FLUX_KUSTOMIZE_API
 from reconciler.cluster.patches import WeightFieldError, check_canary, is_ingress, weight_field
 from reconciler.cluster.resources import ObjectRef, split_api_version
+from reconciler.config.options import KUBERNETES
 from reconciler.errors import ReconcilerError
 from reconciler.spec.model import WeightObjRef
 
@@ -129,16 +133,7 @@ def _served_version(kube: Kube, group: str, kind: str) -> str:
 
 
 @click.command()
-@click.option(
-    "--argocd-application",
-    metavar="NAMESPACE/NAME",
-    help="The Argo CD Application that syncs the Env repo.",
-)
-@click.option(
-    "--flux-kustomization",
-    metavar="NAMESPACE/NAME",
-    help="The Flux Kustomization that applies the Env repo.",
-)
+@config.with_settings(("argocd_application", "flux_kustomization"), KUBERNETES)
 @click.option(
     "--weight-ref",
     "weight_refs",
@@ -146,15 +141,14 @@ def _served_version(kube: Kube, group: str, kind: str) -> str:
     metavar="API_VERSION,KIND,NAMESPACE/NAME,FIELDPATH",
     help="A weight the reconciler sets, as an experiment's weightObjRef says (repeatable).",
 )
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Default: in-cluster.")
-@click.option("--context", help="kubeconfig context (default: its current one).")
 @click.option("--field-manager", default=FIELD_MANAGER, show_default=True)
 def doctor(**options: Any) -> None:  # noqa: ANN401 - click passes options
     """Warn when Argo CD or Flux would undo the weights the reconciler sets.
 
     Exit status: 0 no problem found, 1 problems found, 2 could not check.
     """
-    app, kustomization = options["argocd_application"], options["flux_kustomization"]
+    settings = settings_from(options, ("argocd_application", "flux_kustomization"), KUBERNETES)
+    app, kustomization = settings.gitops.argocd_application, settings.gitops.flux_kustomization
     if bool(app) == bool(kustomization):
         raise click.UsageError("give exactly one of --argocd-application, --flux-kustomization")
     refs = [_weight_ref(v) for v in options["weight_refs"]]
@@ -163,9 +157,8 @@ def doctor(**options: Any) -> None:  # noqa: ANN401 - click passes options
             if is_ingress(ref):
                 weight_field(ref)
         kube = connect(
-            KubeSettings(
-                kubeconfig=options["kubeconfig"],
-                context=options["context"],
+            replace(
+                KubeSettings.from_settings(settings.kubernetes),
                 field_manager=options["field_manager"],
             )
         )
@@ -174,7 +167,7 @@ def doctor(**options: Any) -> None:  # noqa: ANN401 - click passes options
             subject = ObjectRef(ARGOCD_API, "Application", name, namespace)
             managed, findings = diagnose_argocd(kube, subject, refs, options["field_manager"])
         else:
-            namespace, name = _namespaced(kustomization, "--flux-kustomization")
+            namespace, name = _namespaced(kustomization or "", "--flux-kustomization")
             subject = ObjectRef(FLUX_KUSTOMIZE_API, "Kustomization", name, namespace)
             managed, findings = diagnose_flux(kube, subject, refs)
     except (ReconcilerError, WeightFieldError, click.ClickException) as exc:

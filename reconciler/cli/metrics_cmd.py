@@ -5,8 +5,8 @@ queries. ``query`` evaluates one metric for one version exactly as an experiment
 iteration would (same catalog, same escaping, same retries, same ``no-data`` and
 ``unavailable`` outcomes), so a metric definition can be debugged before an experiment
 depends on it. Exit status of ``query``: 0 for ``ok`` and ``no-data``, 1 for
-``unavailable``, 2 for usage errors. The ``--prometheus-*`` options are shared with the
-commands that run experiments (``prometheus_options``).
+``unavailable``, 2 for usage errors. The ``--prometheus-*`` options are ``run``'s settings
+(same flags, ``RECONCILER_PROMETHEUS_*`` variables, syntax and defaults).
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
+from reconciler import config
+from reconciler.cli.settings import settings_from
+from reconciler.config.options import PROMETHEUS
 from reconciler.metrics.builtin import ITER8_SYSTEM, ITER8_SYSTEM_MAP, LIBRARY_NAMES
 from reconciler.metrics.catalog import Catalog
 from reconciler.metrics.prometheus import (
@@ -32,88 +35,11 @@ from reconciler.spec.metric import MetricDefinition
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-if TYPE_CHECKING:
-    _HeaderBase = click.ParamType[tuple[str, str], str | tuple[str, str]]
-else:
-    _HeaderBase = click.ParamType  # generic only in recent click; plain at run time
-
-
-class _Header(_HeaderBase):
-    """``NAME: VALUE``; in the environment variable, one header per line."""
-
-    name = "header"
-    envvar_list_splitter = "\n"
-
-    def convert(
-        self,
-        value: str | tuple[str, str],
-        param: click.Parameter | None,
-        ctx: click.Context | None,
-    ) -> tuple[str, str]:
-        if isinstance(value, tuple):
-            return value
-        name, colon, rest = str(value).partition(":")
-        if not colon or not name.strip():
-            self.fail(f"{value!r} is not 'NAME: VALUE'", param, ctx)
-        return name.strip(), rest.strip()
-
-
-def prometheus_options(command: F) -> F:
-    """Add the ``--prometheus-*`` options (each also read from ``RECONCILER_PROMETHEUS_*``)."""
-    options = [
-        click.option(
-            "--prometheus-url",
-            envvar="RECONCILER_PROMETHEUS_URL",
-            required=True,
-            help="Base URL of Prometheus, e.g. http://prometheus.istio-system:9090.",
-        ),
-        click.option(
-            "--prometheus-bearer-token-file",
-            envvar="RECONCILER_PROMETHEUS_BEARER_TOKEN_FILE",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="File holding a bearer token (read before every query).",
-        ),
-        click.option(
-            "--prometheus-ca-file",
-            envvar="RECONCILER_PROMETHEUS_CA_FILE",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            help="CA bundle to verify an https Prometheus against.",
-        ),
-        click.option(
-            "--prometheus-header",
-            "prometheus_headers",
-            envvar="RECONCILER_PROMETHEUS_HEADERS",
-            multiple=True,
-            type=_Header(),
-            metavar="'NAME: VALUE'",
-            help="Extra HTTP header for every query (repeatable), e.g. 'X-Scope-OrgID: team-a' "
-            "(in the environment variable: one per line).",
-        ),
-        click.option(
-            "--prometheus-timeout",
-            envvar="RECONCILER_PROMETHEUS_TIMEOUT",
-            type=click.FloatRange(min=0, min_open=True),
-            default=5.0,
-            show_default=True,
-            help="Seconds per attempt (3 attempts for temporary faults).",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
 def prometheus_config(options: dict[str, Any]) -> PrometheusConfig:
-    """The ``PrometheusConfig`` the ``--prometheus-*`` options describe."""
-    headers = [_Header().convert(h, None, None) for h in options.get("prometheus_headers") or ()]
+    """The ``PrometheusConfig`` the ``--prometheus-*`` options (and environment) describe."""
+    settings = settings_from(options, PROMETHEUS)
     try:
-        return PrometheusConfig(
-            url=str(options["prometheus_url"]),
-            bearer_token_file=options.get("prometheus_bearer_token_file"),
-            ca_file=options.get("prometheus_ca_file"),
-            headers=tuple(headers),
-            timeout_seconds=float(options.get("prometheus_timeout") or 5.0),
-        )
+        return PrometheusConfig.from_settings(settings.prometheus)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
 
@@ -229,7 +155,7 @@ def _mock_text(definition: MetricDefinition) -> str:
 )
 @_files_option
 @_iter8_option
-@prometheus_options
+@config.with_settings(PROMETHEUS)
 @click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )

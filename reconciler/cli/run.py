@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import sys
@@ -11,12 +10,8 @@ from typing import Any
 
 import click
 
-from reconciler.config import FIELDS, click_options
+from reconciler.config import FIELDS, given, with_settings
 from reconciler.errors import ReconcilerError
-
-
-def _options(command: Any) -> Any:  # noqa: ANN401 - a click command
-    return functools.reduce(lambda f, option: option(f), reversed(click_options()), command)
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -29,18 +24,13 @@ def _options(command: Any) -> Any:  # noqa: ANN401 - a click command
     "changes. Precedence: flags > environment > file > defaults.",
 )
 @click.option("--once", is_flag=True, help="Run a single tick and exit (status 1 if it failed).")
-@_options
+@with_settings([f.name for f in FIELDS])
 def run(config_file: Path | None, once: bool, **flags: Any) -> None:  # noqa: ANN401
     """Reconcile the Env repo: fetch, plan, record on the state branch, act."""
     from reconciler.runner import Runner, Sources  # noqa: PLC0415 - keeps --help fast
 
-    given = {
-        name: value
-        for name, value in flags.items()
-        if value is not None and value != () and name in {f.name for f in FIELDS}
-    }
     try:
-        runner = Runner(Sources(given, dict(os.environ), config_file))
+        runner = Runner(Sources(given(flags), dict(os.environ), config_file))
     except ReconcilerError as exc:
         raise click.ClickException(str(exc)) from exc
 

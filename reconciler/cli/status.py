@@ -20,9 +20,12 @@ from typing import Any
 
 import click
 
+from reconciler import config
 from reconciler.cli.repo_options import open_store, repo_options
+from reconciler.cli.settings import settings_from
 from reconciler.cluster.client import KubeSettings, connect
 from reconciler.cluster.kube import KubeCluster
+from reconciler.config.options import KUBERNETES
 from reconciler.controller.discovery import Discovery
 from reconciler.controller.isolation import describe
 from reconciler.engine import traffic
@@ -128,22 +131,17 @@ def _iso(epoch: float | None) -> str | None:
 @click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
-@click.option(
-    "--kubeconfig",
-    type=click.Path(dir_okay=False, exists=True),
-    help="Also read what the cluster carries now (recorded vs observed weights). "
-    "Without it, status reads Git alone.",
-)
-@click.option("--context", help="kubeconfig context (default: its current one).")
-def status(output: str, kubeconfig: str | None, context: str | None, **options: Any) -> None:  # noqa: ANN401 - click passes options
+@config.with_settings(KUBERNETES)
+def status(output: str, **options: Any) -> None:  # noqa: ANN401 - click passes options
     """List live and archived experiments recorded on the state branch."""
     cluster: KubeCluster | None = None
     with tempfile.TemporaryDirectory(prefix="reconciler-status-") as scratch:
         try:
             store = open_store(options, Path(scratch))
             heads = store.fetch()
-            if kubeconfig is not None:
-                cluster = KubeCluster(connect(KubeSettings(kubeconfig=kubeconfig, context=context)))
+            kube = settings_from(options, KUBERNETES).kubernetes
+            if kube.kubeconfig is not None:  # without one, status reads Git alone
+                cluster = KubeCluster(connect(KubeSettings.from_settings(kube)))
         except ReconcilerError as exc:
             raise click.ClickException(str(exc)) from exc
         try:

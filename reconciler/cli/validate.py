@@ -105,9 +105,7 @@ def _metric_problems(experiment: Experiment, catalog: Catalog) -> list[Problem]:
 def _with_limit_options(command: Any) -> Any:  # noqa: ANN401 - click's decorators
     # Not max_experiment_files: validate reads the files it is given, not a repository.
     per_file = [name for name in config.LIMIT_SETTINGS if name != "max_experiment_files"]
-    for option in reversed(config.click_options(per_file)):
-        command = option(command)
-    return command
+    return config.with_settings(per_file)(command)
 
 
 @click.command()
@@ -119,7 +117,7 @@ def _with_limit_options(command: Any) -> Any:  # noqa: ANN401 - click's decorato
 def validate(files: tuple[Path, ...], output: str, **limit_flags: Any) -> None:  # noqa: ANN401
     """Check Experiment and Metric files offline (several documents per file allowed)."""
     try:
-        limits = config.build_limits(limit_flags)
+        limits = config.build(flags=config.given(limit_flags), only=config.LIMIT_SETTINGS).limits
     except config.ConfigError as exc:
         click.echo(f"reconciler validate: {exc}", err=True)
         sys.exit(2)

@@ -42,6 +42,7 @@ from reconciler.cluster.errors import (
     network_error,
 )
 from reconciler.cluster.resources import ObjectRef, Resource, ResourceMapper
+from reconciler.config import KubernetesSettings
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +87,12 @@ class KubeSettings:
     """Requests in a row without a usable answer (after their retries) before the client
     stops asking the API server for ``cooldown_seconds`` (a circuit breaker)."""
     cooldown_seconds: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: KubernetesSettings) -> KubeSettings:
+        """The connection the ``kubernetes`` settings name."""
+        kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
+        return cls(kubeconfig=kubeconfig, context=settings.context, namespace=settings.namespace)
 
 
 def connect(

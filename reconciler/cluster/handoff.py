@@ -21,6 +21,7 @@ import structlog
 
 from reconciler.cluster.client import MERGE_PATCH, Kube
 from reconciler.cluster.resources import ObjectRef
+from reconciler.config import GitOpsSettings
 from reconciler.errors import TemporaryError
 
 log = structlog.get_logger(__name__)
@@ -190,16 +191,15 @@ class GitOpsHandoff:
         log.info("gitops_refresh_requested", object=str(ref), annotation=key, value=value)
 
 
-def target_from_settings(
-    argocd_application: str | None,
-    flux_gitrepository: str | None = None,
-    flux_kustomization: str | None = None,
-) -> HandoffTarget | None:
-    """The hand-off target named by ``namespace/name`` settings (None: no operator).
+def target_from_settings(settings: GitOpsSettings) -> HandoffTarget | None:
+    """The hand-off target the ``gitops`` settings name (None: no operator).
 
     Raises:
         ValueError: both operators, a Flux half, or a value that is not ``namespace/name``.
     """
+    argocd_application = settings.argocd_application
+    flux_gitrepository = settings.flux_gitrepository
+    flux_kustomization = settings.flux_kustomization
     if argocd_application and (flux_gitrepository or flux_kustomization):
         raise ValueError("name either an Argo CD Application or Flux objects, not both")
     if argocd_application:

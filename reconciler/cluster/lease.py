@@ -39,7 +39,7 @@ import structlog
 from reconciler.cluster.client import Kube, RetryPolicy
 from reconciler.cluster.errors import ClusterError, ConflictError
 from reconciler.cluster.resources import ObjectRef
-from reconciler.config import lease_timing_problem
+from reconciler.config import LeaderElectionSettings, lease_timing_problem
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +70,18 @@ class LeaseSettings:
         problem = lease_timing_problem(self.retry_period, self.renew_deadline, self.lease_duration)
         if problem is not None:
             raise ValueError(problem)
+
+    @classmethod
+    def from_settings(
+        cls, settings: LeaderElectionSettings, namespace: str | None
+    ) -> LeaseSettings:
+        """The timings of the ``leaderElection`` settings; the Leases in ``namespace``."""
+        return cls(
+            lease_duration=settings.lease_duration,
+            renew_deadline=settings.renew_deadline,
+            retry_period=settings.retry_period,
+            namespace=namespace,
+        )
 
     @property
     def duration_seconds(self) -> int:

@@ -27,7 +27,7 @@ import pygit2
 from pygit2.enums import CredentialType
 from pygit2.remotes import PushUpdate
 
-from reconciler.config import describe
+from reconciler.config import CredentialSettings, describe
 from reconciler.errors import GitPermanentError
 from reconciler.gitstore.known_hosts import DEFAULT_PORT
 
@@ -90,6 +90,19 @@ class Credentials:
             raise ValueError("ssh_public_key_file and ssh_passphrase_file need ssh_key_file")
         if not self.username or any(ch in self.username for ch in ":@/\n"):
             raise ValueError(f"invalid HTTPS username {self.username!r}")
+
+    @classmethod
+    def from_settings(cls, settings: CredentialSettings) -> Credentials | None:
+        """The credentials the ``credentials`` settings name (None: none are)."""
+        if not settings.configured:
+            return None
+        return cls(
+            token_file=settings.token_file,
+            username=settings.username,
+            ssh_key_file=settings.ssh_key_file,
+            ssh_known_hosts_file=settings.known_hosts_file,
+            ca_file=settings.ca_file,
+        )
 
 
 def url_scheme(url: str) -> str:

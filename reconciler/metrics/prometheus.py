@@ -40,6 +40,7 @@ from tenacity import (
 from urllib3.util.retry import Retry
 
 from reconciler.breaker import CircuitBreaker
+from reconciler.config import PrometheusSettings
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
 from reconciler.metrics.catalog import Catalog, Resolved
 from reconciler.metrics.promql import Bindings, render
@@ -86,6 +87,26 @@ class PrometheusConfig:
         for name, _value in self.headers:
             if not name or any(c in name for c in ":\r\n ") or not name.isascii():
                 raise ValueError(f"{name!r} is not a valid HTTP header name")
+
+    @classmethod
+    def from_settings(cls, settings: PrometheusSettings) -> PrometheusConfig:
+        """The client's configuration from the ``prometheus`` settings.
+
+        Raises:
+            ValueError: no URL is set, or a value the client cannot use.
+        """
+        if settings.url is None:
+            raise ValueError(
+                "no Prometheus: give --prometheus-url, RECONCILER_PROMETHEUS_URL or "
+                "prometheus.url in the config file"
+            )
+        return cls(
+            url=settings.url,
+            bearer_token_file=settings.token_file,
+            ca_file=settings.ca_file,
+            headers=tuple(settings.headers.items()),
+            timeout_seconds=settings.timeout,
+        )
 
     @property
     def base_url(self) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from reconciler.config import ServerSettings
 from reconciler.server import webhook
 from reconciler.server.connections import (
     BoundedServer,
@@ -90,6 +91,11 @@ class Limits:
     """Seconds a client has to send a whole request, and to take each write of the answer."""
     max_connections: int
     """Connections served at once (one thread each); more wait in the listen queue."""
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> Limits:
+        """The limits of the ``http`` settings."""
+        return cls(settings.read_timeout, settings.max_connections)
 
 
 class HttpServer:

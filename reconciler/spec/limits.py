@@ -3,15 +3,16 @@
 A file on main is data anyone with commit rights wrote; without bounds, one file can cost a
 tick minutes and gigabytes (a 50 MB file, 100,000 empty documents, a 1.7 KB alias bomb that
 renders as 2 GB). ``Limits`` holds every bound the experiment and Metric loaders and
-discovery apply; its defaults are the documented ones, and ``reconciler.config`` declares one
-setting per field, of the same name (``--max-file-bytes``, ``RECONCILER_MAX_FILE_BYTES``,
-``limits.maxFileBytes``). ``exceeded`` words the error every limit gives: what was found, the
-limit, and the setting that raises it. Pure: no I/O, no configuration read here.
+discovery apply; its defaults are the documented ones, and each field's ``help`` makes it a
+setting of ``reconciler.config`` of the same name (``--max-file-bytes``,
+``RECONCILER_MAX_FILE_BYTES``, ``limits.maxFileBytes``). ``exceeded`` words the error every
+limit gives: what was found, the limit, and the setting that raises it. Pure: no I/O, no
+configuration read here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 __all__ = ["Limits", "exceeded", "setting"]
 
@@ -20,19 +21,33 @@ __all__ = ["Limits", "exceeded", "setting"]
 class Limits:
     """Bounds on what one file (and one repository) may hold before it is refused unread."""
 
-    max_file_bytes: int = 1024 * 1024
+    max_file_bytes: int = field(
+        default=1024 * 1024, metadata={"help": "Bytes in one experiment or Metric file."}
+    )
     """Bytes in one experiment or Metric file (1 MiB); a larger file is not parsed."""
-    max_documents_per_file: int = 100
+    max_documents_per_file: int = field(
+        default=100, metadata={"help": "YAML documents in one experiment or Metric file."}
+    )
     """YAML documents (``---``) in one experiment or Metric file."""
-    max_experiment_files: int = 10_000
+    max_experiment_files: int = field(
+        default=10_000,
+        metadata={
+            "help": "Experiment files read from the Env repo (those of live experiments first)."
+        },
+    )
     """Files with a ``kind: Experiment`` line in the watched paths of one Env repo (the scale
     the reconciler is benchmarked at); the files past it, in path order with the files of
     live experiments first, are reported and not read."""
-    max_aliases: int = 200
+    max_aliases: int = field(default=200, metadata={"help": "YAML alias uses in one file."})
     """Alias uses (``*name``) in one file."""
-    max_alias_nodes: int = 10_000
+    max_alias_nodes: int = field(
+        default=10_000,
+        metadata={"help": "Nodes YAML aliases may add to one document once expanded."},
+    )
     """Nodes aliases add to one document once expanded (what an alias bomb multiplies)."""
-    max_nesting_depth: int = 64
+    max_nesting_depth: int = field(
+        default=64, metadata={"help": "Nesting of mappings and lists in one YAML document."}
+    )
     """Nesting of mappings and lists in one document."""
 
     def __post_init__(self) -> None:

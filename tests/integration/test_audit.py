@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,13 @@ from reconciler.metrics.profile import Profile
 from reconciler.testing import DrivenClock, Harness
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "reconciler", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "reconciler", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -102,7 +107,10 @@ def test_status_and_history_say_how_many_more_requests_a_version_needs(tmp_path:
     assert status.returncode == 0, status.stderr
     (line,) = [x for x in status.stdout.splitlines() if "needs ~" in x]
     assert "not enough data yet: productpage-v2 needs ~" in line
-    rows = json.loads(cli("status", "--repo", harness.remote, "-o", "json").stdout)
+    # the repo as `run` takes it from the environment: the same variable for every command
+    from_env = cli("status", "-o", "json", env={"RECONCILER_REPO": harness.remote})
+    assert from_env.returncode == 0, from_env.stderr
+    rows = json.loads(from_env.stdout)
     (live,) = [r for r in rows if r.get("kind") == "experiment"]
     assert live["needs"]["productpage-v2"] > 0
     history = json.loads(

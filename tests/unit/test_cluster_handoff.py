@@ -7,6 +7,7 @@ from reconciler.cluster.handoff import (
     synced_revision,
     target_from_settings,
 )
+from reconciler.config import GitOpsSettings
 
 COMMIT = "3f2a9c1e07b4d5e6f708192a3b4c5d6e7f809112"
 
@@ -44,11 +45,11 @@ def test_synced_revisions_are_read_from_argocd_and_flux_status() -> None:
 
 
 def test_targets_come_from_namespace_slash_name_settings() -> None:
-    assert target_from_settings("argocd/env") == ArgoCDApp("env", "argocd")
-    assert target_from_settings(None, "flux-system/env", "apps/env") == FluxSync(
-        "env", "env", "flux-system", "apps"
-    )
-    assert target_from_settings(None) is None
+    argocd = GitOpsSettings(argocd_application="argocd/env")
+    assert target_from_settings(argocd) == ArgoCDApp("env", "argocd")
+    flux = GitOpsSettings(flux_gitrepository="flux-system/env", flux_kustomization="apps/env")
+    assert target_from_settings(flux) == FluxSync("env", "env", "flux-system", "apps")
+    assert target_from_settings(GitOpsSettings()) is None
 
 
 @pytest.mark.parametrize(
@@ -56,5 +57,9 @@ def test_targets_come_from_namespace_slash_name_settings() -> None:
     [("argocd/env", "flux-system/env", None), (None, "flux-system/env", None), ("env", None, None)],
 )
 def test_inconsistent_target_settings_are_refused(settings: tuple[str | None, ...]) -> None:
+    argocd, source, applier = settings
+    named = GitOpsSettings(
+        argocd_application=argocd, flux_gitrepository=source, flux_kustomization=applier
+    )
     with pytest.raises(ValueError, match=r"namespace/name|not both|needs both"):
-        target_from_settings(*settings)
+        target_from_settings(named)

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,12 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:
         environ={"RECONCILER_INTERVAL": "20", "RECONCILER_PROMETHEUS_URL": "http://env:9090"},
         file=file,
     )
-    assert settings.repo == "https://git.example/env.git"  # file
-    assert settings.interval == 5.0  # flag over environment over file
-    assert settings.prometheus_url == "http://env:9090"  # environment over file
-    assert settings.prometheus_timeout == 3.0  # file over default
-    assert settings.leader_election is True
-    assert settings.main_branch == "main"  # default
+    assert settings.repo.url == "https://git.example/env.git"  # file
+    assert settings.repo.interval == 5.0  # flag over environment over file
+    assert settings.prometheus.url == "http://env:9090"  # environment over file
+    assert settings.prometheus.timeout == 3.0  # file over default
+    assert settings.leader_election.enabled is True
+    assert settings.repo.main_branch == "main"  # default
 
 
 def test_lists_and_maps_from_the_environment() -> None:
@@ -41,9 +42,9 @@ def test_lists_and_maps_from_the_environment() -> None:
             "RECONCILER_LOG_JSON": "false",
         },
     )
-    assert settings.experiment_paths == ("apps", "teams/a")
-    assert settings.prometheus_headers == {"X-Scope-OrgID": "team-a", "Accept": "json"}
-    assert settings.log_json is False
+    assert settings.repo.experiment_paths == ("apps", "teams/a")
+    assert settings.prometheus.headers == {"X-Scope-OrgID": "team-a", "Accept": "json"}
+    assert settings.log.json is False
 
 
 @pytest.mark.parametrize(
@@ -75,10 +76,63 @@ def test_unknown_keys_in_the_file_are_errors(tmp_path: Path) -> None:
         build(flags={}, environ={}, file=file)
 
 
-def test_every_setting_has_a_field_and_the_other_way_round() -> None:
-    declared = {f.name for f in FIELDS}
-    assert declared == set(Settings.__dataclass_fields__)
+def test_every_setting_is_declared_once_on_its_field_and_every_field_is_a_setting() -> None:
+    leaves = {
+        (group.name, inner.name)
+        for group in dataclasses.fields(Settings)
+        if group.default_factory is not dataclasses.MISSING
+        for inner in dataclasses.fields(group.default_factory)  # type: ignore[arg-type]
+    } | {(None, f.name) for f in dataclasses.fields(Settings) if "setting" in f.metadata}
+    assert {(f.group, f.attr) for f in FIELDS} == leaves
+    assert len({f.name for f in FIELDS}) == len(FIELDS)
+    assert len({f.file_path for f in FIELDS}) == len(FIELDS)
     assert all(f.env.startswith("RECONCILER_") for f in FIELDS)
+    defaults = Settings()
+    assert all(f.value(defaults) == f.default for f in FIELDS)
+
+
+def test_each_setting_lands_in_its_group_from_every_source(tmp_path: Path) -> None:
+    file = tmp_path / "config.yaml"
+    file.write_text("repo: /env\ncredentials:\n  caFile: /ca.pem\nlog:\n  level: debug\n")
+    settings = build(
+        flags={"kube_context": "kind", "lease_duration": "30", "renew_deadline": "20"},
+        environ={"RECONCILER_PROMETHEUS_TOKEN_FILE": "/token", "RECONCILER_MAX_ALIASES": "5"},
+        file=file,
+    )
+    assert settings.credentials.ca_file == Path("/ca.pem")
+    assert settings.credentials.configured
+    assert settings.log.level == "debug"
+    assert settings.kubernetes.context == "kind"
+    assert settings.leader_election.lease_duration == 30.0
+    assert settings.prometheus.token_file == Path("/token")
+    assert settings.limits.max_aliases == 5
+    assert not build(flags={"repo": "/env", "username": "bot"}, environ={}).credentials.configured
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "X-Scope-OrgID=team-a,Authorization=Basic YTpi",
+        "X-Scope-OrgID: team-a\nAuthorization: Basic YTpi\n",
+        ["X-Scope-OrgID: team-a", "Authorization=Basic YTpi"],
+    ],
+)
+def test_headers_read_as_name_equals_value_or_name_colon_value(raw: object) -> None:
+    settings = build(flags={"prometheus_headers": raw}, environ={}, only={"prometheus_headers"})
+    assert settings.prometheus.headers == {
+        "X-Scope-OrgID": "team-a",
+        "Authorization": "Basic YTpi",
+    }
+
+
+def test_a_command_reading_some_settings_ignores_the_others_in_the_environment() -> None:
+    environ = {"RECONCILER_REPO": "/env", "RECONCILER_INTERVAL": "never"}
+    settings = build(flags={}, environ=environ, only={"repo", "main_branch"})
+    assert settings.repo.url == "/env"
+    assert settings.repo.interval == 30.0
+    with pytest.raises(ConfigError, match=r"no Env repo: give --repo or RECONCILER_REPO$"):
+        build(flags={}, environ={}, only={"repo"})
+    assert build(flags={}, environ={}, only={"prometheus_url"}).repo.url == ""
 
 
 def test_a_reload_names_the_settings_that_take_a_restart_and_only_those() -> None:

@@ -194,7 +194,7 @@ def test_limits_are_configurable_and_each_error_names_its_setting() -> None:
 
 
 def test_every_limit_is_a_setting_of_the_same_name() -> None:
-    defaults = config.Settings(repo="x")
+    defaults = config.Settings()
     assert defaults.limits == Limits()
     for spec in fields(Limits):
         declared = next(f for f in config.FIELDS if f.name == spec.name)

@@ -239,10 +239,10 @@ def test_the_settings_take_rules_and_namespaces_and_refuse_bad_ones() -> None:
         },
         environ={},
     )
-    assert settings.weight_namespaces == ("bookinfo", "shop")
-    assert settings.weight_fields == ("v1/ConfigMap:.data.weight",)
+    assert settings.kubernetes.weight_namespaces == ("bookinfo", "shop")
+    assert settings.kubernetes.weight_fields == ("v1/ConfigMap:.data.weight",)
     from_env = build(flags={"repo": "/env"}, environ={"RECONCILER_WEIGHT_NAMESPACES": "a,b"})
-    assert from_env.weight_namespaces == ("a", "b")
+    assert from_env.kubernetes.weight_namespaces == ("a", "b")
     with pytest.raises(ConfigError, match=r"weight_fields.*GROUP/VERSION/KIND:FIELDPATH"):
         build(flags={"repo": "/env", "weight_fields": ["ConfigMap"]}, environ={})
     with pytest.raises(ConfigError, match="'Kube_System' is not a namespace name"):

@@ -163,8 +163,8 @@ def test_example_flux_kustomization_annotates_every_weighted_kind() -> None:
 
 def _weight_namespaces_as_deployed(objects: list[dict[str, Any]], settings: Settings) -> set[str]:
     """The namespaces ``reconciler run`` would allow with these settings and example objects."""
-    if settings.weight_namespaces:
-        return set(settings.weight_namespaces)
+    if settings.kubernetes.weight_namespaces:
+        return set(settings.kubernetes.weight_namespaces)
     app = next(o for o in objects if o["kind"] in {"Application", "Kustomization"})
     target: HandoffTarget = (
         ArgoCDApp(app["metadata"]["name"], app["metadata"]["namespace"])
@@ -193,10 +193,14 @@ def test_the_configmap_is_a_config_file_that_reconciler_run_accepts(
         assert allowed == {"*"}
     else:
         assert allowed == {o["metadata"]["namespace"] for o in _traffic_bindings(objects)}
-    assert settings.leader_election
-    assert (settings.lease_duration, settings.renew_deadline, settings.retry_period) == (15, 10, 2)
-    assert settings.token_file == Path("/etc/reconciler/git/token")
+    assert settings.leader_election.enabled
+    assert (
+        settings.leader_election.lease_duration,
+        settings.leader_election.renew_deadline,
+        settings.leader_election.retry_period,
+    ) == (15, 10, 2)
+    assert settings.credentials.token_file == Path("/etc/reconciler/git/token")
     if overlay == "argocd":
-        assert settings.argocd_application == "argocd/env"
+        assert settings.gitops.argocd_application == "argocd/env"
     if overlay == "flux":
-        assert settings.flux_kustomization == "flux-system/env"
+        assert settings.gitops.flux_kustomization == "flux-system/env"

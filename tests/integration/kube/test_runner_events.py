@@ -145,9 +145,9 @@ def test_a_changed_config_file_is_applied_and_an_invalid_one_is_kept_out(
     wait_for(lambda: runner.health.last_ok is not None, "the first tick")
     config.write_text(settings_text(env, kube_server, interval=3600) + "prometheus:\n  uri: x\n")
     wait_for(lambda: runner.config_rejected >= 1, "the invalid config to be refused")
-    assert runner.settings.interval == 3600
+    assert runner.settings.repo.interval == 3600
     config.write_text(settings_text(env, kube_server, interval=1800))
-    wait_for(lambda: runner.settings.interval == 1800, "the new config to be applied")
+    wait_for(lambda: runner.settings.repo.interval == 1800, "the new config to be applied")
 
 
 def test_a_reload_that_names_another_repo_is_refused_whole_and_the_process_stays_on_its_own(
@@ -163,7 +163,7 @@ def test_a_reload_that_names_another_repo_is_refused_whole_and_the_process_stays
     structlog.configure(processors=[logs])
     config.write_text(text)
     wait_for(lambda: runner.config_rejected >= 1, "the reload to be refused")
-    assert (runner.settings.repo, runner.settings.interval) == (str(env), 3600)
+    assert (runner.settings.repo.url, runner.settings.repo.interval) == (str(env), 3600)
     assert runner.repo == str(env)
     (refused,) = [e for e in logs.entries if e["event"] == "config_rejected"]
     assert "--repo / repo changed: that takes a restart" in refused["error"]
@@ -202,7 +202,7 @@ def test_one_change_of_the_config_content_reloads_once_and_ticks_once(
     runner, config = running
     ticks = first_tick_settled(runner)
     config.write_text(settings_text(env, kube_server, interval=1800))
-    wait_for(lambda: runner.settings.interval == 1800, "the new config to be applied")
+    wait_for(lambda: runner.settings.repo.interval == 1800, "the new config to be applied")
     wait_for(lambda: runner.ticks == ticks + 1, "the tick after the reload")
     time.sleep(SETTLE)
     assert (runner.reloads, runner.config_rejected, runner.ticks) == (1, 0, ticks + 1)
@@ -215,7 +215,7 @@ def test_a_configmap_swap_to_new_content_reloads_once(
     ticks = first_tick_settled(runner)
     content = settings_text(env, kube_server, interval=1800)
     configmap_volume(volume, "..2026_12_04_16_05_00.2", {"config.yaml": content})
-    wait_for(lambda: runner.settings.interval == 1800, "the swapped-in config to be applied")
+    wait_for(lambda: runner.settings.repo.interval == 1800, "the swapped-in config to be applied")
     time.sleep(SETTLE)
     assert (runner.reloads, runner.config_rejected, runner.ticks) == (1, 0, ticks + 1)
 
