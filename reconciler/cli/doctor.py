@@ -27,6 +27,8 @@ from reconciler.errors import ReconcilerError
 from reconciler.spec.model import WeightObjRef
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
+OPERATOR = ("argocd_application", "flux_kustomization")
+"""The settings naming what doctor checks (exactly one of them)."""
 
 
 def _namespaced(value: str, option: str) -> tuple[str, str]:
@@ -133,7 +135,7 @@ def _served_version(kube: Kube, group: str, kind: str) -> str:
 
 
 @click.command()
-@config.with_settings(("argocd_application", "flux_kustomization"), KUBERNETES)
+@config.with_settings(OPERATOR, KUBERNETES)
 @click.option(
     "--weight-ref",
     "weight_refs",
@@ -147,7 +149,7 @@ def doctor(**options: Any) -> None:  # noqa: ANN401 - click passes options
 
     Exit status: 0 no problem found, 1 problems found, 2 could not check.
     """
-    settings = settings_from(options, ("argocd_application", "flux_kustomization"), KUBERNETES)
+    settings = settings_from(options, OPERATOR, KUBERNETES)
     app, kustomization = settings.gitops.argocd_application, settings.gitops.flux_kustomization
     if bool(app) == bool(kustomization):
         raise click.UsageError("give exactly one of --argocd-application, --flux-kustomization")
