@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint system-deps bench clean kube-test-server image image-test
+.PHONY: demo test lint system-deps bench clean kube-test-server gitops-test-operators image image-test
 
 system-deps:
 	@bash hack/system-deps
@@ -23,7 +23,13 @@ demo: $(STAMP)
 kube-test-server: $(STAMP)
 	$(BIN)/python hack/kube-test-server build
 
-test: $(STAMP) system-deps kube-test-server
+# Flux's source-controller and kustomize-controller (and Argo CD's application controller
+# and repo server) for the e2e tests beside a real GitOps operator: built the same way, once
+# per machine, cached under ~/.cache (see README "Development" for the times)
+gitops-test-operators: $(STAMP)
+	$(BIN)/python hack/gitops-test-operators build all
+
+test: $(STAMP) system-deps kube-test-server gitops-test-operators
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -37,11 +37,13 @@ def assert_promoted_once(
     *,
     also_on_main: Sequence[str] = (),
     skips: int = 0,
+    handed_off: bool = False,
 ) -> Commit:
     """The run ended as an uninterrupted canary that passes does; the outcome commit.
 
     ``also_on_main``: files others wrote to main meanwhile. ``skips``: commits that say an
     iteration was not judged because the cluster did not carry the recorded weights.
+    ``handed_off``: a GitOps operator applied the outcome, which one more state commit says.
     """
     key = experiment.key(world.namespace)
     runs = world.repo.state_log(key)
@@ -51,8 +53,9 @@ def assert_promoted_once(
     runs = [c for c in runs if c not in skipped]
     expected = [("Progressing", i) for i in range(experiment.iterations)]
     expected += [("Promoting", experiment.iterations), ("Promoted", experiment.iterations)]
+    expected += [("Promoted", experiment.iterations)] * handed_off
     assert [(c.phase, c.iteration) for c in runs] == expected, world.describe()
-    decision = runs[-2]
+    decision = runs[experiment.iterations]
     (outcome,) = world.repo.outcomes()
     run_id = runs[0].get("Rollout-Id")
     assert outcome.trailers == {
@@ -62,7 +65,7 @@ def assert_promoted_once(
         "Rollout-Winner": CANDIDATE,
         "Rollout-State": decision.id,
     }
-    assert runs[-1].get("Rollout-Outcome-Commit") == outcome.id
+    assert runs[experiment.iterations + 1].get("Rollout-Outcome-Commit") == outcome.id
     # main: the winner is the baseline now, the candidate and the experiment are gone
     assert world.repo.files("main") == sorted([*APP_FILES, *also_on_main])
     assert world.repo.show("main", f"{APP}/productpage.yaml") == PROMOTED_STABLE
@@ -83,10 +86,23 @@ def assert_promoted_once(
     return outcome
 
 
-def assert_rolled_back_once(world: World, experiment: ExperimentFile) -> Commit:
-    """The run ended in one rollback commit: candidate and experiment gone, baseline kept."""
+def assert_rolled_back_once(
+    world: World,
+    experiment: ExperimentFile,
+    *,
+    also_on_main: Sequence[str] = (),
+    handed_off: bool = False,
+) -> Commit:
+    """The run ended in one rollback commit: candidate and experiment gone, baseline kept.
+
+    ``also_on_main``: files others wrote to main. ``handed_off``: a GitOps operator applied
+    the outcome, which one more state commit says.
+    """
     key = experiment.key(world.namespace)
     runs = world.repo.state_log(key)
+    if handed_off:
+        assert runs[-1].phase == "RolledBack", world.describe()
+        runs = runs[:-1]
     phases = [c.phase for c in runs]
     assert "Promoting" not in phases, world.describe()
     assert phases[-2:] == ["RollingBack", "RolledBack"], world.describe()
@@ -97,7 +113,7 @@ def assert_rolled_back_once(world: World, experiment: ExperimentFile) -> Commit:
         "Rollout-Outcome": "rolled-back",
         "Rollout-State": runs[-2].id,
     }
-    assert world.repo.files("main") == sorted(APP_FILES)
+    assert world.repo.files("main") == sorted([*APP_FILES, *also_on_main])
     assert (
         world.repo.show("main", f"{APP}/productpage.yaml") == APP_FILES[f"{APP}/productpage.yaml"]
     )

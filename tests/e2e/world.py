@@ -240,8 +240,7 @@ class World:
             repos.mkdir()
             self.daemon = GitDaemon(repos, free_port())
             self.start_git()
-        name = f"{self.namespace}.git"
-        self.repo = EnvRepo.create(self.daemon.base_path / name, self.daemon.url(name))
+        self.repo = self.create_repo()
         self.sync_cluster()
         sim_kube = self.kube_server.connect()
         self._closers.append(sim_kube.close)
@@ -256,6 +255,11 @@ class World:
             self._closers.append(self.prometheus.stop)
             self.prometheus_url = self.prometheus.start().url
         self.wait("Prometheus to have scraped this namespace's traffic twice", self._scraped)
+
+    def create_repo(self) -> EnvRepo:
+        """The Env repo, served by the git daemon."""
+        name = f"{self.namespace}.git"
+        return EnvRepo.create(self.daemon.base_path / name, self.daemon.url(name))
 
     def _scraped(self) -> bool:
         selector = (

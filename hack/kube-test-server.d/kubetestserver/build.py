@@ -53,6 +53,8 @@ class Component:
     upstream: str
     """The module the binary comes from (its version names the cache directory)."""
     package: str
+    cache: str = "kube-test-server"
+    """The directory under ``~/.cache/gitops-reconciler`` that keeps the binary."""
 
     @property
     def module_dir(self) -> Path:
@@ -74,8 +76,10 @@ class Component:
         digest = hashlib.sha256()
         for name in ("go.mod", "go.sum"):
             digest.update((self.module_dir / name).read_bytes())
+        for source in sorted(self.module_dir.glob("*.go")):
+            digest.update(source.read_bytes())
         key = f"{self.name}-{self.version()}-{digest.hexdigest()[:10]}"
-        return cache_dir() / key / self.name
+        return cache_dir(self.cache) / key / self.name
 
 
 KUBE_APISERVER = Component(
@@ -84,21 +88,44 @@ KUBE_APISERVER = Component(
 ETCD = Component("etcd", "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3")
 COMPONENTS = (ETCD, KUBE_APISERVER)
 
+OPERATORS_CACHE = "gitops-test-operators"
+SOURCE_CONTROLLER = Component(
+    "source-controller",
+    "github.com/fluxcd/source-controller",
+    "github.com/fluxcd/source-controller",
+    OPERATORS_CACHE,
+)
+KUSTOMIZE_CONTROLLER = Component(
+    "kustomize-controller",
+    "github.com/fluxcd/kustomize-controller",
+    "github.com/fluxcd/kustomize-controller",
+    OPERATORS_CACHE,
+)
+ARGOCD = Component(
+    "argocd",
+    "github.com/argoproj/argo-cd/v3",
+    "gitops-reconciler.local/gitops-test-operators/argocd",
+    OPERATORS_CACHE,
+)
+"""Argo CD's application controller, repo server and askpass helper in one binary (main.go)."""
+FLUX = (SOURCE_CONTROLLER, KUSTOMIZE_CONTROLLER)
+OPERATORS = (*FLUX, ARGOCD)
 
-def cache_dir() -> Path:
-    """``${XDG_CACHE_HOME:-~/.cache}/gitops-reconciler/kube-test-server``."""
+
+def cache_dir(name: str = "kube-test-server") -> Path:
+    """``${XDG_CACHE_HOME:-~/.cache}/gitops-reconciler/<name>``."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gitops-reconciler" / "kube-test-server"
+    return Path(base) / "gitops-reconciler" / name
 
 
-def binaries() -> dict[str, Path]:
+def binaries(components: tuple[Component, ...] = COMPONENTS) -> dict[str, Path]:
     """Cached binary path of each component (present or not)."""
-    return {c.name: c.binary() for c in COMPONENTS}
+    return {c.name: c.binary() for c in components}
 
 
-def missing() -> list[str]:
+def missing(components: tuple[Component, ...] = COMPONENTS) -> list[str]:
     """Names of the components whose binary is not cached yet."""
-    return [c.name for c in COMPONENTS if not c.binary().is_file()]
+    return [c.name for c in components if not c.binary().is_file()]
 
 
 # -- the Go toolchain -------------------------------------------------------------------
@@ -233,24 +260,26 @@ def _write_module(
 # -- building ---------------------------------------------------------------------------
 
 
-def build(out: IO[str]) -> dict[str, Path]:
+def build(
+    out: IO[str], components: tuple[Component, ...] = COMPONENTS, note: str = FIRST_BUILD_NOTE
+) -> dict[str, Path]:
     """Build whatever is not cached yet (one build at a time per machine); return the paths.
 
     Raises:
         BuildError: naming what failed and where its log is.
     """
-    if not missing():
-        return binaries()
-    cache = cache_dir()
+    if not missing(components):
+        return binaries(components)
+    cache = cache_dir(components[0].cache)
     cache.mkdir(parents=True, exist_ok=True)
     with _lock(cache / "build.lock", out):
-        todo = [c for c in COMPONENTS if not c.binary().is_file()]
+        todo = [c for c in components if not c.binary().is_file()]
         if not todo:
-            return binaries()
+            return binaries(components)
         go = find_go(out)
         print(
-            f"kube-test-server: building {', '.join(c.name for c in todo)} into {cache} "
-            f"({FIRST_BUILD_NOTE})",
+            f"{components[0].cache}: building {', '.join(c.name for c in todo)} into {cache} "
+            f"({note})",
             file=out,
             flush=True,
         )
@@ -258,11 +287,31 @@ def build(out: IO[str]) -> dict[str, Path]:
         for component in todo:
             _build_one(go, component, out)
         print(
-            f"kube-test-server: built in {_minutes(time.monotonic() - started)}",
+            f"{components[0].cache}: built in {_minutes(time.monotonic() - started)}",
             file=out,
             flush=True,
         )
-    return binaries()
+    return binaries(components)
+
+
+def module_source(component: Component) -> Path:
+    """The upstream module's source folder in the Go module cache (downloaded if need be).
+
+    Raises:
+        BuildError: the module cannot be downloaded.
+    """
+    go = find_go(sys.stderr)
+    done = subprocess.run(
+        [go, "mod", "download", "-json", f"{component.upstream}@{component.version()}"],
+        capture_output=True,
+        text=True,
+        env=_go_env(),
+        cwd=component.module_dir,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BuildError(f"cannot download {component.upstream}: {done.stderr or done.stdout}")
+    return Path(json.loads(done.stdout)["Dir"])
 
 
 @contextmanager
@@ -272,7 +321,7 @@ def _lock(path: Path, out: IO[str]) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             print(
-                "kube-test-server: another build is running on this machine; waiting for it",
+                f"{path.parent.name}: another build is running on this machine; waiting for it",
                 file=out,
                 flush=True,
             )
@@ -290,7 +339,7 @@ def _build_one(go: str, component: Component, out: IO[str]) -> None:
     env = _go_env()
     started = time.monotonic()
     print(
-        f"kube-test-server: {component.name} {component.version()}: downloading modules",
+        f"{component.cache}: {component.name} {component.version()}: downloading modules",
         file=out,
         flush=True,
     )
@@ -298,7 +347,7 @@ def _build_one(go: str, component: Component, out: IO[str]) -> None:
         _run_logged([go, "mod", "download"], component, env, log, log_path)
         total = _count_packages(go, component, env)
         print(
-            f"kube-test-server: {component.name}: compiling {total} packages (log: {log_path})",
+            f"{component.cache}: {component.name}: compiling {total} packages (log: {log_path})",
             file=out,
             flush=True,
         )
@@ -321,7 +370,7 @@ def _build_one(go: str, component: Component, out: IO[str]) -> None:
             if now - shown >= 15:
                 shown = now
                 print(
-                    f"kube-test-server: {component.name}: {min(compiled, total)}/{total} "
+                    f"{component.cache}: {component.name}: {min(compiled, total)}/{total} "
                     f"packages, {_minutes(now - started)} so far",
                     file=out,
                     flush=True,
@@ -343,7 +392,7 @@ def _build_one(go: str, component: Component, out: IO[str]) -> None:
     }
     (target.parent / "build.json").write_text(json.dumps(info, indent=2) + "\n")
     print(
-        f"kube-test-server: {component.name}: done in {_minutes(seconds)} -> {target}",
+        f"{component.cache}: {component.name}: done in {_minutes(seconds)} -> {target}",
         file=out,
         flush=True,
     )

@@ -1,0 +1,335 @@
+"""Flux (and Argo CD) beside a test API server: the real controllers, built from pinned modules.
+
+``start_flux(DIR, KUBECONFIG)`` installs the CRDs of source-controller and
+kustomize-controller (from their own modules' ``config/crd/bases``), creates the
+``flux-system`` namespace, and starts both controllers out of cluster on free loopback
+ports: source-controller first (kustomize-controller fetches its artifacts over HTTP and
+backs off for minutes on a stale URL otherwise), with logs in DIR. The controllers get
+SIGKILL from the kernel when the process that started them dies (``PR_SET_PDEATHSIG``), so
+a killed test session leaves nothing running. The kubeconfig is one that
+``hack/kube-test-server up`` wrote (JSON: this module is standard library only).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubetestserver import build
+
+FLUX_NAMESPACE = "flux-system"
+READY_TIMEOUT = 60.0
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+STOP_TIMEOUT = 10.0
+
+
+class OperatorError(RuntimeError):
+    """A controller cannot be started, or stopped running: says which, and its log."""
+
+
+# -- the API server, as far as the CRDs need it -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The API server of a kubeconfig written by ``hack/kube-test-server up``."""
+
+    server: str
+    token: str
+    context: ssl.SSLContext
+
+    @classmethod
+    def from_kubeconfig(cls, path: Path) -> Cluster:
+        """Read the current context's server, CA and token.
+
+        Raises:
+            OperatorError: not a kubeconfig of the test server.
+        """
+        try:
+            config = json.loads(path.read_text())
+            current = config["current-context"]
+            context = next(c for c in config["contexts"] if c["name"] == current)["context"]
+            cluster = next(c for c in config["clusters"] if c["name"] == context["cluster"])
+            user = next(u for u in config["users"] if u["name"] == context["user"])
+            ca = base64.b64decode(cluster["cluster"]["certificate-authority-data"]).decode()
+            token = user["user"]["token"]
+        except (OSError, ValueError, KeyError, StopIteration) as exc:
+            raise OperatorError(
+                f"{path} is not a kubeconfig written by `hack/kube-test-server up`: {exc!r}"
+            ) from exc
+        return cls(cluster["cluster"]["server"], token, ssl.create_default_context(cadata=ca))
+
+    def request(
+        self, method: str, path: str, body: str | None = None, content_type: str | None = None
+    ) -> dict[str, Any]:
+        """One call; the decoded JSON answer.
+
+        Raises:
+            OperatorError: the server refused it.
+        """
+        request = urllib.request.Request(
+            self.server + path,
+            data=body.encode() if body is not None else None,
+            method=method,
+        )
+        request.add_header("Authorization", f"Bearer {self.token}")
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, timeout=30, context=self.context) as response:
+                return dict(json.load(response))
+        except urllib.error.HTTPError as exc:
+            raise OperatorError(f"{method} {path}: {exc.code} {exc.read().decode()[:500]}") from exc
+
+    def apply(self, path: str, document: str) -> None:
+        """Server-side apply one YAML document to ``path`` (the object's own URL)."""
+        self.request(
+            "PATCH",
+            f"{path}?fieldManager=gitops-test-operators&force=true",
+            document,
+            "application/apply-patch+yaml",
+        )
+
+
+def documents(text: str) -> list[str]:
+    """The documents of a multi-document YAML file, split on its ``---`` lines."""
+    parts = re.split(r"^---[ \t]*$", text, flags=re.MULTILINE)
+    return [part for part in parts if re.search(r"^kind:", part, re.MULTILINE)]
+
+
+def _crd_name(document: str) -> str:
+    found = re.search(r"^metadata:\n(?:[ \t]+.*\n)*?  name: (\S+)", document, re.MULTILINE)
+    if found is None:
+        raise OperatorError(f"a CRD without metadata.name: {document[:200]!r}")
+    return found.group(1)
+
+
+def install_crds(cluster: Cluster, files: list[Path], timeout: float = READY_TIMEOUT) -> list[str]:
+    """Apply every CRD of ``files``, wait until each is Established; their names."""
+    names = []
+    for path in files:
+        for document in documents(path.read_text()):
+            name = _crd_name(document)
+            cluster.apply(f"{CRDS}/{name}", document)
+            names.append(name)
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while True:
+            crd = cluster.request("GET", f"{CRDS}/{name}")
+            conditions = {
+                c["type"]: c["status"] for c in (crd.get("status") or {}).get("conditions") or []
+            }
+            if conditions.get("Established") == "True":
+                break
+            if time.monotonic() > deadline:
+                raise OperatorError(f"CRD {name} not Established after {timeout:g} s")
+            time.sleep(0.05)
+    return names
+
+
+def ensure_namespace(cluster: Cluster, name: str) -> None:
+    """Create a namespace unless it exists."""
+    cluster.apply(
+        f"/api/v1/namespaces/{name}",
+        json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+    )
+
+
+def flux_crds() -> list[Path]:
+    """The CRD files of the pinned source-controller and kustomize-controller modules."""
+    files = []
+    for component in build.FLUX:
+        bases = build.module_source(component) / "config" / "crd" / "bases"
+        files += sorted(bases.glob("*.yaml"))
+    return files
+
+
+# -- processes --------------------------------------------------------------------------
+
+
+@dataclass
+class Process:
+    """One controller process and its log."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it (again), appending to its log."""
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                self.command,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - nothing else runs in the child
+            )
+
+    def running(self) -> bool:
+        """Whether it runs."""
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after ``STOP_TIMEOUT``."""
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+    def tail(self, lines: int = 30) -> str:
+        """The end of its log."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@dataclass
+class Operators:
+    """The running controllers of one operator, in start order."""
+
+    kind: str
+    directory: Path
+    processes: list[Process] = field(default_factory=list)
+
+    def process(self, name: str) -> Process:
+        """The controller called ``name``."""
+        return next(p for p in self.processes if p.name == name)
+
+    def check(self) -> None:
+        """Raise if a controller stopped running.
+
+        Raises:
+            OperatorError: naming it, with its log's end.
+        """
+        for process in self.processes:
+            if not process.running():
+                code = process.popen.returncode if process.popen else None
+                raise OperatorError(
+                    f"{process.name} exited ({code}); {process.log}:\n{process.tail()}"
+                )
+
+    def stop(self) -> None:
+        """Stop every controller, the last started first."""
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def start_flux(directory: Path, kubeconfig: Path) -> Operators:
+    """Install Flux's CRDs and start source-controller and kustomize-controller.
+
+    Raises:
+        build.BuildError: a controller is not built (``hack/gitops-test-operators build``).
+        OperatorError: a controller did not become ready.
+    """
+    absent = build.missing(build.FLUX)
+    if absent:
+        raise build.BuildError(
+            f"{' and '.join(absent)} not built yet: run `hack/gitops-test-operators build flux`"
+        )
+    binaries = build.binaries(build.FLUX)
+    (directory / "storage").mkdir(parents=True, exist_ok=True)
+    cluster = Cluster.from_kubeconfig(kubeconfig)
+    install_crds(cluster, flux_crds())
+    ensure_namespace(cluster, FLUX_NAMESPACE)
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig), RUNTIME_NAMESPACE=FLUX_NAMESPACE)
+    storage, source_health, source_metrics, kustomize_health, kustomize_metrics = _free_ports(5)
+    common = ["--enable-leader-election=false", "--watch-all-namespaces=true", "--log-level=info"]
+    # short retries: a test's objects come and go faster than Flux's default backoff
+    common += ["--min-retry-delay=250ms", "--max-retry-delay=10s"]
+    operators = Operators("flux", directory)
+    source = Process(
+        "source-controller",
+        [
+            str(binaries["source-controller"]),
+            *common,
+            f"--storage-path={directory / 'storage'}",
+            f"--storage-addr=127.0.0.1:{storage}",
+            f"--storage-adv-addr=127.0.0.1:{storage}",
+            f"--health-addr=127.0.0.1:{source_health}",
+            f"--metrics-addr=127.0.0.1:{source_metrics}",
+        ],
+        env,
+        directory / "source-controller.log",
+    )
+    kustomize = Process(
+        "kustomize-controller",
+        [
+            str(binaries["kustomize-controller"]),
+            *common,
+            "--http-retry=2",
+            f"--health-addr=127.0.0.1:{kustomize_health}",
+            f"--metrics-addr=127.0.0.1:{kustomize_metrics}",
+        ],
+        env,
+        directory / "kustomize-controller.log",
+    )
+    try:
+        for process, port in ((source, source_health), (kustomize, kustomize_health)):
+            operators.processes.append(process)
+            process.start()
+            _wait_ready(process, f"http://127.0.0.1:{port}/readyz")
+    except BaseException:
+        operators.stop()
+        raise
+    return operators
+
+
+def _wait_ready(process: Process, url: str, timeout: float = READY_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if not process.running():
+            raise OperatorError(
+                f"{process.name} exited before it was ready; {process.log}:\n{process.tail()}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (OSError, urllib.error.URLError) as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise OperatorError(f"{process.name} not ready after {timeout:g} s ({last}); see {process.log}")
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the parent dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
