@@ -18,6 +18,7 @@ import ctypes
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -27,14 +28,21 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kubetestserver import build
 
 FLUX_NAMESPACE = "flux-system"
+ARGOCD_NAMESPACE = "argocd"
 READY_TIMEOUT = 60.0
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 STOP_TIMEOUT = 10.0
+
+
+class Starter(Protocol):
+    """``start_flux`` or ``start_argocd``."""
+
+    def __call__(self, directory: Path, kubeconfig: Path) -> Operators: ...
 
 
 class OperatorError(RuntimeError):
@@ -295,6 +303,192 @@ def start_flux(directory: Path, kubeconfig: Path) -> Operators:
         operators.stop()
         raise
     return operators
+
+
+def argocd_crds() -> list[Path]:
+    """The Application and AppProject CRDs of the pinned Argo CD module."""
+    crds = build.module_source(build.ARGOCD) / "manifests" / "crds"
+    return [crds / "application-crd.yaml", crds / "appproject-crd.yaml"]
+
+
+ARGOCD_LABELS = {"app.kubernetes.io/part-of": "argocd"}
+
+
+def _argocd_settings(cluster: Cluster) -> None:
+    """What Argo CD's installation adds and its API server would: settings, the project."""
+    base = f"/api/v1/namespaces/{ARGOCD_NAMESPACE}"
+    for kind, name, body in (
+        # compare with Git every few seconds, not every 3 minutes: a test is short
+        ("configmaps", "argocd-cm", {"data": {"timeout.reconciliation": "5s"}}),
+        ("secrets", "argocd-secret", {"type": "Opaque"}),
+    ):
+        document = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap" if kind == "configmaps" else "Secret",
+            "metadata": {"name": name, "namespace": ARGOCD_NAMESPACE, "labels": ARGOCD_LABELS},
+            **body,
+        }
+        cluster.apply(f"{base}/{kind}/{name}", json.dumps(document))
+    project = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AppProject",
+        "metadata": {"name": "default", "namespace": ARGOCD_NAMESPACE},
+        "spec": {
+            "sourceRepos": ["*"],
+            "destinations": [{"server": "*", "namespace": "*"}],
+            "clusterResourceWhitelist": [{"group": "*", "kind": "*"}],
+        },
+    }
+    cluster.apply(
+        f"/apis/argoproj.io/v1alpha1/namespaces/{ARGOCD_NAMESPACE}/appprojects/default",
+        json.dumps(project),
+    )
+
+
+def argocd_tls_dir(directory: Path) -> Path:
+    """Where the repo server looks for a Git server's CA, in a file named by its host."""
+    return directory / "tls"
+
+
+def start_argocd(directory: Path, kubeconfig: Path) -> Operators:
+    """Install Argo CD's CRDs, settings and default project; start Redis, the repo server
+    and the application controller (the API server and UI are not needed: Applications
+    are created with the Kubernetes API).
+
+    Raises:
+        build.BuildError: Argo CD is not built (``hack/gitops-test-operators build argocd``).
+        OperatorError: Redis is not installed, or a process did not become ready.
+    """
+    if build.missing((build.ARGOCD,)):
+        raise build.BuildError(
+            "argocd not built yet: run `hack/gitops-test-operators build argocd`"
+        )
+    redis = shutil.which("redis-server")
+    if redis is None:
+        raise OperatorError("redis-server not found: install Debian's redis-server")
+    binary = build.binaries((build.ARGOCD,))["argocd"]
+    for sub in ("tls", "ssh", "gnupg", "tmp", "redis"):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+    (directory / "ssh" / "ssh_known_hosts").touch()
+    cluster = Cluster.from_kubeconfig(kubeconfig)
+    install_crds(cluster, argocd_crds())
+    ensure_namespace(cluster, ARGOCD_NAMESPACE)
+    _argocd_settings(cluster)
+    redis_port, repo_port, repo_metrics, controller_metrics = _free_ports(4)
+    env = dict(
+        os.environ,
+        KUBECONFIG=str(kubeconfig),
+        # the repo server runs git with GIT_ASKPASS=argocd: this binary, found on PATH
+        PATH=f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        TMPDIR=str(directory / "tmp"),
+        ARGOCD_ASK_PASS_SOCK=str(directory / "askpass.sock"),
+        ARGOCD_TLS_DATA_PATH=str(argocd_tls_dir(directory)),
+        ARGOCD_SSH_DATA_PATH=str(directory / "ssh"),
+        ARGOCD_GNUPGHOME=str(directory / "gnupg"),
+        ARGOCD_GPG_ENABLED="false",
+        # the in-cluster destination is the API server of KUBECONFIG, as for Argo CD's own
+        # development setup
+        ARGOCD_FAKE_IN_CLUSTER="true",
+    )
+    redis_address = f"127.0.0.1:{redis_port}"
+    common = ["--redis", redis_address, "--loglevel", "info"]
+    operators = Operators("argocd", directory)
+    processes = [
+        (
+            Process(
+                "redis",
+                [
+                    redis,
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(directory / "redis"),
+                ],
+                dict(os.environ),
+                directory / "redis.log",
+            ),
+            None,
+        ),
+        (
+            Process(
+                "repo-server",
+                [
+                    str(binary),
+                    "--address",
+                    "127.0.0.1",
+                    "--port",
+                    str(repo_port),
+                    "--metrics-address",
+                    "127.0.0.1",
+                    "--metrics-port",
+                    str(repo_metrics),
+                    "--disable-tls",
+                    *common,
+                ],
+                dict(env, ARGOCD_BINARY_NAME="argocd-repo-server"),
+                directory / "repo-server.log",
+            ),
+            f"http://127.0.0.1:{repo_metrics}/healthz",
+        ),
+        (
+            Process(
+                "application-controller",
+                [
+                    str(binary),
+                    "--kubeconfig",
+                    str(kubeconfig),
+                    "--namespace",
+                    ARGOCD_NAMESPACE,
+                    "--repo-server",
+                    f"127.0.0.1:{repo_port}",
+                    "--repo-server-plaintext",
+                    "--metrics-port",
+                    str(controller_metrics),
+                    "--status-processors",
+                    "2",
+                    "--operation-processors",
+                    "2",
+                    "--self-heal-timeout-seconds",
+                    "1",
+                    *common,
+                ],
+                dict(env, ARGOCD_BINARY_NAME="argocd-application-controller"),
+                directory / "application-controller.log",
+            ),
+            f"http://127.0.0.1:{controller_metrics}/healthz",
+        ),
+    ]
+    try:
+        for process, health in processes:
+            operators.processes.append(process)
+            process.start()
+            if health is None:
+                _wait_port(process, redis_port)
+            else:
+                _wait_ready(process, health)
+    except BaseException:
+        operators.stop()
+        raise
+    return operators
+
+
+def _wait_port(process: Process, port: int, timeout: float = READY_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process.running():
+            raise OperatorError(
+                f"{process.name} exited before it was ready; {process.log}:\n{process.tail()}"
+            )
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.05)
+    raise OperatorError(f"{process.name} not listening on {port} after {timeout:g} s")
 
 
 def _wait_ready(process: Process, url: str, timeout: float = READY_TIMEOUT) -> None:

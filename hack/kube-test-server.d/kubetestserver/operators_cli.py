@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
     build_parser.add_argument("group", nargs="?", choices=sorted(GROUPS), default="flux")
     commands.add_parser("paths", help="print the cached binaries' paths as JSON")
     run = commands.add_parser("run", help="start the controllers, stop them on Ctrl-C")
-    run.add_argument("group", choices=["flux"])
+    run.add_argument("group", choices=["flux", "argocd"])
     run.add_argument("--kubeconfig", type=Path, required=True)
     run.add_argument("--dir", type=Path, required=True, help="logs and Flux's artifact storage")
     args = parser.parse_args(argv)
@@ -44,14 +44,14 @@ def main(argv: list[str]) -> int:
             absent = build.missing(build.OPERATORS)
             print(json.dumps({"binaries": paths, "missing": absent}, indent=2))
         else:
-            return _run(args.kubeconfig, args.dir)
+            return _run(args.group, args.kubeconfig, args.dir)
     except (build.BuildError, operators.OperatorError) as exc:
         print(f"gitops-test-operators: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _run(kubeconfig: Path, directory: Path) -> int:
+def _run(group: str, kubeconfig: Path, directory: Path) -> int:
     stopping = False
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -60,9 +60,11 @@ def _run(kubeconfig: Path, directory: Path) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    running = operators.start_flux(directory, kubeconfig)
+    start = operators.start_flux if group == "flux" else operators.start_argocd
+    running = start(directory, kubeconfig)
     print(
-        f"gitops-test-operators: Flux runs against {kubeconfig}; logs in {directory}; Ctrl-C stops",
+        f"gitops-test-operators: {group} runs against {kubeconfig}; logs in {directory}; "
+        "Ctrl-C stops",
         file=sys.stderr,
     )
     try:
