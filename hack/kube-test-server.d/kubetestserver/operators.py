@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import json
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kubetestserver import build
+from kubetestserver.server import _die_with_parent, _free_ports
 
 FLUX_NAMESPACE = "flux-system"
 ARGOCD_NAMESPACE = "argocd"
@@ -507,23 +506,3 @@ def _wait_ready(process: Process, url: str, timeout: float = READY_TIMEOUT) -> N
             last = str(exc)
         time.sleep(0.1)
     raise OperatorError(f"{process.name} not ready after {timeout:g} s ({last}); see {process.log}")
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL when the parent dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
