@@ -1,8 +1,9 @@
 """Hand a commit on main to the GitOps operator: ask it to look now, wait until it synced.
 
 Argo CD: the ``argocd.argoproj.io/refresh`` annotation on the Application, then wait
-until ``status.sync.revision`` (or ``status.sync.revisions`` for multi-source apps) names
-the commit. Flux: ``reconcile.fluxcd.io/requestedAt`` on the GitRepository and the
+until the Application is ``Synced`` at a ``status.sync.revision`` (or ``revisions``, for
+multi-source apps) that names the commit, or its last sync operation to the commit has
+``Succeeded`` (``status.operationState.syncResult``). Flux: ``reconcile.fluxcd.io/requestedAt`` on the GitRepository and the
 Kustomization, then wait until the Kustomization's ``status.lastAppliedRevision``
 (``main@sha1:<id>``) names it. Which objects belong to an Env repo is configuration
 (``ArgoCDApp`` / ``FluxSync``). The wait is bounded; clock and ``sleep`` are passed in.
@@ -103,11 +104,23 @@ def synced_revision(target: HandoffTarget, obj: Mapping[str, Any] | None) -> lis
     """The revisions the operator reports as synced (several for multi-source apps)."""
     status = (obj or {}).get("status") or {}
     if isinstance(target, ArgoCDApp):
+        # status.sync.revision is the revision Argo CD last *compared* with, set before it
+        # syncs: on its own it says nothing about the cluster. A revision counts once the
+        # live state is Synced to it, or once a sync operation to it has Succeeded.
         sync = status.get("sync") or {}
-        found = [str(r) for r in sync.get("revisions") or [] if r]
-        return [str(sync["revision"]), *found] if sync.get("revision") else found
+        found = _revisions(sync) if sync.get("status") == "Synced" else []
+        operation = status.get("operationState") or {}
+        if operation.get("phase") == "Succeeded":
+            found += [r for r in _revisions(operation.get("syncResult") or {}) if r not in found]
+        return found
     revision = status.get("lastAppliedRevision")
     return [str(revision)] if revision else []
+
+
+def _revisions(section: Mapping[str, Any]) -> list[str]:
+    """``revision`` then ``revisions`` (multi-source apps) of an Argo CD status section."""
+    found = [str(section["revision"])] if section.get("revision") else []
+    return found + [str(r) for r in section.get("revisions") or [] if r]
 
 
 def names_commit(revision: str, commit: str) -> bool:

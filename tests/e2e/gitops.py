@@ -56,6 +56,7 @@ from tests.integration.kube.manifests import RBAC_KINDS, render
 SOURCEIGNORE = "**/experiment*.yaml\n"
 SSA_ANNOTATION = "kustomize.toolkit.fluxcd.io/ssa"
 RESPECT_IGNORE = "RespectIgnoreDifferences=true"
+PRUNE_IN_BACKGROUND = "PrunePropagationPolicy=background"
 APP_NAMESPACE = "bookinfo"
 """The example app's namespace in manifests/core/traffic-namespaces.yaml."""
 SAMPLE_EVERY = 0.05
@@ -350,11 +351,13 @@ class ArgoCDWorld(OperatorWorld):
         application["metadata"]["name"] = self.namespace
         application["spec"]["source"]["repoURL"] = self.repo.url
         application["spec"]["destination"]["namespace"] = self.namespace
+        options = application["spec"]["syncPolicy"]["syncOptions"]
         if not self.protect:
-            options = application["spec"]["syncPolicy"]["syncOptions"]
-            application["spec"]["syncPolicy"]["syncOptions"] = [
-                o for o in options if o != RESPECT_IGNORE
-            ]
+            options = [o for o in options if o != RESPECT_IGNORE]
+        # Argo CD prunes with foreground deletion, which waits for the garbage collector of
+        # kube-controller-manager; the test API server runs none, so a pruned candidate
+        # would stay (deleting) and the Application OutOfSync for ever
+        application["spec"]["syncPolicy"]["syncOptions"] = [*options, PRUNE_IN_BACKGROUND]
         repository = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -378,10 +381,15 @@ class ArgoCDWorld(OperatorWorld):
         return env
 
     def applied_revision(self, kube: Kube | None = None) -> str | None:
-        """``status.sync.revision`` once the Application is Synced to it."""
-        sync = self.status(kube).get("sync") or {}
-        revision = sync.get("revision")
-        return str(revision) if revision and sync.get("status") == "Synced" else None
+        """The revision of the last sync operation, once it Succeeded; else the revision
+        the Application is Synced at (a commit that changed nothing it applies)."""
+        status = self.status(kube)
+        operation = status.get("operationState") or {}
+        revision = (operation.get("syncResult") or {}).get("revision")
+        if operation.get("phase") == "Succeeded" and revision:
+            return str(revision)
+        sync = status.get("sync") or {}
+        return str(sync["revision"]) if sync.get("status") == "Synced" else None
 
     def status(self, kube: Kube | None = None) -> dict[str, Any]:
         """The Application's status."""

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 RECONCILIATIONS = 3
 """Times the operator must compare the cluster with Git while the weights stay."""
-WORLDS: dict[str, type[OperatorWorld]] = {"flux": FluxWorld}
+WORLDS: dict[str, type[OperatorWorld]] = {"flux": FluxWorld, "argocd": ArgoCDWorld}
 """The operators every story runs beside. ArgoCDWorld syncs the Env repo with the real Argo
 CD, but its stories do not pass yet (the promotion story stops after the candidate is
 applied); it joins this table once they do."""

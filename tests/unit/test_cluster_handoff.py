@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 
 from reconciler.cluster.handoff import (
@@ -37,11 +39,59 @@ def test_too_short_a_commit_names_nothing() -> None:
 
 
 def test_synced_revisions_are_read_from_argocd_and_flux_status() -> None:
-    app = {"status": {"sync": {"revision": "a", "revisions": ["b", "c"]}}}
+    app = {"status": {"sync": {"status": "Synced", "revision": "a", "revisions": ["b", "c"]}}}
     assert synced_revision(ArgoCDApp("env"), app) == ["a", "b", "c"]
     assert synced_revision(ArgoCDApp("env"), None) == []
     kustomization = {"status": {"lastAppliedRevision": "main@sha1:x"}}
     assert synced_revision(FluxSync("env", "apps"), kustomization) == ["main@sha1:x"]
+
+
+@pytest.mark.parametrize(
+    ("status", "applied"),
+    [
+        # compared with the commit, the cluster behind it: a sync is yet to run
+        ({"sync": {"status": "OutOfSync", "revision": "new"}}, []),
+        ({"sync": {"revision": "new"}}, []),
+        # a sync to it is running, or failed
+        (
+            {
+                "sync": {"status": "OutOfSync", "revision": "new"},
+                "operationState": {"phase": "Running", "syncResult": {"revision": "new"}},
+            },
+            [],
+        ),
+        ({"operationState": {"phase": "Failed", "syncResult": {"revision": "new"}}}, []),
+        # the sync to it succeeded, though something else keeps the app OutOfSync
+        (
+            {
+                "sync": {"status": "OutOfSync", "revision": "new"},
+                "operationState": {"phase": "Succeeded", "syncResult": {"revision": "new"}},
+            },
+            ["new"],
+        ),
+        # synced at the commit with no operation (nothing of the app's changed)
+        (
+            {
+                "sync": {"status": "Synced", "revision": "new"},
+                "operationState": {"phase": "Succeeded", "syncResult": {"revision": "old"}},
+            },
+            ["new", "old"],
+        ),
+        (
+            {
+                "operationState": {
+                    "phase": "Succeeded",
+                    "syncResult": {"revisions": ["a", "b"]},
+                }
+            },
+            ["a", "b"],
+        ),
+    ],
+)
+def test_argocd_reports_a_revision_applied_once_synced_or_its_sync_succeeded(
+    status: dict[str, Any], applied: list[str]
+) -> None:
+    assert synced_revision(ArgoCDApp("env"), {"status": status}) == applied
 
 
 def test_targets_come_from_namespace_slash_name_settings() -> None:

@@ -317,8 +317,8 @@ def _argocd_settings(cluster: Cluster) -> None:
     """What Argo CD's installation adds and its API server would: settings, the project."""
     base = f"/api/v1/namespaces/{ARGOCD_NAMESPACE}"
     for kind, name, body in (
-        # compare with Git every few seconds, not every 3 minutes: a test is short
-        ("configmaps", "argocd-cm", {"data": {"timeout.reconciliation": "5s"}}),
+        # what Argo CD's manifests pass on as ARGOCD_RECONCILIATION_TIMEOUT (see below)
+        ("configmaps", "argocd-cm", {"data": {"timeout.reconciliation": RESYNC}}),
         ("secrets", "argocd-secret", {"type": "Opaque"}),
     ):
         document = {
@@ -347,6 +347,10 @@ def _argocd_settings(cluster: Cluster) -> None:
 def argocd_tls_dir(directory: Path) -> Path:
     """Where the repo server looks for a Git server's CA, in a file named by its host."""
     return directory / "tls"
+
+
+RESYNC = "3s"
+"""How often Argo CD compares each Application with Git here (``timeout.reconciliation``)."""
 
 
 def start_argocd(directory: Path, kubeconfig: Path) -> Operators:
@@ -388,6 +392,11 @@ def start_argocd(directory: Path, kubeconfig: Path) -> Operators:
         # the in-cluster destination is the API server of KUBECONFIG, as for Argo CD's own
         # development setup
         ARGOCD_FAKE_IN_CLUSTER="true",
+        # compare with Git every few seconds, not every 2 minutes plus up to 1 minute of
+        # jitter: a test is short. Argo CD's own manifests set these from argocd-cm; the
+        # processes read only the environment (the repo server's revision cache too).
+        ARGOCD_RECONCILIATION_TIMEOUT=RESYNC,
+        ARGOCD_RECONCILIATION_JITTER="0s",
     )
     redis_address = f"127.0.0.1:{redis_port}"
     common = ["--redis", redis_address, "--loglevel", "info"]

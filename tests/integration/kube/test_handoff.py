@@ -111,9 +111,18 @@ def test_the_loop_facing_handoff_requests_and_reports_without_waiting(
     repo = RepoHandoff(GitOpsHandoff(admin), ArgoCDApp("bound", namespace))
     repo.request_sync(COMMIT)
     assert repo.synced(COMMIT) is None  # still at the old revision
+    application = ArgoCDApp("bound", namespace).application
+    # Argo CD compared with the commit and found the cluster behind: not applied yet
     admin.patch(
-        ArgoCDApp("bound", namespace).application,
-        {"status": {"sync": {"revision": COMMIT}}},
+        application,
+        {"status": {"sync": {"status": "OutOfSync", "revision": COMMIT}}},
+        content_type=MERGE_PATCH,
+    )
+    assert repo.synced(COMMIT) is None
+    # its sync to the commit finished (the live state may still differ elsewhere)
+    admin.patch(
+        application,
+        {"status": {"operationState": {"phase": "Succeeded", "syncResult": {"revision": COMMIT}}}},
         content_type=MERGE_PATCH,
     )
     assert repo.synced(COMMIT) == COMMIT

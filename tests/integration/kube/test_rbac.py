@@ -229,7 +229,7 @@ def test_every_operation_of_the_reconciler_is_allowed_to_its_service_account_arg
             "kind": "Application",
             "metadata": {"name": app.name, "namespace": "argocd"},
             "spec": {"project": "default", "destination": {"namespace": namespace}},
-            "status": {"sync": {"revision": COMMIT}},
+            "status": {"sync": {"status": "Synced", "revision": COMMIT}},
         },
     )
 
