@@ -3,9 +3,10 @@
 Argo CD: the ``argocd.argoproj.io/refresh`` annotation on the Application, then wait
 until the Application is ``Synced`` at a ``status.sync.revision`` (or ``revisions``, for
 multi-source apps) that names the commit, or its last sync operation to the commit has
-``Succeeded`` (``status.operationState.syncResult``). Flux: ``reconcile.fluxcd.io/requestedAt`` on the GitRepository and the
-Kustomization, then wait until the Kustomization's ``status.lastAppliedRevision``
-(``main@sha1:<id>``) names it. Which objects belong to an Env repo is configuration
+``Succeeded`` (``status.operationState.syncResult``). Flux:
+``reconcile.fluxcd.io/requestedAt`` on the GitRepository and the Kustomization, then
+wait until the Kustomization's ``status.lastAppliedRevision`` (``main@sha1:<id>``) names
+it. Which objects belong to an Env repo is configuration
 (``ArgoCDApp`` / ``FluxSync``). The wait is bounded; clock and ``sleep`` are passed in.
 The result, ``Synced``, is a value for the caller to record in Git, never stored here.
 """

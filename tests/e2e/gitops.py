@@ -74,6 +74,8 @@ class OperatorWorld(World):
     operator_namespace = ""
     setup_files: tuple[str, ...] = ()
     """Files the operator's set-up adds to main."""
+    unprotected_fix = ""
+    """What ``doctor`` must tell a user to add when the overlay's protection is left out."""
 
     def __init__(
         self,
@@ -242,6 +244,7 @@ class FluxWorld(OperatorWorld):
     overlay_name = "flux"
     operator_namespace = FLUX_NAMESPACE
     setup_files = (".sourceignore",)
+    unprotected_fix = f"{SSA_ANNOTATION}: IfNotPresent"
 
     def __init__(self, tmp: Path, **options: Any) -> None:
         """As ``OperatorWorld``."""
@@ -336,6 +339,7 @@ class ArgoCDWorld(OperatorWorld):
 
     overlay_name = "argocd"
     operator_namespace = ARGOCD_NAMESPACE
+    unprotected_fix = RESPECT_IGNORE
 
     def __init__(self, tmp: Path, **options: Any) -> None:
         """As ``OperatorWorld``."""

@@ -53,10 +53,7 @@ log = logging.getLogger(__name__)
 RECONCILIATIONS = 3
 """Times the operator must compare the cluster with Git while the weights stay."""
 WORLDS: dict[str, type[OperatorWorld]] = {"flux": FluxWorld, "argocd": ArgoCDWorld}
-"""The operators every story runs beside. ArgoCDWorld syncs the Env repo with the real Argo
-CD, but its stories do not pass yet (the promotion story stops after the candidate is
-applied); it joins this table once they do."""
-ARGOCD_WORLD = ArgoCDWorld
+"""The operators every story runs beside."""
 CI_FILE = f"{APP}/ci-note.yaml"
 CI_NOTE = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ci-note\ndata:\n  note: {text}\n"
 
@@ -268,7 +265,7 @@ def test_without_the_overlays_protection_the_operator_puts_gits_weights_back_and
     checked = doctor(world)
     assert checked.returncode == 1, checked.stdout + checked.stderr
     assert "problem:" in checked.stdout
-    assert "productpage" in checked.stdout
+    assert world.unprotected_fix in checked.stdout
 
     experiment = ExperimentFile(iterations=30)
     candidate = world.repo.add_candidate(experiment, world.namespace)
