@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kubetestserver import build
-from kubetestserver.server import _die_with_parent, _free_ports
+from kubetestserver.server import die_with_parent, free_ports
 
 FLUX_NAMESPACE = "flux-system"
 ARGOCD_NAMESPACE = "argocd"
@@ -187,7 +187,7 @@ class Process:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - nothing else runs in the child
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - nothing else runs in the child
             )
 
     def running(self) -> bool:
@@ -262,7 +262,7 @@ def start_flux(directory: Path, kubeconfig: Path) -> Operators:
     install_crds(cluster, flux_crds())
     ensure_namespace(cluster, FLUX_NAMESPACE)
     env = dict(os.environ, KUBECONFIG=str(kubeconfig), RUNTIME_NAMESPACE=FLUX_NAMESPACE)
-    storage, source_health, source_metrics, kustomize_health, kustomize_metrics = _free_ports(5)
+    storage, source_health, source_metrics, kustomize_health, kustomize_metrics = free_ports(5)
     common = ["--enable-leader-election=false", "--watch-all-namespaces=true", "--log-level=info"]
     # short retries: a test's objects come and go faster than Flux's default backoff
     common += ["--min-retry-delay=250ms", "--max-retry-delay=10s"]
@@ -377,7 +377,7 @@ def start_argocd(directory: Path, kubeconfig: Path) -> Operators:
     install_crds(cluster, argocd_crds())
     ensure_namespace(cluster, ARGOCD_NAMESPACE)
     _argocd_settings(cluster)
-    redis_port, repo_port, repo_metrics, controller_metrics = _free_ports(4)
+    redis_port, repo_port, repo_metrics, controller_metrics = free_ports(4)
     env = dict(
         os.environ,
         KUBECONFIG=str(kubeconfig),

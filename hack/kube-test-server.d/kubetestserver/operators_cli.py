@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
 
 from kubetestserver import build, operators
+from kubetestserver.server import StopSignal
 
 GROUPS = {"flux": build.FLUX, "argocd": (build.ARGOCD,), "all": build.OPERATORS}
 BUILD_NOTE = (
@@ -52,14 +52,7 @@ def main(argv: list[str]) -> int:
 
 
 def _run(group: str, kubeconfig: Path, directory: Path) -> int:
-    stopping = False
-
-    def on_signal(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = StopSignal()
     start = operators.start_flux if group == "flux" else operators.start_argocd
     running = start(directory, kubeconfig)
     print(
@@ -68,7 +61,7 @@ def _run(group: str, kubeconfig: Path, directory: Path) -> int:
         file=sys.stderr,
     )
     try:
-        while not stopping:
+        while not stop.requested:
             running.check()
             time.sleep(0.5)
     finally:

@@ -247,18 +247,23 @@ def _openssl(*args: str | Path) -> None:
 # -- the supervisor ---------------------------------------------------------------------
 
 
+class StopSignal:
+    """Records SIGTERM and SIGINT (its handlers are installed when it is made)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, _signum: int, _frame: object) -> None:
+        self.requested = True
+
+
 def supervise(root: Path, follow_pid: int | None) -> int:
     """Start etcd and kube-apiserver, publish ``server.json``, stop both on SIGTERM."""
     paths = Paths(root.resolve())
     paths.supervisor_pid.write_text(f"{os.getpid()}\n")
-    stopping = False
-
-    def on_signal(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = StopSignal()
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
         info = _start_on_free_ports(paths, children)
@@ -268,7 +273,7 @@ def supervise(root: Path, follow_pid: int | None) -> int:
         tmp.write_text(json.dumps(info, indent=2) + "\n")
         tmp.replace(paths.server_json)
         print(f"ready: {info['server']}", flush=True)
-        while not stopping:
+        while not stop.requested:
             for name, child in children:
                 if child.poll() is not None:
                     print(f"{name} exited with {child.returncode}", flush=True)
@@ -309,7 +314,7 @@ def _start_on_free_ports(
 
 def _start(paths: Paths, children: list[tuple[str, subprocess.Popen[bytes]]]) -> dict[str, Any]:
     bins = build.binaries()
-    etcd_port, peer_port, api_port = _free_ports(3)
+    etcd_port, peer_port, api_port = free_ports(3)
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     etcd = _spawn(
         [
@@ -374,7 +379,8 @@ def _start(paths: Paths, children: list[tuple[str, subprocess.Popen[bytes]]]) ->
     }
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that were free a moment ago."""
     sockets = []
     try:
         for _ in range(count):
@@ -387,7 +393,7 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: SIGKILL when the supervisor dies (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -401,7 +407,7 @@ def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - the supervisor has one thread
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - the supervisor has one thread
         )
 
 
