@@ -29,8 +29,10 @@ kube-test-server: $(STAMP)
 gitops-test-operators: $(STAMP)
 	$(BIN)/python hack/gitops-test-operators build all
 
+# two workers: most e2e tests wait on servers; PYTEST_WORKERS=0 runs them in this process
+PYTEST_WORKERS ?= 2
 test: $(STAMP) system-deps kube-test-server gitops-test-operators
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --numprocesses $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check reconciler tests hack

@@ -1,4 +1,14 @@
-"""Fixtures for every test world, registered once (see ``tests/fixtures``)."""
+"""Fixtures for every test world, registered once (see ``tests/fixtures``).
+
+``make test`` runs the suite on two pytest-xdist workers: most end-to-end tests wait on
+servers rather than compute. Tests marked ``long`` are handed out first, so that the rest
+of the suite runs beside them rather than after them; tests that share an expensive
+session server (``xdist_group``) stay on one worker, so it starts once.
+"""
+
+from __future__ import annotations
+
+import pytest
 
 pytest_plugins = [
     "tests.fixtures.git",
@@ -6,3 +16,8 @@ pytest_plugins = [
     "tests.fixtures.kube",
     "tests.fixtures.operators",
 ]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``long`` tests first (a stable sort: the rest keep their order)."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

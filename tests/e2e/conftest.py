@@ -7,14 +7,14 @@ seconds after it starts before its first scrape) starts once, not once per test.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from reconciler.cluster.client import Kube
-from tests.e2e.world import World
+from tests.e2e.world import World, one_world
 from tests.fixtures.git import GitDaemon
 from tests.fixtures.kube import KubeServer
 from tests.fixtures.prometheus import PrometheusServer, scraping
@@ -46,11 +46,9 @@ def make_world(  # noqa: PLR0917 - pytest passes fixtures by name
     namespace: str,
 ) -> Iterator[Callable[..., World]]:
     """``make_world(candidate=..., own_git_daemon=..., own_prometheus=...)``, once a test."""
-    made: list[World] = []
-
-    def make(**options: Any) -> World:
-        assert not made, "one world per test"
-        world = World(
+    with one_world(
+        functools.partial(
+            World,
             tmp_path,
             kube_server=kube_server,
             admin=admin,
@@ -58,14 +56,6 @@ def make_world(  # noqa: PLR0917 - pytest passes fixtures by name
             metrics=e2e_metrics,
             prometheus=e2e_prometheus,
             namespace=namespace,
-            **options,
         )
-        made.append(world)
-        world.setup()
-        return world
-
-    try:
+    ) as make:
         yield make
-    finally:
-        for world in made:
-            world.close()

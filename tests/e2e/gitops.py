@@ -22,7 +22,6 @@ branch tips, with the time of each change.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import copy
 import json
@@ -62,8 +61,14 @@ APP_NAMESPACE = "bookinfo"
 SAMPLE_EVERY = 0.05
 
 
-def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode()
+def _secret(
+    name: str, namespace: str, values: dict[str, str], labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A Secret holding ``values`` as text."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        metadata["labels"] = labels
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "stringData": values}
 
 
 class OperatorWorld(World):
@@ -274,16 +279,12 @@ class FluxWorld(OperatorWorld):
         kustomization["spec"]["sourceRef"]["name"] = self.namespace
         if not self.protect:
             del kustomization["spec"]["patches"]
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": f"{self.namespace}-git", "namespace": FLUX_NAMESPACE},
-            "data": {
-                "username": _b64(USERNAME.encode()),
-                "password": _b64(TOKEN.encode()),
-                "ca.crt": _b64(self.ca.cert.read_bytes()),
-            },
+        credentials = {
+            "username": USERNAME,
+            "password": TOKEN,
+            "ca.crt": self.ca.cert.read_text(),
         }
+        secret = _secret(f"{self.namespace}-git", FLUX_NAMESPACE, credentials)
         return [secret, source, kustomization]
 
     def _env(self, failpoints: Any) -> dict[str, str]:
@@ -362,21 +363,12 @@ class ArgoCDWorld(OperatorWorld):
         # kube-controller-manager; the test API server runs none, so a pruned candidate
         # would stay (deleting) and the Application OutOfSync for ever
         application["spec"]["syncPolicy"]["syncOptions"] = [*options, PRUNE_IN_BACKGROUND]
-        repository = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": f"{self.namespace}-repo",
-                "namespace": ARGOCD_NAMESPACE,
-                "labels": {"argocd.argoproj.io/secret-type": "repository"},
-            },
-            "stringData": {
-                "type": "git",
-                "url": self.repo.url,
-                "username": USERNAME,
-                "password": TOKEN,
-            },
-        }
+        repository = _secret(
+            f"{self.namespace}-repo",
+            ARGOCD_NAMESPACE,
+            {"type": "git", "url": self.repo.url, "username": USERNAME, "password": TOKEN},
+            labels={"argocd.argoproj.io/secret-type": "repository"},
+        )
         return [application, repository]
 
     def _env(self, failpoints: Any) -> dict[str, str]:

@@ -20,13 +20,13 @@ of either operator relies on, each story run against both:
 
 from __future__ import annotations
 
+import functools
 import logging
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -41,13 +41,14 @@ from tests.e2e.outcomes import (
     assert_rolled_back_once,
     finished,
 )
-from tests.e2e.world import FAULTY, MAIN_SPLIT, virtual_service
+from tests.e2e.world import FAULTY, MAIN_SPLIT, one_world, virtual_service
 from tests.fixtures.git import GitDaemon
 from tests.fixtures.kube import ROOT
 from tests.fixtures.prometheus import PrometheusServer
 from tests.sim.server import MetricsServer
 
-pytestmark = pytest.mark.e2e
+# one worker starts the operators' API server and the operators, not each
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("gitops-operators")]
 log = logging.getLogger(__name__)
 
 RECONCILIATIONS = 3
@@ -69,29 +70,18 @@ def make_operator_world(  # noqa: PLR0917 - pytest passes fixtures by name
 ) -> Iterator[Callable[..., OperatorWorld]]:
     """``make_operator_world(candidate=..., protect=...)``, beside Flux and beside Argo CD."""
     name: str = request.param
-    operator = request.getfixturevalue(f"{name}_cluster")
-    made: list[OperatorWorld] = []
-
-    def make(**options: Any) -> OperatorWorld:
-        assert not made, "one world per test"
-        world = WORLDS[name](
+    with one_world(
+        functools.partial(
+            WORLDS[name],
             tmp_path,
-            operator=operator,
+            operator=request.getfixturevalue(f"{name}_cluster"),
             git_daemon=git_daemon,
             metrics=e2e_metrics,
             prometheus=e2e_prometheus,
             namespace=namespace,
-            **options,
         )
-        made.append(world)
-        world.setup()
-        return world
-
-    try:
+    ) as make:
         yield make
-    finally:
-        for world in made:
-            world.close()
 
 
 def deployment(namespace: str, name: str) -> ObjectRef:

@@ -23,7 +23,7 @@ from tests.gitutil import require_git
 
 BENCH = Path(__file__).resolve().parents[2] / "hack" / "bench.py"
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 RSS_MIB_PER_HOUR = 40.0
 """Well above a quiet process's noise over 2 minutes (see the module docstring)."""

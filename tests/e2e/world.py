@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -510,3 +510,25 @@ class World:
                 stack.callback(close)
             for process in self.processes:
                 stack.callback(process.stop)
+
+
+W = TypeVar("W", bound=World)
+
+
+@contextlib.contextmanager
+def one_world(build: Callable[..., W]) -> Iterator[Callable[..., W]]:
+    """A test's ``make(**options)``: builds one world with ``build``, sets it up, closes it."""
+    made: list[W] = []
+
+    def make(**options: Any) -> W:
+        assert not made, "one world per test"
+        world = build(**options)
+        made.append(world)
+        world.setup()
+        return world
+
+    try:
+        yield make
+    finally:
+        for world in made:
+            world.close()
