@@ -21,29 +21,36 @@ import click
 from reconciler import config
 from reconciler.errors import Location
 from reconciler.metrics.catalog import Catalog, MetricNotFoundError
+from reconciler.spec import loader, metric
 from reconciler.spec.limits import Limits
 from reconciler.spec.loader import Problem, load_experiments
 from reconciler.spec.metric import MetricDefinition, load_metrics
 from reconciler.spec.model import Experiment
+from reconciler.spec.yamldoc import unread_documents
 
 
-def validate_files(files: list[tuple[str, bytes]], limits: Limits | None = None) -> list[Problem]:
-    """Every problem in these files, in file and line order.
+def validate_files(
+    files: list[tuple[str, bytes]], limits: Limits | None = None, *, strict: bool = False
+) -> list[Problem]:
+    """Every problem in these files, in file and line order, with the skipped documents.
 
+    A document that is neither an Experiment nor a Metric is a note (it is skipped).
     ``spec.gitops`` paths are checked against the Git work tree that holds each file (the
-    current directory when there is none), as the promotion checks them.
+    current directory when there is none), as the promotion checks them. ``strict``: the
+    unknown fields of Iter8 documents are errors, as they always are in ours.
     """
     definitions: list[MetricDefinition] = []
     problems: list[Problem] = []
     for path, data in files:
-        metrics = load_metrics(path, data, limits=limits)
+        metrics = load_metrics(path, data, limits=limits, strict=strict)
         definitions.extend(metrics.metrics)
         problems.extend(metrics.problems)
+        problems.extend(unread_documents(path, data, READ, limits, strict=strict))
     catalog = Catalog(definitions)
     problems.extend(catalog.problems)
     for path, data in files:
         repo_path = _in_repository(Path(path))
-        result = load_experiments(path, data, repo_path=repo_path, limits=limits)
+        result = load_experiments(path, data, repo_path=repo_path, limits=limits, strict=strict)
         problems.extend(result.problems)
         for experiment in result.experiments:
             problems.extend(_metric_problems(experiment, catalog))
@@ -51,6 +58,10 @@ def validate_files(files: list[tuple[str, bytes]], limits: Limits | None = None)
     return sorted(
         unique, key=lambda p: (p.location.file, p.location.line, p.location.column, p.message)
     )
+
+
+READ = {"Experiment": loader.API_VERSIONS, "Metric": metric.API_VERSIONS}
+"""The kinds validate reads, and the apiVersions of each."""
 
 
 def _in_repository(path: Path) -> str:
@@ -113,9 +124,19 @@ def _with_limit_options(command: Any) -> Any:  # noqa: ANN401 - click's decorato
 @click.option(
     "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Unknown fields of Iter8 documents are errors too (always, in reconciler/v1alpha1).",
+)
 @_with_limit_options
-def validate(files: tuple[Path, ...], output: str, **limit_flags: Any) -> None:  # noqa: ANN401
-    """Check Experiment and Metric files offline (several documents per file allowed)."""
+def validate(files: tuple[Path, ...], output: str, strict: bool, **limit_flags: Any) -> None:  # noqa: ANN401
+    """Check Experiment and Metric files offline (several documents per file allowed).
+
+    Prints FILE:LINE:COLUMN: error|warning|note: message (-o json: a list). A note says
+    what was skipped (a document of another kind). Exit status: 0 no error, 1 errors, 2 the
+    files could not be checked.
+    """
     try:
         limits = config.build(flags=config.given(limit_flags), only=config.LIMIT_SETTINGS).limits
     except config.ConfigError as exc:
@@ -129,7 +150,7 @@ def validate(files: tuple[Path, ...], output: str, **limit_flags: Any) -> None: 
             click.echo(f"{path}: cannot read: {exc.strerror or exc}", err=True)
             sys.exit(2)
     try:
-        problems = validate_files(contents, limits)
+        problems = validate_files(contents, limits, strict=strict)
     except Exception as exc:  # noqa: BLE001 - a bug must not look like a verdict on the files
         click.echo(
             "reconciler validate: internal error, the files were not checked "

@@ -32,6 +32,7 @@ from reconciler.spec.model import (
     WeightObjRef,
     Weights,
 )
+from reconciler.spec.reader import OWN_API_VERSION
 from reconciler.spec.yamldoc import (
     InvalidDocumentError,
     Problem,
@@ -41,7 +42,7 @@ from reconciler.spec.yamldoc import (
 
 _T = TypeVar("_T")
 
-API_VERSIONS = frozenset({"iter8.tools/v2alpha2", "reconciler/v1alpha1"})
+API_VERSIONS = frozenset({"iter8.tools/v2alpha2", OWN_API_VERSION})
 _KIND_LINE = re.compile(rb"^kind:[ \t]*[\"']?Experiment[\"']?[ \t]*(#.*)?$", re.MULTILINE)
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 VERSION_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?")
@@ -86,7 +87,12 @@ def experiment_lines(data: bytes) -> int:
 
 
 def load_experiments(
-    path: str, data: bytes, *, repo_path: str | None = None, limits: Limits | None = None
+    path: str,
+    data: bytes,
+    *,
+    repo_path: str | None = None,
+    limits: Limits | None = None,
+    strict: bool = False,
 ) -> LoadResult:
     """Parse every Experiment document in one file of the Env repo.
 
@@ -97,6 +103,8 @@ def load_experiments(
             (``spec.gitops`` paths are relative to its directory).
         limits: the bounds on the file (size, documents, aliases, nesting); the
             documented defaults when None.
+        strict: unknown fields of Iter8 documents are errors too (they always are in
+            ``reconciler/v1alpha1`` documents).
 
     Never raises: whatever the bytes hold, the answer is experiments and problems.
     """
@@ -107,6 +115,7 @@ def load_experiments(
     experiments: list[Experiment] = []
     for document in parsed.documents:
         reader = _Reader(path, repo_path or path)
+        reader.strict = strict
         experiment = reader.experiment(document)
         problems.extend(sorted(reader.problems, key=lambda p: (p.location.line, p.location.column)))
         if experiment is not None and not any(p.severity == "error" for p in reader.problems):
@@ -131,6 +140,7 @@ class _Reader(CriteriaReader, GitOpsReader):
 
     def _experiment(self, doc: CommentedMap) -> Experiment:
         api_version = self._check_document(doc, API_VERSIONS)
+        self.strict = self.strict or api_version == OWN_API_VERSION
         self._unknown(doc, "", {"apiVersion", "kind", "metadata", "spec"})
         metadata = self._map(doc, "metadata", "", required=True)
         name = self._req(metadata, "name", "metadata")
@@ -146,7 +156,7 @@ class _Reader(CriteriaReader, GitOpsReader):
                     f"and '.'), not {excerpt(value)}",
                 )
         known = {"target", "strategy", "criteria", "duration", "versionInfo"}
-        if api_version == "reconciler/v1alpha1":
+        if api_version == OWN_API_VERSION:
             known.update({"gitops", "readiness"})
         self._unknown(spec, "spec", known)
         # Each section is read on its own, so one error per section shows at once, not only

@@ -18,7 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.errors import Location
 from reconciler.spec.limits import Limits
-from reconciler.spec.reader import FieldReader, join
+from reconciler.spec.reader import OWN_API_VERSION, FieldReader, join
 from reconciler.spec.template import (
     QueryTemplate,
     TemplateError,
@@ -32,7 +32,7 @@ from reconciler.spec.yamldoc import (
     finite_number,
 )
 
-API_VERSIONS = frozenset({"iter8.tools/v2alpha2", "reconciler/v1alpha1"})
+API_VERSIONS = frozenset({"iter8.tools/v2alpha2", OWN_API_VERSION})
 JQ_EXPRESSION = ".data.result[0].value[1] | tonumber"
 """The one jqExpression accepted: the first sample's value, as a number."""
 
@@ -113,13 +113,17 @@ def looks_like_metric(data: bytes) -> bool:
     return _KIND_LINE.search(data) is not None
 
 
-def load_metrics(path: str, data: bytes, *, limits: Limits | None = None) -> MetricLoadResult:
+def load_metrics(
+    path: str, data: bytes, *, limits: Limits | None = None, strict: bool = False
+) -> MetricLoadResult:
     """Parse every Metric document in one file of the Env repo.
 
     Args:
         path: the file's path in the repository (used in messages).
         data: the file's content.
         limits: the bounds on the file; the documented defaults when None.
+        strict: unknown fields of Iter8 documents are errors too (they always are in
+            ``reconciler/v1alpha1`` documents).
 
     Never raises: whatever the bytes hold, the answer is metrics and problems.
     """
@@ -131,6 +135,7 @@ def load_metrics(path: str, data: bytes, *, limits: Limits | None = None) -> Met
     problems: list[Problem] = list(parsed.warnings)
     for document in parsed.documents:
         reader = _Reader(path, lines)
+        reader.strict = strict
         metric = reader.metric(document)
         problems.extend(reader.problems)
         if metric is not None and not any(p.severity == "error" for p in reader.problems):
@@ -153,6 +158,7 @@ class _Reader(FieldReader):
 
     def _metric(self, doc: CommentedMap) -> MetricDefinition:
         api_version = self._check_document(doc, API_VERSIONS)
+        self.strict = self.strict or api_version == OWN_API_VERSION
         iter8 = api_version == "iter8.tools/v2alpha2"
         metadata = self._map(doc, "metadata", "", required=True)
         name = self._str(metadata, "name", "metadata")

@@ -9,6 +9,7 @@ quoted through ``excerpt`` (short, never an alias expanded).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from enum import Enum
 from typing import Any, TypeVar
@@ -16,9 +17,12 @@ from typing import Any, TypeVar
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.errors import Location
-from reconciler.spec.yamldoc import DocumentReader, excerpt, finite_number
+from reconciler.spec.yamldoc import DocumentReader, Problem, excerpt, finite_number
 
-__all__ = ["FieldReader", "join"]
+__all__ = ["OWN_API_VERSION", "FieldReader", "join"]
+
+OWN_API_VERSION = "reconciler/v1alpha1"
+"""Our own format: its unknown fields are errors (Iter8's are warnings unless strict)."""
 
 _E = TypeVar("_E", bound=Enum)
 
@@ -38,19 +42,38 @@ class FieldReader(DocumentReader):
         """Where each field read was written, by its path (``spec.duration``)."""
         self._owner: dict[int, Location] = {}
         """Where the key that holds each mapping was written (for 'missing' errors)."""
+        self.strict = False
+        """Unknown fields are errors, not warnings (our own apiVersion, or ``--strict``)."""
 
     def _parent(self, node: CommentedMap) -> Location:
         """Where a field missing from ``node`` should be reported: at the key holding it."""
         return self._owner.get(id(node)) or self._at(node)
 
     def _unknown(self, node: CommentedMap, where: str, known: set[str]) -> None:
-        """Warn about each key of ``node`` not in ``known`` (it is ignored)."""
+        """Report each key of ``node`` not in ``known``, and read on.
+
+        An error when ``strict``, otherwise a warning (the key is ignored); every one shows
+        in the same pass, with the nearest known name when one is close.
+        """
         for key in node:
-            if key not in known:
+            if key in known:
+                continue
+            field = join(where, key)
+            close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            known_here = f"known here: {', '.join(sorted(known))}"
+            if self.strict:
+                self.problems.append(
+                    Problem(
+                        self._at(node, key),
+                        "error",
+                        f"unknown field '{field}' ({hint}{known_here})",
+                    )
+                )
+            else:
                 self._warn(
                     self._at(node, key),
-                    f"unknown field '{join(where, key)}' is ignored (known here: "
-                    f"{', '.join(sorted(known))})",
+                    f"unknown field '{field}' is ignored ({hint}{known_here})",
                 )
 
     def _map(self, node: CommentedMap, key: str, where: str, *, required: bool) -> CommentedMap:

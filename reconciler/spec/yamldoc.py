@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,7 +36,8 @@ from ruamel.yaml.scanner import RoundTripScanner
 from reconciler.errors import Location
 from reconciler.spec.limits import Limits, exceeded
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "note"]
+"""``note``: what ``unread_documents`` says a loader skipped; never from a loader."""
 
 _CORE_TAGS = frozenset(
     f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq")
@@ -375,6 +376,83 @@ def documents_of_kind(
     return Parsed(wanted, lines, None, noted)
 
 
+def location_of(path: str, node: object, key: Any = None) -> Location:  # noqa: ANN401
+    """Where ``node`` (or its ``key``: a mapping key or a list index) was written in ``path``.
+
+    The file's first line for a node that kept no position, like a plain scalar.
+    """
+    try:
+        if key is None:
+            line, col = node.lc.line, node.lc.col  # type: ignore[attr-defined]
+        elif isinstance(node, CommentedSeq):
+            line, col = node.lc.item(key)
+        else:
+            line, col = node.lc.key(key)  # type: ignore[attr-defined]
+    except (AttributeError, KeyError, TypeError, IndexError):
+        return Location(path, 1)
+    return Location(path, line + 1, col + 1)
+
+
+def unread_documents(
+    path: str,
+    data: bytes,
+    wanted: Mapping[str, Collection[str]],
+    limits: Limits | None = None,
+    *,
+    strict: bool = False,
+) -> list[Problem]:
+    """What loaders of the ``wanted`` kinds (kind -> the apiVersions read) leave unread.
+
+    A document of another kind is a ``note`` naming what it is; a wanted kind of an
+    apiVersion that is not read is a ``warning`` (an ``error`` when ``strict``): it looks
+    like an experiment and nothing will run it. A file that does not parse gives nothing
+    here: the loaders report it.
+    """
+    documents, _lines, problem, _noted = load_documents(path, data, limits)
+    if problem is not None:
+        return []
+    found: list[Problem] = []
+    for number, doc in enumerate(documents, start=1):
+        if doc is None:  # an empty document ("---" alone, or comments only)
+            continue
+        where = location_of(path, doc)
+        if not isinstance(doc, CommentedMap):
+            found.append(
+                Problem(
+                    where,
+                    "note",
+                    f"skipped document {number}: a YAML {_yaml_type(doc)}, not a Kubernetes object",
+                )
+            )
+            continue
+        kind, api_version = doc.get("kind"), doc.get("apiVersion")
+        if not isinstance(kind, str) or not kind:
+            found.append(Problem(where, "note", f"skipped document {number}: it has no 'kind'"))
+        elif kind not in wanted:
+            of_api = f", apiVersion {excerpt(api_version)}" if api_version is not None else ""
+            read = " or ".join(sorted(wanted))
+            message = f"skipped document {number} (kind {excerpt(kind)}{of_api}): not an {read}"
+            found.append(Problem(where, "note", message))
+        elif isinstance(api_version, str) and api_version not in wanted[kind]:
+            found.append(
+                Problem(
+                    where,
+                    "error" if strict else "warning",
+                    f"this {kind} is never read: apiVersion {excerpt(api_version)} is not "
+                    f"one the reconciler reads ({', '.join(sorted(wanted[kind]))})",
+                )
+            )
+    if not any(doc is not None for doc in documents):
+        found.append(Problem(Location(path, 1), "note", "skipped: the file holds no YAML document"))
+    return found
+
+
+def _yaml_type(value: object) -> str:
+    if isinstance(value, CommentedSeq):
+        return "list"
+    return "string" if isinstance(value, str) else "scalar"
+
+
 class InvalidDocumentError(Exception):
     """Internal to the readers: stops reading a document once an error is recorded."""
 
@@ -389,16 +467,7 @@ class DocumentReader:
 
     def _at(self, node: CommentedMap | CommentedSeq, key: Any = None) -> Location:  # noqa: ANN401
         """Where ``node`` (or its ``key``: a mapping key or a list index) was written."""
-        try:
-            if key is None:
-                line, col = node.lc.line, node.lc.col
-            elif isinstance(node, CommentedSeq):
-                line, col = node.lc.item(key)
-            else:
-                line, col = node.lc.key(key)
-        except (AttributeError, KeyError, TypeError, IndexError):
-            return Location(self.path, 1)
-        return Location(self.path, line + 1, col + 1)
+        return location_of(self.path, node, key)
 
     def _error(self, where: Location, message: str) -> InvalidDocumentError:
         """Record an error; the caller raises what this returns."""

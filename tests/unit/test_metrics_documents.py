@@ -158,12 +158,23 @@ def test_bad_type_bad_sample_size_and_missing_query_are_errors() -> None:
         assert message in error.message
 
 
-def test_unknown_fields_are_warnings_and_other_kinds_are_skipped() -> None:
-    doc = metric_doc("  query: sum(x)\n  colour: blue\n", api_version="reconciler/v1alpha1")
+def test_unknown_fields_refuse_our_metrics_and_other_kinds_are_skipped() -> None:
+    doc = metric_doc("  query: sum(x)\n  qurey: sum(y)\n", api_version="reconciler/v1alpha1")
     result = load_metrics("m.yaml", doc + b"---\nkind: Experiment\napiVersion: x\n")
+    assert result.metrics == ()
+    (error,) = result.errors
+    assert "unknown field 'spec.qurey' (did you mean 'query'?" in error.message
+    assert (error.location.line, error.location.column) == (7, 3)
+
+
+def test_unknown_fields_of_iter8_metrics_are_warnings_unless_strict() -> None:
+    doc = ITER8.split(b"---\n")[2] + b"  kolour: x\n"
+    result = load_metrics("m.yaml", doc)
     assert len(result.metrics) == 1
-    (warning,) = result.problems
-    assert "unknown field 'spec.colour'" in warning.message
+    assert [p.severity for p in result.problems if "kolour" in p.message] == ["warning"]
+    strict = load_metrics("m.yaml", doc, strict=True)
+    assert strict.metrics == ()
+    assert [p.message for p in strict.errors if "kolour" in p.message]
 
 
 def test_not_yaml_is_one_error_with_its_position() -> None:

@@ -95,13 +95,13 @@ def test_an_alias_bomb_is_refused_fast_without_expanding() -> None:
     text = HEAD + b"spec:\n" + "".join(f"  {line}\n" for line in levels).encode()
     assert len(text) < 1800
     tracemalloc.start()
-    start = time.perf_counter()
+    start = time.process_time()
     try:
         found = errors(text)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - start < 1
+    assert time.process_time() - start < 1
     assert peak < 5_000_000
     assert found
     assert all("max_alias_nodes" in line and "--max-alias-nodes" in line for line in found)
@@ -177,9 +177,11 @@ def test_validate_accepts_only_paths_the_promotion_accepts(parts: list[str]) -> 
 )
 def test_huge_files_are_refused_well_under_a_second(make: object, limit: str) -> None:
     data = make()  # type: ignore[operator]
-    start = time.perf_counter()
+    # CPU time of this process: a busy machine (the suite runs on two workers) must not
+    # fail it, an input that makes the loader work for seconds must
+    start = time.process_time()
     found = errors(data)
-    assert time.perf_counter() - start < 0.5
+    assert time.process_time() - start < 0.5
     assert found
     assert all(limit in line and setting(limit) in line for line in found), found
 

@@ -16,7 +16,7 @@ BROKEN = sorted((DATA / "broken").glob("*.yaml"))
 METRICS = DATA / "iter8" / "istio-metrics.yaml"
 
 
-def validate(*paths: Path, output: str = "text") -> subprocess.CompletedProcess[str]:
+def validate(*paths: Path | str, output: str = "text") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "reconciler", "validate", "-o", output, *map(str, paths)],
         capture_output=True,
@@ -109,3 +109,103 @@ def test_hostile_files_exit_1_with_located_errors_and_no_traceback(
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert all(line.startswith(f"{path}:") for line in result.stdout.splitlines())
+
+
+DEMO = Path(__file__).parents[2] / "reconciler" / "demo" / "data" / "apps" / "bookinfo"
+ISTIO = DATA / "iter8" / "istio-canary-progressive.yaml"
+
+
+def misspell(source: Path, target: Path, *pairs: tuple[str, str]) -> Path:
+    text = source.read_text()
+    for right, wrong in pairs:
+        assert right in text
+        text = text.replace(right, wrong, 1)
+    target.write_text(text)
+    return target
+
+
+def test_misspelt_fields_of_our_format_are_all_errors_in_one_pass_with_the_name_meant(
+    tmp_path: Path,
+) -> None:
+    path = misspell(
+        DEMO / "experiment.yaml",
+        tmp_path / "experiment.yaml",
+        ("maxCandidateWeightIncrement", "maxCandidateWeightIncremnt"),
+        ("  duration:", "  durration:"),
+    )
+    result = validate(path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(
+        ":14:7: error: unknown field 'spec.strategy.weights.maxCandidateWeightIncremnt' "
+        "(did you mean 'maxCandidateWeightIncrement'?" in line
+        for line in lines
+    ), lines
+    assert any(
+        ":23:3: error: unknown field 'spec.durration' (did you mean 'duration'?" in line
+        for line in lines
+    ), lines
+
+
+def test_iter8_files_warn_of_misspelt_fields_and_fail_only_under_strict(tmp_path: Path) -> None:
+    path = misspell(ISTIO, tmp_path / "istio.yaml", ("iterationsPerLoop", "iterationsPerLop"))
+    lenient = validate(path, METRICS)
+    assert lenient.returncode == 0, lenient.stdout + lenient.stderr
+    assert "warning: unknown field 'spec.duration.iterationsPerLop' is ignored " in lenient.stdout
+    assert "did you mean 'iterationsPerLoop'?" in lenient.stdout
+    strict = validate(path, METRICS, "--strict")
+    assert strict.returncode == 1, strict.stdout + strict.stderr
+    assert "error: unknown field 'spec.duration.iterationsPerLop' (did you mean" in strict.stdout
+
+
+def test_files_that_are_not_experiments_or_metrics_are_reported_as_skipped(
+    tmp_path: Path,
+) -> None:
+    kustomization = tmp_path / "kustomization.yaml"
+    kustomization.write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n"
+    )
+    canary = tmp_path / "canary.yaml"
+    canary.write_text(
+        "# Flagger's\napiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n"
+    )
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    result = validate(kustomization, canary, empty, output="json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = {(p["file"], p["line"], p["severity"], p["message"]) for p in json.loads(result.stdout)}
+    assert found == {
+        (
+            str(kustomization),
+            1,
+            "note",
+            (
+                "skipped document 1 (kind 'Kustomization', apiVersion "
+                "'kustomize.config.k8s.io/v1beta1'): not an Experiment or Metric"
+            ),
+        ),
+        (
+            str(canary),
+            2,
+            "note",
+            (
+                "skipped document 1 (kind 'Canary', apiVersion 'flagger.app/v1beta1'): "
+                "not an Experiment or Metric"
+            ),
+        ),
+        (str(empty), 1, "note", "skipped: the file holds no YAML document"),
+    }
+
+
+def test_an_experiment_of_an_api_that_is_not_read_is_flagged_never_silently_skipped(
+    tmp_path: Path,
+) -> None:
+    path = misspell(
+        ISTIO, tmp_path / "v2beta1.yaml", ("iter8.tools/v2alpha2", "iter8.tools/v2beta1")
+    )
+    lenient = validate(path)
+    assert lenient.returncode == 0
+    assert ":1:1: warning: this Experiment is never read: apiVersion 'iter8.tools/v2beta1'" in (
+        lenient.stdout
+    )
+    assert validate(path, "--strict").returncode == 1
