@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from reconciler import config
-from reconciler.errors import Location
 from reconciler.metrics.catalog import Catalog, MetricNotFoundError
 from reconciler.spec import loader, metric
 from reconciler.spec.limits import Limits
-from reconciler.spec.loader import Problem, load_experiments
+from reconciler.spec.loader import MetricReference, Problem, load_experiments
 from reconciler.spec.metric import MetricDefinition, load_metrics
-from reconciler.spec.model import Experiment
 from reconciler.spec.yamldoc import unread_documents
 
 
@@ -52,8 +51,7 @@ def validate_files(
         repo_path = _in_repository(Path(path))
         result = load_experiments(path, data, repo_path=repo_path, limits=limits, strict=strict)
         problems.extend(result.problems)
-        for experiment in result.experiments:
-            problems.extend(_metric_problems(experiment, catalog))
+        problems.extend(_metric_problems(result.references, catalog))
     unique = dict.fromkeys(problems)  # a file that is not YAML is reported by both loaders
     return sorted(
         unique, key=lambda p: (p.location.file, p.location.line, p.location.column, p.message)
@@ -76,39 +74,19 @@ def _in_repository(path: Path) -> str:
         return absolute.name
 
 
-def _metric_problems(experiment: Experiment, catalog: Catalog) -> list[Problem]:
-    criteria = experiment.criteria
-    references = [("spec.criteria.requestCount", criteria.request_count)]
-    references += [
-        (f"spec.criteria.objectives[{i}].metric", o.metric)
-        for i, o in enumerate(criteria.objectives)
-    ]
-    references += [
-        (f"spec.criteria.rewards[{i}].metric", r.metric) for i, r in enumerate(criteria.rewards)
-    ]
+def _metric_problems(references: Iterable[MetricReference], catalog: Catalog) -> list[Problem]:
     problems = []
-    for field, reference in references:
-        if reference is None:
-            continue
+    for reference in references:
         try:
-            catalog.resolve(reference, experiment.namespace)
+            catalog.resolve(reference.metric, reference.namespace)
         except MetricNotFoundError as exc:
-            where = experiment.locations.get(field, Location(experiment.path))
             problems.append(
                 Problem(
-                    where,
+                    reference.location,
                     "error",
-                    f"unknown metric in '{field}': {exc}; name a builtin metric (reconciler "
-                    "metrics list) or pass the file that defines it",
+                    f"unknown metric in '{reference.field}': {exc}; name a builtin metric "
+                    "(reconciler metrics list) or pass the file that defines it",
                 )
-            )
-    for i, indicator in enumerate(criteria.indicators):
-        try:
-            catalog.resolve(indicator, experiment.namespace)
-        except MetricNotFoundError as exc:
-            where = experiment.locations.get("spec.criteria", Location(experiment.path))
-            problems.append(
-                Problem(where, "error", f"unknown metric in 'spec.criteria.indicators[{i}]': {exc}")
             )
     return problems
 

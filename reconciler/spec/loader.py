@@ -16,11 +16,13 @@ from typing import TypeVar
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from reconciler.errors import Location
 from reconciler.spec import fieldpath
 from reconciler.spec.criteria_reader import CriteriaReader
 from reconciler.spec.gitops_reader import GitOpsReader
 from reconciler.spec.limits import Limits
 from reconciler.spec.model import (
+    Criteria,
     DeploymentPattern,
     Duration,
     Experiment,
@@ -53,6 +55,7 @@ and PromQL label values; this keeps every one of them able to carry it."""
 __all__ = [
     "API_VERSIONS",
     "LoadResult",
+    "MetricReference",
     "Problem",
     "experiment_lines",
     "load_experiments",
@@ -61,11 +64,26 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class MetricReference:
+    """A metric an Experiment document names, and where."""
+
+    field: str
+    """``spec.criteria.objectives[0].metric``."""
+    metric: str
+    namespace: str
+    """The experiment's namespace: a bare metric name may resolve in it."""
+    location: Location
+
+
+@dataclass(frozen=True)
 class LoadResult:
     """Experiments that loaded, and every problem found on the way."""
 
     experiments: tuple[Experiment, ...]
     problems: tuple[Problem, ...]
+    references: tuple[MetricReference, ...] = ()
+    """The metrics every document names whose criteria could be read, loaded or not: a
+    check of them (``validate``) shows in the same pass as the document's other errors."""
 
     @property
     def errors(self) -> tuple[Problem, ...]:
@@ -113,14 +131,16 @@ def load_experiments(
         return LoadResult((), (*parsed.warnings, parsed.problem))
     problems: list[Problem] = list(parsed.warnings)
     experiments: list[Experiment] = []
+    references: list[MetricReference] = []
     for document in parsed.documents:
         reader = _Reader(path, repo_path or path)
         reader.strict = strict
         experiment = reader.experiment(document)
         problems.extend(sorted(reader.problems, key=lambda p: (p.location.line, p.location.column)))
+        references.extend(reader.references)
         if experiment is not None and not any(p.severity == "error" for p in reader.problems):
             experiments.append(experiment)
-    return LoadResult(tuple(experiments), tuple(problems))
+    return LoadResult(tuple(experiments), tuple(problems), tuple(references))
 
 
 class _Reader(CriteriaReader, GitOpsReader):
@@ -129,6 +149,7 @@ class _Reader(CriteriaReader, GitOpsReader):
     def __init__(self, path: str, repo_path: str) -> None:
         super().__init__(path)
         self.repo_path = repo_path
+        self.references: list[MetricReference] = []
 
     # -- the document --------------------------------------------------------------------
 
@@ -171,6 +192,8 @@ class _Reader(CriteriaReader, GitOpsReader):
         criteria = self._section(
             lambda: self._criteria(self._map(spec, "criteria", "spec", required=False))
         )
+        if criteria is not None:
+            self.references = self._references(criteria, namespace)
         duration = self._section(
             lambda: self._duration(self._map(spec, "duration", "spec", required=False))
         )
@@ -212,6 +235,23 @@ class _Reader(CriteriaReader, GitOpsReader):
         self._check_pattern(experiment, spec, version_info)
         return experiment
 
+    def _references(self, criteria: Criteria, namespace: str) -> list[MetricReference]:
+        named = [("spec.criteria.requestCount", criteria.request_count)]
+        named += [
+            (f"spec.criteria.objectives[{i}].metric", o.metric)
+            for i, o in enumerate(criteria.objectives)
+        ]
+        named += [
+            (f"spec.criteria.rewards[{i}].metric", r.metric) for i, r in enumerate(criteria.rewards)
+        ]
+        named += [(f"spec.criteria.indicators[{i}]", m) for i, m in enumerate(criteria.indicators)]
+        fallback = self.locations.get("spec.criteria", Location(self.path))
+        return [
+            MetricReference(field, metric, namespace, self.locations.get(field, fallback))
+            for field, metric in named
+            if metric is not None
+        ]
+
     @staticmethod
     def _section(read: Callable[[], _T]) -> _T | None:
         """``read()``, or None when it recorded an error (which stops only that section)."""
@@ -229,7 +269,7 @@ class _Reader(CriteriaReader, GitOpsReader):
         count = len(experiment.candidates)
         if testing is TestingPattern.CONFORMANCE and count:
             raise self._error(
-                self._owner.get(id(version_info), pattern_at),
+                self._at(version_info, "candidates"),
                 "Conformance tests one version: remove 'spec.versionInfo.candidates' or use "
                 "testingPattern Canary",
             )
@@ -322,12 +362,19 @@ class _Reader(CriteriaReader, GitOpsReader):
                 self._seq(node, "candidates", where), f"{where}.candidates", self._version
             )
         )
-        names = [baseline.name, *(c.name for c in candidates)]
-        if len(set(names)) != len(names):
-            raise self._error(
-                self._parent(node),
-                f"version names must be unique, got {', '.join(map(excerpt, names))}",
-            )
+        fields = [
+            f"{where}.baseline",
+            *(f"{where}.candidates[{i}]" for i in range(len(candidates))),
+        ]
+        first: dict[str, str] = {}
+        for field, version in zip(fields, (baseline, *candidates), strict=True):
+            if version.name in first:
+                raise self._error(
+                    self.locations.get(f"{field}.name", self._parent(node)),
+                    f"'{field}.name' {excerpt(version.name)} is already the name of "
+                    f"'{first[version.name]}': version names must be unique",
+                )
+            first[version.name] = field
         return baseline, candidates
 
     def _version(self, node: CommentedMap, at: str) -> Version:

@@ -209,3 +209,23 @@ def test_an_experiment_of_an_api_that_is_not_read_is_flagged_never_silently_skip
         lenient.stdout
     )
     assert validate(path, "--strict").returncode == 1
+
+
+def test_an_unknown_metric_shows_in_the_same_pass_as_the_documents_other_errors(
+    tmp_path: Path,
+) -> None:
+    path = misspell(
+        DEMO / "experiment.yaml",
+        tmp_path / "experiment.yaml",
+        ("istio/mean-latency", "istio/mean-latancy"),
+        ("maxCandidateWeight: 80", "maxCandidateWeight: 180"),
+    )
+    result = validate(path)
+    assert result.returncode == 1
+    errors = [line for line in result.stdout.splitlines() if ": error: " in line]
+    assert len(errors) == 2, errors
+    assert any(":13:" in line and "maxCandidateWeight" in line for line in errors), errors
+    assert any(
+        ":20:7: error: unknown metric in 'spec.criteria.objectives[1].metric'" in line
+        for line in errors
+    ), errors
