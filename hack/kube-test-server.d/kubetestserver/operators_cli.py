@@ -13,8 +13,9 @@ from kubetestserver.server import StopSignal
 
 GROUPS = {"flux": build.FLUX, "argocd": (build.ARGOCD,), "all": build.OPERATORS}
 BUILD_NOTE = (
-    "the first build on a machine downloads Flux's modules and compiles them: about 17 "
-    "minutes for both controllers on 2 cores; later runs reuse the cached binaries"
+    "the first build on a machine downloads the modules and compiles them: about 6 minutes "
+    "for Flux's two controllers and 3 more for Argo CD on 2 cores; later runs reuse the "
+    "cached binaries"
 )
 
 
