@@ -295,14 +295,15 @@ def load_everything(name: str, data: bytes) -> Outcome:
 
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]
-    start = time.perf_counter()
+    start = time.process_time()  # this process's CPU: a busy machine does not count
     error: BaseException | None = None
     try:
         load_experiments(name, data)
         load_metrics(name, data)
         validate_files([(name, data)])
+        validate_files([(name, data)], strict=True)
     except Exception as exc:  # noqa: BLE001 - the fuzzer counts what escapes, by kind
         error = exc
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     peak = tracemalloc.get_traced_memory()[1] - base
     return Outcome(seconds, peak, error)

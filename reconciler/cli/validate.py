@@ -25,7 +25,7 @@ from reconciler.spec import loader, metric
 from reconciler.spec.limits import Limits
 from reconciler.spec.loader import MetricReference, Problem, load_experiments
 from reconciler.spec.metric import MetricDefinition, load_metrics
-from reconciler.spec.yamldoc import unread_documents
+from reconciler.spec.unread import unread_documents
 
 
 def validate_files(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -391,66 +391,6 @@ def location_of(path: str, node: object, key: Any = None) -> Location:  # noqa: 
     except (AttributeError, KeyError, TypeError, IndexError):
         return Location(path, 1)
     return Location(path, line + 1, col + 1)
-
-
-def unread_documents(
-    path: str,
-    data: bytes,
-    wanted: Mapping[str, Collection[str]],
-    limits: Limits | None = None,
-    *,
-    strict: bool = False,
-) -> list[Problem]:
-    """What loaders of the ``wanted`` kinds (kind -> the apiVersions read) leave unread.
-
-    A document of another kind is a ``note`` naming what it is; a wanted kind of an
-    apiVersion that is not read is a ``warning`` (an ``error`` when ``strict``): it looks
-    like an experiment and nothing will run it. A file that does not parse gives nothing
-    here: the loaders report it.
-    """
-    documents, _lines, problem, _noted = load_documents(path, data, limits)
-    if problem is not None:
-        return []
-    found: list[Problem] = []
-    for number, doc in enumerate(documents, start=1):
-        if doc is None:  # an empty document ("---" alone, or comments only)
-            continue
-        where = location_of(path, doc)
-        if not isinstance(doc, CommentedMap):
-            found.append(
-                Problem(
-                    where,
-                    "note",
-                    f"skipped document {number}: a YAML {_yaml_type(doc)}, not a Kubernetes object",
-                )
-            )
-            continue
-        kind, api_version = doc.get("kind"), doc.get("apiVersion")
-        if not isinstance(kind, str) or not kind:
-            found.append(Problem(where, "note", f"skipped document {number}: it has no 'kind'"))
-        elif kind not in wanted:
-            of_api = f", apiVersion {excerpt(api_version)}" if api_version is not None else ""
-            read = " or ".join(sorted(wanted))
-            message = f"skipped document {number} (kind {excerpt(kind)}{of_api}): not an {read}"
-            found.append(Problem(where, "note", message))
-        elif isinstance(api_version, str) and api_version not in wanted[kind]:
-            found.append(
-                Problem(
-                    where,
-                    "error" if strict else "warning",
-                    f"this {kind} is never read: apiVersion {excerpt(api_version)} is not "
-                    f"one the reconciler reads ({', '.join(sorted(wanted[kind]))})",
-                )
-            )
-    if not any(doc is not None for doc in documents):
-        found.append(Problem(Location(path, 1), "note", "skipped: the file holds no YAML document"))
-    return found
-
-
-def _yaml_type(value: object) -> str:
-    if isinstance(value, CommentedSeq):
-        return "list"
-    return "string" if isinstance(value, str) else "scalar"
 
 
 class InvalidDocumentError(Exception):

@@ -1,0 +1,77 @@
+"""What a loader leaves unread in a file: documents of other kinds, or of other APIs.
+
+``validate`` reports them so that a folder of manifests can be passed whole and nothing is
+skipped in silence. Pure: bytes in, problems out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from reconciler.errors import Location
+from reconciler.spec.limits import Limits
+from reconciler.spec.yamldoc import Problem, excerpt, load_documents, location_of
+
+__all__ = ["unread_documents"]
+
+
+def unread_documents(
+    path: str,
+    data: bytes,
+    wanted: Mapping[str, Collection[str]],
+    limits: Limits | None = None,
+    *,
+    strict: bool = False,
+) -> list[Problem]:
+    """What loaders of the ``wanted`` kinds (kind -> the apiVersions read) leave unread.
+
+    A document of another kind is a ``note`` naming what it is; a wanted kind of an
+    apiVersion that is not read is a ``warning`` (an ``error`` when ``strict``): it looks
+    like an experiment and nothing will run it. A file that does not parse gives nothing
+    here: the loaders report it.
+    """
+    documents, _lines, problem, _noted = load_documents(path, data, limits)
+    if problem is not None:
+        return []
+    found: list[Problem] = []
+    for number, doc in enumerate(documents, start=1):
+        if doc is None:  # an empty document ("---" alone, or comments only)
+            continue
+        where = location_of(path, doc)
+        if not isinstance(doc, CommentedMap):
+            found.append(
+                Problem(
+                    where,
+                    "note",
+                    f"skipped document {number}: a YAML {_yaml_type(doc)}, not a Kubernetes object",
+                )
+            )
+            continue
+        kind, api_version = doc.get("kind"), doc.get("apiVersion")
+        if not isinstance(kind, str) or not kind:
+            found.append(Problem(where, "note", f"skipped document {number}: it has no 'kind'"))
+        elif kind not in wanted:
+            of_api = f", apiVersion {excerpt(api_version)}" if api_version is not None else ""
+            read = " or ".join(sorted(wanted))
+            message = f"skipped document {number} (kind {excerpt(kind)}{of_api}): not an {read}"
+            found.append(Problem(where, "note", message))
+        elif isinstance(api_version, str) and api_version not in wanted[kind]:
+            found.append(
+                Problem(
+                    where,
+                    "error" if strict else "warning",
+                    f"this {kind} is never read: apiVersion {excerpt(api_version)} is not "
+                    f"one the reconciler reads ({', '.join(sorted(wanted[kind]))})",
+                )
+            )
+    if not any(doc is not None for doc in documents):
+        found.append(Problem(Location(path, 1), "note", "skipped: the file holds no YAML document"))
+    return found
+
+
+def _yaml_type(value: object) -> str:
+    if isinstance(value, CommentedSeq):
+        return "list"
+    return "string" if isinstance(value, str) else "scalar"
