@@ -2,20 +2,29 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# the venv with the test and lint tools ($(VENV)/.installed: the package alone, for the demo)
+STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test lint system-deps bench clean kube-test-server gitops-test-operators image image-test
+.PHONY: demo test lint system-deps demo-deps bench clean kube-test-server gitops-test-operators image image-test
+
+# Debian packages: the demo needs git and python3-venv; the tests add their servers
+demo-deps:
+	@bash hack/system-deps demo
 
 system-deps:
-	@bash hack/system-deps
+	@bash hack/system-deps test
 
-$(STAMP): pyproject.toml | system-deps
+$(VENV)/.installed: pyproject.toml | demo-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	$(BIN)/pip install --quiet -e .
+	@touch $@
 
-demo: $(STAMP)
+$(STAMP): $(VENV)/.installed | system-deps
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: $(VENV)/.installed
 	$(BIN)/reconciler demo $(DEMO_ARGS)
 
 # kube-apiserver + etcd for the tests, built from pinned Go modules once per machine and

@@ -84,3 +84,45 @@ def test_status_lists_the_archived_experiment_as_json(tmp_path: Path) -> None:
     assert row["weights"] == {"productpage-v1": 100, "productpage-v2": 0}
     assert row["winner"] == "productpage-v2"
     assert row["outcome_commit"] == main_tip
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def audit_commands() -> list[str]:
+    """The shell commands of README's "Reading the audit trail" block, joined lines and all."""
+    text = README.read_text()
+    section = text[text.index("## Reading the audit trail") :]
+    start = section.index("```sh\n") + len("```sh\n")
+    block = section[start : section.index("\n```", start)]
+    commands = []
+    for line in block.replace("\\\n", " ").splitlines():
+        command = line.split("   #", 1)[0].strip()
+        if command:
+            commands.append(command)
+    return commands
+
+
+@pytest.mark.e2e
+def test_every_audit_command_of_the_readme_answers_after_the_demo(tmp_path: Path) -> None:
+    scenario.run("pass", io.StringIO(), workdir=tmp_path)
+    repo = tmp_path / "env.git"
+    commands = audit_commands()
+    assert len(commands) >= 6, commands
+    answers = {}
+    for command in commands:
+        done = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; {command}"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        answers[command] = done
+        if "experiments/" in command:  # the live document: archived once the demo ends
+            assert done.returncode != 0, command
+            continue
+        assert done.returncode == 0, f"{command}\n{done.stderr}"
+        assert done.stdout.strip(), command
+    shown = next(a for c, a in answers.items() if c.startswith("git show") and "archive/" in c)
+    assert json.loads(shown.stdout)["phase"] == "Promoted"
