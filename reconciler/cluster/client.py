@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 import urllib3
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from tenacity import (
@@ -36,6 +37,7 @@ from reconciler.cluster.errors import (
     ClusterError,
     ClusterTemporaryError,
     ConflictError,
+    KubeConfigError,
     NotFoundError,
     Target,
     classify,
@@ -95,13 +97,7 @@ class KubeSettings:
         return cls(kubeconfig=kubeconfig, context=settings.context, namespace=settings.namespace)
 
 
-def connect(
-    settings: KubeSettings,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> Kube:
-    """Load the configuration (in-cluster or kubeconfig) and return a ``Kube``."""
+def _load_configuration(settings: KubeSettings) -> tuple[k8s.Configuration, str | None]:
     configuration = k8s.Configuration()
     namespace = settings.namespace
     if settings.kubeconfig is None and _IN_CLUSTER_NAMESPACE.is_file():
@@ -123,6 +119,52 @@ def connect(
                 contexts = {c["name"]: c for c in _contexts}
                 active = contexts.get(settings.context, active)
             namespace = (active or {}).get("context", {}).get("namespace")
+    return configuration, namespace
+
+
+def _config_problem(settings: KubeSettings, exc: BaseException) -> str:
+    """One line: which configuration could not be used, why, and what to set."""
+    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    if settings.kubeconfig is not None:
+        if not Path(settings.kubeconfig).is_file():
+            reason = "no such file"
+        return (
+            f"the kubeconfig {settings.kubeconfig} cannot be used: {reason} "
+            "(check the file, or --kubeconfig / RECONCILER_KUBECONFIG)"
+        )
+    if _IN_CLUSTER_NAMESPACE.is_file():
+        return f"the in-cluster configuration cannot be used: {reason}"
+    return (
+        "no Kubernetes configuration: not running in a cluster, and no usable kubeconfig "
+        f"in KUBECONFIG or ~/.kube/config ({reason}); set --kubeconfig or "
+        "RECONCILER_KUBECONFIG"
+    )
+
+
+def connect(
+    settings: KubeSettings,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Kube:
+    """Load the configuration (in-cluster or kubeconfig) and return a ``Kube``.
+
+    Raises:
+        KubeConfigError: no configuration, or one that cannot be used (one line that says
+            which file and what to set, never the client's traceback).
+    """
+    try:
+        configuration, namespace = _load_configuration(settings)
+    except (
+        k8s_config.ConfigException,
+        OSError,
+        yaml.YAMLError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+    ) as exc:
+        raise KubeConfigError(_config_problem(settings, exc)) from None
     # One retry layer only (ours): urllib3 may reconnect, never resend a request.
     configuration.retries = urllib3.Retry(
         total=2,

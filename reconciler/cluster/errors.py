@@ -214,3 +214,7 @@ def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+class KubeConfigError(PermanentError):
+    """No Kubernetes configuration, or one that cannot be used (says which, and why)."""
