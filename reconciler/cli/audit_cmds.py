@@ -11,7 +11,7 @@ import click
 
 from reconciler.audit import Row, recovery_plan
 from reconciler.audit import history as read_history
-from reconciler.cli.repo_options import open_store, repo_options
+from reconciler.cli.repo_options import fetch_heads, open_store, repo_options
 from reconciler.errors import ReconcilerError
 from reconciler.gitstore.repo import GitEnvStore
 from reconciler.ports import Heads
@@ -20,9 +20,9 @@ from reconciler.ports import Heads
 def _fetch(options: dict[str, Any], scratch: Path) -> tuple[GitEnvStore, Heads]:
     try:
         store = open_store(options, scratch)
-        return store, store.fetch()
     except ReconcilerError as exc:
         raise click.ClickException(str(exc)) from exc
+    return store, fetch_heads(store)
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
@@ -84,13 +84,21 @@ def history(experiment: str, output: str, **options: Any) -> None:  # noqa: ANN4
 @click.option(
     "--dry-run",
     is_flag=True,
-    required=True,
     help="Print what a fresh process would do (required: `reconciler run` acts).",
 )
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def recover(dry_run: bool, output: str, **options: Any) -> None:  # noqa: ANN401
-    """What a fresh process would re-apply to the cluster and which outcomes it would redo."""
-    del dry_run
+    """What a fresh process would re-apply to the cluster and which outcomes it would redo.
+
+    Only with --dry-run: recovery itself needs no command, `reconciler run` does it on its
+    first tick (weights re-applied, unfinished outcomes redone).
+    """
+    if not dry_run:
+        raise click.UsageError(
+            "recover only shows what `reconciler run` does by itself on its first tick "
+            "(re-apply the recorded weights, redo an unfinished outcome); there is nothing "
+            "to run by hand. Add --dry-run to see it."
+        )
     with tempfile.TemporaryDirectory(prefix="reconciler-recover-") as scratch:
         store, heads = _fetch(options, Path(scratch))
         steps = recovery_plan(store, heads.main, heads.state)

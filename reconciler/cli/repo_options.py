@@ -17,8 +17,10 @@ import click
 from reconciler import config
 from reconciler.cli.settings import settings_from
 from reconciler.config.options import REPO
+from reconciler.errors import ReconcilerError
 from reconciler.gitstore.credentials import Credentials
 from reconciler.gitstore.repo import GitEnvStore
+from reconciler.ports import Heads
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,4 +52,40 @@ def open_store(options: dict[str, Any], scratch: Path) -> GitEnvStore:
         state_branch=settings.repo.state_branch,
         author=settings.repo.author,
         credentials=credentials,
+    )
+
+
+def fetch_heads(store: GitEnvStore) -> Heads:
+    """Fetch main and the state branch, both of which must exist.
+
+    A missing one is an error that names the branches the server has: a misspelt
+    ``--state-branch`` must not read as "no experiments".
+
+    Raises:
+        click.ClickException: a branch is missing, or Git failed (its message).
+    """
+    try:
+        heads = store.fetch()
+        missing = [
+            (option, branch)
+            for option, branch, tip in (
+                ("--main-branch", store.main_branch, heads.main),
+                ("--state-branch", store.state_branch, heads.state),
+            )
+            if tip is None
+        ]
+        if not missing:
+            return heads
+        existing = store.branches()
+    except ReconcilerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    option, branch = missing[0]
+    shown = ", ".join(existing[:20]) + (", ..." if len(existing) > 20 else "")  # noqa: PLR2004
+    hint = (
+        "; the reconciler creates it when it records its first experiment"
+        if option == "--state-branch"
+        else ""
+    )
+    raise click.ClickException(
+        f"{store.url} has no branch {branch!r} ({option}); its branches: {shown or 'none'}{hint}"
     )

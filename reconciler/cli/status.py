@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from reconciler import config
-from reconciler.cli.repo_options import open_store, repo_options
+from reconciler.cli.repo_options import fetch_heads, open_store, repo_options
 from reconciler.cli.settings import settings_from
 from reconciler.cluster.client import KubeSettings, connect
 from reconciler.cluster.kube import KubeCluster
@@ -138,7 +138,7 @@ def status(output: str, **options: Any) -> None:  # noqa: ANN401 - click passes 
     with tempfile.TemporaryDirectory(prefix="reconciler-status-") as scratch:
         try:
             store = open_store(options, Path(scratch))
-            heads = store.fetch()
+            heads = fetch_heads(store)
             kube = settings_from(options, KUBERNETES).kubernetes
             if kube.kubeconfig is not None:  # without one, status reads Git alone
                 cluster = KubeCluster(connect(KubeSettings.from_settings(kube)))

@@ -108,7 +108,8 @@ def run(
             clock=clock,
             requests_per_second=REQUEST_RATE,
         )
-        out.write(f"Env repo: {harness.remote}  scenario: {scenario}\n")
+        kept = "" if workdir is not None else " (removed at the end; --workdir DIR keeps it)"
+        out.write(f"Env repo: {harness.remote}{kept}  scenario: {scenario}\n")
         out.write(f"Candidate profile: {PROFILES[scenario]['productpage-v2']}\n\n")
         outcome = _drive(harness, out, timeout, clock, sleep)
         _print_end(harness.store, harness.cluster, out)

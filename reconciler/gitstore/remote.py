@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import pygit2
@@ -151,6 +151,22 @@ class Remote:
         if failure is not None:  # classified outside the settings' lock: it may connect
             raise self._translate(failure, "fetch from", callbacks, target) from None
         log.debug("git_fetched", url=self.shown, branches=list(branches))
+
+    def branches(self) -> list[str]:
+        """The branch names the server advertises (one connection, no objects fetched)."""
+        self._check_local()
+        callbacks = CredentialCallbacks(self._credentials, self._login, on_connect=self._on_connect)
+        failure: pygit2.GitError | OSError | None = None
+        heads: list[Any] = []
+        with libgit2_settings(self._credentials, self._url) as target:
+            try:
+                heads = self._repo.remotes[REMOTE].list_heads(callbacks=callbacks)
+            except (pygit2.GitError, OSError) as exc:
+                failure = exc
+        if failure is not None:
+            raise self._translate(failure, "list the branches of", callbacks, target) from None
+        prefix = "refs/heads/"
+        return sorted(h.name.removeprefix(prefix) for h in heads if h.name.startswith(prefix))
 
     def push(self, branch: str, new_tip: str, old_tip: str | None) -> None:
         """Move ``branch`` on the server from ``old_tip`` (None: absent) to ``new_tip``.

@@ -210,6 +210,10 @@ class GitEnvStore:
         self._merge_packs()
         return Heads(main=self.tip(self._main), state=self.tip(self._state))
 
+    def branches(self) -> list[str]:
+        """The Env repo's branch names, as its server lists them now."""
+        return self._remote.branches()
+
     # -- reading ----------------------------------------------------------------------
 
     def _tree(self, commit: str) -> pygit2.Tree:

@@ -126,3 +126,53 @@ def test_every_audit_command_of_the_readme_answers_after_the_demo(tmp_path: Path
         assert done.stdout.strip(), command
     shown = next(a for c, a in answers.items() if c.startswith("git show") and "archive/" in c)
     assert json.loads(shown.stdout)["phase"] == "Promoted"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+@pytest.mark.e2e
+def test_a_branch_that_does_not_exist_is_an_error_naming_the_branches_that_do(
+    tmp_path: Path,
+) -> None:
+    scenario.run("pass", io.StringIO(), workdir=tmp_path)
+    repo = str(tmp_path / "env.git")
+    for command in (
+        ["status", "--repo", repo, "--state-branch", "reconciler-stat"],
+        ["history", "bookinfo/productpage-canary", "--repo", repo, "--state-branch", "state"],
+        ["recover", "--dry-run", "--repo", repo, "--main-branch", "master"],
+        ["status", "--repo", repo, "--main-branch", "master"],
+    ):
+        done = cli(*command)
+        assert done.returncode == 1, (command, done.stdout, done.stderr)
+        (line,) = done.stderr.splitlines()
+        branch, option = command[-1], command[-2]
+        assert f"has no branch '{branch}' ({option}); its branches: main, reconciler-state" in line
+        assert "no experiments recorded" not in done.stdout
+
+
+@pytest.mark.e2e
+def test_recover_without_dry_run_says_that_run_recovers_by_itself(tmp_path: Path) -> None:
+    scenario.run("pass", io.StringIO(), workdir=tmp_path)
+    done = cli("recover", "--repo", str(tmp_path / "env.git"))
+    assert done.returncode == 2
+    assert "`reconciler run` does by itself on its first tick" in done.stderr
+    assert "Add --dry-run to see it." in done.stderr
+    assert cli("recover", "--dry-run", "--repo", str(tmp_path / "env.git")).returncode == 0
+
+
+def test_the_demo_says_when_the_env_repo_it_prints_is_removed(tmp_path: Path) -> None:
+    out = io.StringIO()
+    scenario.run("pass", out, workdir=tmp_path)
+    assert out.getvalue().startswith(f"Env repo: {tmp_path / 'env.git'}  scenario: pass")
+    printed = cli("demo").stdout.splitlines()[0]
+    assert "(removed at the end; --workdir DIR keeps it)" in printed
+    path = Path(printed.split()[2])
+    assert not path.exists()
