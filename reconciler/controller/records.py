@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 
+from reconciler.controller.evidence_text import evidence_lines
 from reconciler.controller.isolation import Faults
 from reconciler.engine.experiment import PROMOTED, Transition, outcome_of
 from reconciler.engine.state import ExperimentState, to_json
@@ -71,8 +72,13 @@ def state_commit(transition: Transition) -> CommitSpec:
     # The verdict of the iteration this run last judged: not on a commit that restarted the
     # interval (a skip, a resume) or holds the run, which judged nothing.
     judged = last is not None and last.time == state.last_iteration_at and state.held is None
+    body = state.reason
     if last is not None and judged and last.iteration == state.iteration and state.iteration > 0:
         trailers.append((VERDICT, encode_mapping(dict(last.verdicts))))
+        evidence = state.evidence
+        if evidence is not None and evidence.iteration == state.iteration:
+            text = "\n".join(evidence_lines(evidence, state.spec.criteria.objectives))
+            body = f"{body}\n\n{text}" if body else text
     if state.winner:
         trailers.append((WINNER, state.winner))
     if state.outcome_commit:
@@ -84,7 +90,6 @@ def state_commit(transition: Transition) -> CommitSpec:
             trailers.append((OBSERVED, encode_mapping(dict(skip.seen))))
     if state.held is not None:
         trailers.append((HELD, "yes"))
-    body = state.reason
     return CommitSpec(format_message(transition.summary, trailers, body=body), _Document(state))
 
 
