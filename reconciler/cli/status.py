@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,14 @@ from reconciler.ports import Cluster, EnvStore
 
 
 def experiment_rows(
-    store: EnvStore, tip: str, cluster: Cluster | None = None
+    store: EnvStore, tip: str, cluster: Cluster | None = None, *, now: float | None = None
 ) -> list[dict[str, Any]]:
     """One row per experiment on the state branch at ``tip``: live first, then archived.
 
     With ``cluster``, each live row says what the cluster carries (``observed``). A file
     there that is not a state document is a row of kind ``invalid-state`` with the error.
     """
+    now = time.time() if now is None else now
     rows = []
     live: list[ExperimentState] = []
     for prefix in (LIVE_DIR, ARCHIVE_DIR):
@@ -55,7 +57,7 @@ def experiment_rows(
                 continue
             if prefix == LIVE_DIR:
                 live.append(state)
-            rows.append(_row(state, archived=prefix == ARCHIVE_DIR))
+            rows.append(_row(state, archived=prefix == ARCHIVE_DIR, now=now))
     if cluster is not None:
         _observe(rows, live, cluster)
     return rows
@@ -80,11 +82,14 @@ def problem_rows(store: EnvStore, main: str) -> list[dict[str, Any]]:
     ]
 
 
-def _row(state: ExperimentState, *, archived: bool) -> dict[str, Any]:
+def _row(state: ExperimentState, *, archived: bool, now: float) -> dict[str, Any]:
     return {
         "kind": "experiment",
         "id": state.id,
         "target": state.spec.target,
+        "started": _iso(state.started_at),
+        "age_seconds": max(0, round(now - state.started_at)),
+        "ran_seconds": round(state.updated_at - state.started_at) if state.phase.final else None,
         "phase": state.phase.value,
         "iteration": state.iteration,
         "weights": dict(state.weights),
@@ -176,14 +181,18 @@ def _print(rows: list[dict[str, Any]], store: EnvStore, *, observed: bool) -> No
 
 
 def _print_table(rows: list[dict[str, Any]], *, observed: bool) -> None:
-    header: tuple[str, ...] = ("ID", "TARGET", "PHASE", "ITER", "WEIGHTS", "APPLIED", "WINNER")
-    header = (*header, "OUTCOME", *(("CLUSTER",) if observed else ()))
+    header: tuple[str, ...] = ("ID", "TARGET", "STARTED", "AGE", "PHASE", "ITER", "WEIGHTS")
+    header = (*header, "APPLIED", "WINNER", "OUTCOME", *(("CLUSTER",) if observed else ()))
     table = [header]
     for r in rows:
         cells: tuple[str, ...] = (
             r["id"],
             r["target"],
-            r["phase"] + (" (held)" if r["held"] else ""),
+            r["started"] or "-",
+            _duration(r["age_seconds"]),
+            r["phase"]
+            + (" (held)" if r["held"] else "")
+            + (f" after {_duration(r['ran_seconds'])}" if r["ran_seconds"] is not None else ""),
             str(r["iteration"]),
             _pairs(r["weights"]),
             (r["applied_at"] or "yes") if r["applied"] else "not yet",
@@ -203,6 +212,20 @@ def _print_table(rows: list[dict[str, Any]], *, observed: bool) -> None:
             click.echo(f"\n{r['id']}: not enough data yet: {version} needs ~{more:,} more requests")
         if r["observed"] and r["observed"]["detail"]:
             click.echo(f"\n{r['id']}: {r['observed']['detail']}")
+
+
+def _duration(seconds: int) -> str:
+    """``45s``, ``12m05s``, ``3h07m``, ``2d04h``: the two largest units."""
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
 
 
 def _pairs(weights: dict[str, int]) -> str:

@@ -103,7 +103,10 @@ def outcomes_plan(
                     for p in edits.needed_paths(state.spec, outcome)
                 }
                 changes = edits.apply(state.spec, outcome, state.winner, files)
-                commit = records.outcome_commit(state, changes, decision)
+                before = {
+                    p: overlay[p] if p in overlay else store.read_file(tip, p) for p in changes
+                }
+                commit = records.outcome_commit(state, changes, decision, before=before)
             except REPO_WIDE:
                 raise
             except PromotionError as exc:

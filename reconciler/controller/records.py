@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 
+from reconciler.controller.changes import change_lines
 from reconciler.controller.evidence_text import evidence_lines
 from reconciler.controller.isolation import Faults
 from reconciler.engine.experiment import PROMOTED, Transition, outcome_of
@@ -31,6 +32,9 @@ VERDICT = "Rollout-Verdict"
 WINNER = "Rollout-Winner"
 OUTCOME = "Rollout-Outcome"
 STATE = "Rollout-State"
+CANDIDATE_COMMIT = "Rollout-Candidate-Commit"
+"""On an outcome commit: the main commit its experiment was found in (the one that brought
+the candidate, or a later one when no reconciler was running then)."""
 OUTCOME_COMMIT = "Rollout-Outcome-Commit"
 SKIPPED = "Rollout-Skipped"
 """The iteration a state commit says was not judged (the cluster did not carry the record)."""
@@ -139,9 +143,17 @@ class _Document(Mapping[str, bytes | None]):
 
 
 def outcome_commit(
-    state: ExperimentState, changes: Mapping[str, bytes | None], state_commit_id: str | None
+    state: ExperimentState,
+    changes: Mapping[str, bytes | None],
+    state_commit_id: str | None,
+    before: Mapping[str, bytes | None] | None = None,
 ) -> CommitSpec:
-    """The one commit on main that promotes the winner or rolls the candidate back."""
+    """The one commit on main that promotes the winner or rolls the candidate back.
+
+    Its body says what changed, old -> new (``before``: the files as main had them), and
+    its trailers link the main commit the experiment was found in and the deciding state
+    commit.
+    """
     outcome = outcome_of(state)
     short = state.spec.target.rsplit("/", 1)[-1]
     candidates = ", ".join(c.name for c in state.spec.candidates) or state.spec.baseline.name
@@ -154,9 +166,15 @@ def outcome_commit(
     trailers = [(ID, state.id), (EXPERIMENT, state.key), (OUTCOME, outcome)]
     if state.winner:
         trailers.append((WINNER, state.winner))
+    if state.source_commit:
+        trailers.append((CANDIDATE_COMMIT, state.source_commit))
     if state_commit_id:
         trailers.append((STATE, state_commit_id))
-    return CommitSpec(format_message(subject, trailers, body=state.reason), dict(changes))
+    body = state.reason
+    changed = change_lines(before or {}, changes)
+    if changed:
+        body = "\n\n".join(part for part in (body, "\n".join(changed)) if part)
+    return CommitSpec(format_message(subject, trailers, body=body), dict(changes))
 
 
 def cleanup_commit(state: ExperimentState, changes: Mapping[str, bytes | None]) -> CommitSpec:

@@ -47,6 +47,36 @@ def test_demo_scenario_ends_as_it_should_and_git_shows_the_audit_trail(
     ).stdout.split()
     assert weights[0] == "productpage-v1=100,productpage-v2=0"
     assert "productpage-v1=80,productpage-v2=20" in weights
+    # the outcome says old -> new and links the commit that brought the candidate
+    body = subprocess.run(
+        [*git, "log", "-1", "main", "--format=%B"], check=True, capture_output=True, text=True
+    ).stdout
+    if outcome == "promoted":
+        assert (
+            "apps/bookinfo/productpage.yaml: image docker.io/istio/examples-bookinfo-productpage-"
+            "v1:1.18.0 -> docker.io/istio/examples-bookinfo-productpage-v2:1.18.0"
+        ) in body
+    assert "apps/bookinfo/productpage-candidate.yaml: removed" in body
+    brought = subprocess.run(
+        [*git, "log", "-1", "main", "--format=%(trailers:key=Rollout-Candidate-Commit,valueonly)"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    candidate_files = subprocess.run(
+        [*git, "ls-tree", "-r", "--name-only", brought], check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert "apps/bookinfo/experiment.yaml" in candidate_files
+    # each judged iteration's evidence is in its state commit's body
+    judged = subprocess.run(
+        [*git, "log", "reconciler-state", "--format=%B", "--grep=^Rollout-Verdict:"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "Evidence of iteration 1 (confidence 0.95" in judged
+    assert "istio/error-rate " in judged
+    assert "(limit <= 0.01)" in judged
     printed = out.getvalue()
     assert "$ git log --oneline reconciler-state" in printed
     assert "VirtualService productpage now routes: stable=100, candidate=0" in printed
