@@ -20,12 +20,15 @@ from typing import Any
 import click
 
 from reconciler import config
+from reconciler.errors import Location
+from reconciler.metrics.builtin import named_kind
 from reconciler.metrics.catalog import Catalog, MetricNotFoundError
 from reconciler.spec import loader, metric
 from reconciler.spec.limits import Limits
 from reconciler.spec.loader import MetricReference, Problem, load_experiments
 from reconciler.spec.metric import MetricDefinition, load_metrics
-from reconciler.spec.unread import unread_documents
+from reconciler.spec.model import Experiment
+from reconciler.spec.unread import named_objects, unread_documents
 
 
 def validate_files(
@@ -47,10 +50,13 @@ def validate_files(
         problems.extend(unread_documents(path, data, READ, limits, strict=strict))
     catalog = Catalog(definitions)
     problems.extend(catalog.problems)
+    objects = [o for path, data in files for o in named_objects(path, data, limits)]
     for path, data in files:
         repo_path = _in_repository(Path(path))
         result = load_experiments(path, data, repo_path=repo_path, limits=limits, strict=strict)
         problems.extend(result.problems)
+        for experiment in result.experiments:
+            problems.extend(_unnamed_workloads(experiment, objects))
         problems.extend(_metric_problems(result.references, catalog))
     unique = dict.fromkeys(problems)  # a file that is not YAML is reported by both loaders
     return sorted(
@@ -86,6 +92,48 @@ def _metric_problems(references: Iterable[MetricReference], catalog: Catalog) ->
                     "error",
                     f"unknown metric in '{reference.field}': {exc}; name a builtin metric "
                     "(reconciler metrics list) or pass the file that defines it",
+                )
+            )
+    return problems
+
+
+def _unnamed_workloads(
+    experiment: Experiment, objects: list[tuple[str, str | None, str]]
+) -> list[Problem]:
+    """Versions the builtin metrics would find no data for, by the objects given with them.
+
+    A builtin query selects a version's series by its name (``istio``: the Deployment's,
+    ``nginx``: the Service's); when the given files hold objects of that kind in the
+    experiment's namespace and none has the version's name, a real mesh reports no data.
+    Nothing is said when no such object was given: the check needs the manifests.
+    """
+    criteria = experiment.criteria
+    named = [criteria.request_count, *(o.metric for o in criteria.objectives)]
+    named += [r.metric for r in criteria.rewards]
+    kinds = {kind for ref in named if ref and (kind := named_kind(ref))}
+    problems = []
+    for kind in sorted(kinds):
+        present = sorted(
+            name
+            for k, namespace, name in objects
+            if k == kind and namespace in {None, experiment.namespace}
+        )
+        if not present:
+            continue
+        fields = ["spec.versionInfo.baseline"]
+        fields += [f"spec.versionInfo.candidates[{i}]" for i in range(len(experiment.candidates))]
+        for field, version in zip(fields, experiment.versions, strict=True):
+            if version.name in present:
+                continue
+            where = experiment.locations.get(f"{field}.name", Location(experiment.path))
+            problems.append(
+                Problem(
+                    where,
+                    "warning",
+                    f"no {kind} named '{version.name}' among the given files (they have "
+                    f"{', '.join(present[:10])}): the builtin metrics select a version's "
+                    f"series by its {kind}'s name, so on a real mesh '{version.name}' would "
+                    f"get no data; name the version after its {kind}",
                 )
             )
     return problems

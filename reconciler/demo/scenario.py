@@ -32,12 +32,12 @@ CI_FILES = ("productpage-candidate.yaml", "experiment.yaml")
 AUTHOR = ("reconciler demo", "reconciler-demo@example.invalid")
 PROFILES = {
     "pass": {
-        "productpage-v1": Profile(error_rate=0.004, mean_latency_ms=95.0),
-        "productpage-v2": Profile(error_rate=0.002, mean_latency_ms=80.0),
+        "productpage-stable": Profile(error_rate=0.004, mean_latency_ms=95.0),
+        "productpage-candidate": Profile(error_rate=0.002, mean_latency_ms=80.0),
     },
     "fail": {
-        "productpage-v1": Profile(error_rate=0.004, mean_latency_ms=95.0),
-        "productpage-v2": Profile(error_rate=0.06, mean_latency_ms=85.0),
+        "productpage-stable": Profile(error_rate=0.004, mean_latency_ms=95.0),
+        "productpage-candidate": Profile(error_rate=0.06, mean_latency_ms=85.0),
     },
 }
 EXPECTED = {"pass": "promoted", "fail": "rolled-back"}
@@ -110,7 +110,7 @@ def run(
         )
         kept = "" if workdir is not None else " (removed at the end; --workdir DIR keeps it)"
         out.write(f"Env repo: {harness.remote}{kept}  scenario: {scenario}\n")
-        out.write(f"Candidate profile: {PROFILES[scenario]['productpage-v2']}\n\n")
+        out.write(f"Candidate profile: {PROFILES[scenario]['productpage-candidate']}\n\n")
         outcome = _drive(harness, out, timeout, clock, sleep)
         _print_end(harness.store, harness.cluster, out)
         return DemoResult(outcome, EXPECTED[scenario], where)

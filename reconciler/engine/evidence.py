@@ -9,6 +9,7 @@ re-decide an iteration from Git alone. Pure: no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,8 +114,15 @@ def _metric_data(m: MetricEvidence) -> dict[str, Any]:
     }
 
 
-def from_data(data: dict[str, Any]) -> Evidence:
-    """Rebuild evidence from ``to_data``'s output."""
+def from_data(data: dict[str, Any], order: Sequence[str] = ()) -> Evidence:
+    """Rebuild evidence from ``to_data``'s output.
+
+    ``order``: the versions' names as the spec lists them, baseline first. The JSON
+    document keeps versions by name (its keys are sorted), so the order is restored from
+    the spec; names it does not hold follow in the document's order.
+    """
+    rank = {name: index for index, name in enumerate(order)}
+    named = sorted(data["versions"].items(), key=lambda item: rank.get(item[0], len(rank)))
     reward = data.get("reward")
     return Evidence(
         iteration=data["iteration"],
@@ -134,7 +142,7 @@ def from_data(data: dict[str, Any]) -> Evidence:
                     for m in v["metrics"]
                 ),
             )
-            for name, v in data["versions"].items()
+            for name, v in named
         ),
         reward=None
         if reward is None

@@ -333,8 +333,10 @@ def from_json(raw: bytes) -> ExperimentState:
         raise ValueError(f"not a state document of schema {SCHEMA}")
     order = data["versionOrder"]
     weights = data["weights"]
+    spec = codec.from_data(data["spec"])
+    names = [v.name for v in spec.versions]
     return ExperimentState(
-        spec=codec.from_data(data["spec"]),
+        spec=spec,
         spec_blob=data["specBlob"],
         source_commit=data["sourceCommit"],
         phase=Phase(data["phase"]),
@@ -361,15 +363,26 @@ def from_json(raw: bytes) -> ExperimentState:
                 SkipRecord(
                     iteration=r["iteration"],
                     time=_epoch(r["time"]),
-                    seen=tuple((sys.intern(n), int(w)) for n, w in r["seen"].items()),
+                    seen=_in_order(r["seen"], names),
                     reason=r["reason"],
                 )
                 for r in data.get("skipped", ())
             ]
         ),
-        evidence=evidence_from_data(data["evidence"]) if data.get("evidence") else None,
+        evidence=(
+            evidence_from_data(data["evidence"], names)
+            if data.get("evidence")
+            else None
+        ),
         cleanup=data.get("cleanup"),
     )
+
+
+def _in_order(mapping: dict[str, Any], names: list[str]) -> Pairs:
+    """``mapping``'s (version, weight) pairs in the spec's order (its JSON keys are sorted)."""
+    rank = {name: index for index, name in enumerate(names)}
+    ordered = sorted(mapping.items(), key=lambda item: rank.get(item[0], len(rank)))
+    return tuple((sys.intern(n), int(w)) for n, w in ordered)
 
 
 def _record(data: dict[str, Any]) -> IterationRecord:

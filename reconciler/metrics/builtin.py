@@ -45,6 +45,9 @@ class Library:
     """Histogram of request durations (without ``_bucket``/``_sum``/``_count``)."""
     to_milliseconds: str = ""
     """What turns the histogram's unit into milliseconds (`` * 1000`` for seconds)."""
+    names: str = "Deployment"
+    """The kind of object whose name a version's name must be for ``$name`` to select its
+    series (a version named otherwise gets no data on a real mesh)."""
 
     def _increase(self, metric: str, extra: str = "") -> str:
         tail = f", {extra}" if extra else ""
@@ -94,6 +97,7 @@ LIBRARIES = (
         requests="envoy_cluster_upstream_rq_total",
         errors=("envoy_cluster_upstream_rq_xx", 'envoy_response_code_class="5"'),
         duration="envoy_cluster_upstream_rq_time",
+        names="Service",
     ),
     Library(
         name="nginx",
@@ -106,6 +110,7 @@ LIBRARIES = (
         errors=("nginx_ingress_controller_requests", 'status=~"5.."'),
         duration="nginx_ingress_controller_request_duration_seconds",
         to_milliseconds=" * 1000",
+        names="Service",
     ),
     Library(
         name="linkerd",
@@ -149,3 +154,15 @@ def _build() -> dict[str, MetricDefinition]:
 
 BUILTIN: dict[str, MetricDefinition] = _build()
 """Every builtin metric by reference (``istio/error-rate``)."""
+
+
+def named_kind(reference: str) -> str | None:
+    """The kind a version must be named after for builtin ``reference`` to find its data.
+
+    ``istio/error-rate``: its Deployment. None for a metric that is not builtin.
+    """
+    library, _, name = reference.partition("/")
+    for candidate in LIBRARIES:
+        if candidate.name == library and f"{library}/{name}" in BUILTIN:
+            return candidate.names
+    return None

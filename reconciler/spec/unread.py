@@ -14,7 +14,7 @@ from reconciler.errors import Location
 from reconciler.spec.limits import Limits
 from reconciler.spec.yamldoc import Problem, excerpt, load_documents, location_of
 
-__all__ = ["unread_documents"]
+__all__ = ["named_objects", "unread_documents"]
 
 
 def unread_documents(
@@ -75,3 +75,24 @@ def _yaml_type(value: object) -> str:
     if isinstance(value, CommentedSeq):
         return "list"
     return "string" if isinstance(value, str) else "scalar"
+
+
+def named_objects(
+    path: str, data: bytes, limits: Limits | None = None
+) -> list[tuple[str, str | None, str]]:
+    """``(kind, namespace or None, name)`` of every Kubernetes object in ``data``."""
+    documents, _lines, problem, _noted = load_documents(path, data, limits)
+    if problem is not None:
+        return []
+    found = []
+    for doc in documents:
+        if not isinstance(doc, CommentedMap):
+            continue
+        metadata = doc.get("metadata")
+        kind = doc.get("kind")
+        if not isinstance(metadata, CommentedMap) or not isinstance(kind, str):
+            continue
+        name, namespace = metadata.get("name"), metadata.get("namespace")
+        if isinstance(name, str):
+            found.append((kind, namespace if isinstance(namespace, str) else None, name))
+    return found

@@ -45,8 +45,8 @@ def test_demo_scenario_ends_as_it_should_and_git_shows_the_audit_trail(
         capture_output=True,
         text=True,
     ).stdout.split()
-    assert weights[0] == "productpage-v1=100,productpage-v2=0"
-    assert "productpage-v1=80,productpage-v2=20" in weights
+    assert weights[0] == "productpage-stable=100,productpage-candidate=0"
+    assert "productpage-stable=80,productpage-candidate=20" in weights
     # the outcome says old -> new and links the commit that brought the candidate
     body = subprocess.run(
         [*git, "log", "-1", "main", "--format=%B"], check=True, capture_output=True, text=True
@@ -111,8 +111,8 @@ def test_status_lists_the_archived_experiment_as_json(tmp_path: Path) -> None:
     assert row["target"] == "bookinfo/productpage"
     assert row["phase"] == "Promoted"
     assert row["iteration"] == 6
-    assert row["weights"] == {"productpage-v1": 100, "productpage-v2": 0}
-    assert row["winner"] == "productpage-v2"
+    assert row["weights"] == {"productpage-stable": 100, "productpage-candidate": 0}
+    assert row["winner"] == "productpage-candidate"
     assert row["outcome_commit"] == main_tip
 
 

@@ -28,7 +28,7 @@ def run_to_decision(tmp: Path, candidate: Profile) -> Harness:
     harness = Harness.create(
         tmp,
         scenario.app_commits(),
-        {"productpage-v1": Profile(), "productpage-v2": candidate},
+        {"productpage-stable": Profile(), "productpage-candidate": candidate},
         namespace="bookinfo",
         clock=clock,
     )
@@ -52,9 +52,9 @@ def test_history_lists_every_transition_with_weights_verdicts_and_metrics(tmp_pa
         "RolledBack",
     ]
     assert [r["iteration"] for r in rows] == [0, 1, 2, 3, 3]
-    assert rows[0]["weights"] == {"productpage-v1": 80, "productpage-v2": 20}
-    assert rows[1]["verdicts"] == {"productpage-v1": "pass", "productpage-v2": "fail"}
-    assert rows[1]["metrics"]["productpage-v2"]["istio/error-rate"] == 0.3
+    assert rows[0]["weights"] == {"productpage-stable": 80, "productpage-candidate": 20}
+    assert rows[1]["verdicts"] == {"productpage-stable": "pass", "productpage-candidate": "fail"}
+    assert rows[1]["metrics"]["productpage-candidate"]["istio/error-rate"] == 0.3
     commits = subprocess.run(
         ["git", "--git-dir", harness.remote, "rev-list", "--reverse", "reconciler-state"],
         check=True,
@@ -77,7 +77,7 @@ def test_recover_dry_run_says_what_a_fresh_process_would_do(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     steps = json.loads(result.stdout)
     assert [s["action"] for s in steps] == ["set-weights", "confirm-outcome"]
-    assert steps[0]["weights"] == {"productpage-v1": 100, "productpage-v2": 0}
+    assert steps[0]["weights"] == {"productpage-stable": 100, "productpage-candidate": 0}
     assert steps[1]["commit"] == main.stdout.strip()
     # ... and had it died before pushing, the promotion would be pushed.
     subprocess.run([*git, "update-ref", "refs/heads/main", "main~1"], check=True)
@@ -86,7 +86,7 @@ def test_recover_dry_run_says_what_a_fresh_process_would_do(tmp_path: Path) -> N
         "experiment": steps[0]["experiment"],
         "action": "push-outcome",
         "outcome": "promoted",
-        "winner": "productpage-v2",
+        "winner": "productpage-candidate",
     }
 
 
@@ -95,7 +95,7 @@ def test_status_and_history_say_how_many_more_requests_a_version_needs(tmp_path:
     harness = Harness.create(
         tmp_path,
         scenario.app_commits(),
-        {"productpage-v1": Profile(), "productpage-v2": Profile(error_rate=0.005)},
+        {"productpage-stable": Profile(), "productpage-candidate": Profile(error_rate=0.005)},
         namespace="bookinfo",
         clock=clock,
     )
@@ -106,16 +106,19 @@ def test_status_and_history_say_how_many_more_requests_a_version_needs(tmp_path:
     status = cli("status", "--repo", harness.remote)
     assert status.returncode == 0, status.stderr
     (line,) = [x for x in status.stdout.splitlines() if "needs ~" in x]
-    assert "not enough data yet: productpage-v2 needs ~" in line
+    assert "not enough data yet: productpage-candidate needs ~" in line
     # the repo as `run` takes it from the environment: the same variable for every command
     from_env = cli("status", "-o", "json", env={"RECONCILER_REPO": harness.remote})
     assert from_env.returncode == 0, from_env.stderr
     rows = json.loads(from_env.stdout)
     (live,) = [r for r in rows if r.get("kind") == "experiment"]
-    assert live["needs"]["productpage-v2"] > 0
+    assert live["needs"]["productpage-candidate"] > 0
     history = json.loads(
         cli("history", "bookinfo/productpage-canary", "--repo", harness.remote, "-o", "json").stdout
     )
     assert "more requests" in history[-1]["summary"]
     # the candidate is on track (0.5 % against a 1 % limit), so it gained traffic meanwhile
-    assert history[-1]["weights"]["productpage-v2"] > history[0]["weights"]["productpage-v2"]
+    assert (
+        history[-1]["weights"]["productpage-candidate"]
+        > history[0]["weights"]["productpage-candidate"]
+    )

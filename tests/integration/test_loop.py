@@ -24,7 +24,7 @@ class World:
         self.harness = Harness.create(
             tmp,
             scenario.app_commits(),
-            {"productpage-v1": Profile(), "productpage-v2": candidate},
+            {"productpage-stable": Profile(), "productpage-candidate": candidate},
             namespace="bookinfo",
             clock=self.clock,
         )
@@ -125,14 +125,14 @@ def test_a_fresh_process_on_a_rebuilt_cluster_reapplies_the_recorded_weights(
     recorded = world.git(
         "log", "-1", "--format=%(trailers:key=Rollout-Weights,valueonly)", "reconciler-state"
     )
-    assert recorded.strip() == "productpage-v1=40,productpage-v2=60"
+    assert recorded.strip() == "productpage-stable=40,productpage-candidate=60"
     world.harness.cluster.clear()
     world.harness.sync()  # the GitOps operator re-applies main: the VirtualService is at 100/0
-    assert world.harness.weight_of("productpage-v2") == 0
+    assert world.harness.weight_of("productpage-candidate") == 0
     world.harness.restart()
     world.tick(advance=0.0)
-    assert world.harness.weight_of("productpage-v1") == 40
-    assert world.harness.weight_of("productpage-v2") == 60
+    assert world.harness.weight_of("productpage-stable") == 40
+    assert world.harness.weight_of("productpage-candidate") == 60
     # and the experiment carries on from its recorded iteration
     ((transition, _),) = world.tick().recorded
     assert transition.state.iteration == 3

@@ -34,7 +34,7 @@ def world(tmp: Path, experiment: bytes | None = None) -> tuple[Harness, DrivenCl
     harness = Harness.create(
         tmp,
         commits,
-        {"productpage-v1": Profile(), "productpage-v2": Profile()},
+        {"productpage-stable": Profile(), "productpage-candidate": Profile()},
         namespace="bookinfo",
         clock=clock,
     )
@@ -153,7 +153,7 @@ def test_a_replica_that_lost_its_lease_acts_on_nothing(tmp_path: Path) -> None:
     for _ in range(2):
         clock.advance(1)
         loop.tick()
-    before = (harness.weight_of("productpage-v1"), harness.weight_of("productpage-v2"))
+    before = (harness.weight_of("productpage-stable"), harness.weight_of("productpage-candidate"))
     tip = subprocess.run(
         ["git", "--git-dir", harness.remote, "rev-parse", "reconciler-state"],
         check=True,
@@ -171,7 +171,10 @@ def test_a_replica_that_lost_its_lease_acts_on_nothing(tmp_path: Path) -> None:
         text=True,
     ).stdout
     assert after_tip == tip
-    assert (harness.weight_of("productpage-v1"), harness.weight_of("productpage-v2")) == before
+    assert (
+        harness.weight_of("productpage-stable"),
+        harness.weight_of("productpage-candidate"),
+    ) == before
     leader["holds"] = True
     clock.advance(1)
     assert loop.tick().recorded  # the next holder carries on from the state branch

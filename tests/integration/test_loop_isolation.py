@@ -28,7 +28,7 @@ def _variant(candidate: str, *, iterations: int = 6) -> bytes:
     text = (
         EXPERIMENT.replace("name: productpage-canary", "name: poison")
         .replace("target: bookinfo/productpage", "target: bookinfo/poison")
-        .replace("name: productpage-v2", f"name: {candidate}")
+        .replace("name: productpage-candidate", f"name: {candidate}")
         .replace("iterationsPerLoop: 6", f"iterationsPerLoop: {iterations}")
         .replace("name: productpage\n        fieldPath", "name: poison\n        fieldPath")
     )
@@ -60,7 +60,7 @@ class World:
         self.harness = Harness.create(
             tmp,
             commits,
-            {"productpage-v1": Profile(), "productpage-v2": Profile()},
+            {"productpage-stable": Profile(), "productpage-candidate": Profile()},
             namespace="bookinfo",
             clock=self.clock,
         )
@@ -180,7 +180,7 @@ def _structured(draw: st.DrawFn) -> bytes:
 @st.composite
 def _mutated(draw: st.DrawFn) -> bytes:
     """The poison variant of the demo's valid experiment with a slice of it replaced."""
-    data = _variant("productpage-v2")
+    data = _variant("productpage-candidate")
     start = draw(st.integers(min_value=0, max_value=len(data)))
     end = draw(st.integers(min_value=start, max_value=min(len(data), start + 40)))
     return data[:start] + draw(st.binary(max_size=40)) + data[end:]

@@ -62,9 +62,11 @@ def test_due_outcomes_land_in_one_push_each_on_the_tree_the_one_before_left(
     main = store.fetch().main
     assert main is not None
     demo = SPEC.gitops
-    first = deciding("a", demo, main, winner="productpage-v2")  # copies, then deletes the candidate
+    first = deciding(
+        "a", demo, main, winner="productpage-candidate"
+    )  # copies, then deletes the candidate
     # the same copy again: its source is gone from the tree the first one left
-    second = deciding("b", demo, main, winner="productpage-v2")
+    second = deciding("b", demo, main, winner="productpage-candidate")
     third = deciding("c", GitOps(rollback=(DeleteEdit((f"{APP}/notes.md",)),)), main, winner=None)
 
     pushed = push_outcomes(store, [(first, None), (second, None), (third, None)])
@@ -75,8 +77,8 @@ def test_due_outcomes_land_in_one_push_each_on_the_tree_the_one_before_left(
     assert "productpage-candidate.yaml' is not on main" in pushed.failed[second.id]
     subjects = git(store.url, "log", "--format=%s", "main", "-3").splitlines()
     assert subjects[:2] == [
-        "productpage: roll back productpage-v2 (bookinfo/c)",
-        "productpage: promote productpage-v2 (bookinfo/a)",
+        "productpage: roll back productpage-candidate (bookinfo/c)",
+        "productpage: promote productpage-candidate (bookinfo/a)",
     ]
     files = git(store.url, "ls-tree", "-r", "--name-only", "main").split()
     assert f"{APP}/productpage-candidate.yaml" not in files
@@ -96,7 +98,7 @@ def test_an_outcome_is_found_again_when_runs_decided_at_different_points_of_main
         ci.update_branch("main", constant([CommitSpec(f"ci {i}", {"ci.log": f"{i}\n".encode()})]))
     older = store.fetch().main
     assert older is not None
-    first = deciding("a", SPEC.gitops, older, winner="productpage-v2")
+    first = deciding("a", SPEC.gitops, older, winner="productpage-candidate")
     landed = push_outcomes(store, [(first, None)])
     assert set(landed.commits) == {first.id}
     for i in range(5):  # CI goes on after the first outcome, then a second run decides
@@ -141,7 +143,7 @@ def test_the_search_for_an_outcome_spans_what_main_gained_since_the_decision_onl
         ci.update_branch("main", constant([CommitSpec(f"ci {i}", {"ci.log": f"{i}\n".encode()})]))
     decided_on = store.fetch().main
     assert decided_on is not None
-    run = deciding("a", SPEC.gitops, decided_on, winner="productpage-v2")
+    run = deciding("a", SPEC.gitops, decided_on, winner="productpage-candidate")
     for i in range(5):
         ci.update_branch("main", constant([CommitSpec(f"more {i}", {"ci.log": b"more\n"})]))
     tip = store.fetch().main

@@ -50,7 +50,7 @@ def live(seq: list[Event]) -> list[tuple[str, engine.Transition, float]]:
         elif kind == "resume":
             transition = engine.resume(state, now) if state.held else None
         elif state.held is None:
-            found = drift(state, (state.weight_of("productpage-v2") + 10) % 100)
+            found = drift(state, (state.weight_of("productpage-candidate") + 10) % 100)
             transition = engine.drifted(state, found, now, counts=kind == "drift")
         else:
             transition = None
@@ -158,10 +158,10 @@ def test_a_finished_document_is_applied_only_once_its_final_weights_are_confirme
     deciding = replace(
         state,
         phase=Phase.PROMOTING,
-        winner="productpage-v2",
+        winner="productpage-candidate",
         weights=(
-            ("productpage-v1", 100),
-            ("productpage-v2", 0),
+            ("productpage-stable", 100),
+            ("productpage-candidate", 0),
         ),
     )
     unconfirmed = engine.outcome_landed(deciding, "d" * 40, 5.0, confirmed=False).state

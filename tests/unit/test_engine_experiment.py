@@ -40,7 +40,7 @@ def observations(sample: Sample) -> dict[str, dict[str, MetricValue]]:
             "istio/mean-latency": MetricValue(latency, requests),
             "istio/request-count": MetricValue(float(requests), requests),
         }
-    return {"productpage-v1": values, "productpage-v2": values}
+    return {"productpage-stable": values, "productpage-candidate": values}
 
 
 samples = st.tuples(
@@ -85,7 +85,7 @@ def test_weights_are_integers_summing_to_100_within_the_bounds(seq: list[Sample]
         weights = dict(t.state.weights)
         assert sum(weights.values()) == 100
         assert all(isinstance(w, int) and 0 <= w <= 100 for w in weights.values())
-        candidate = weights["productpage-v2"]
+        candidate = weights["productpage-candidate"]
         if t.state.phase is Phase.PROGRESSING:
             assert candidate <= SPEC.weights.max_candidate_weight
             assert candidate - previous <= SPEC.weights.max_candidate_weight_increment
@@ -98,8 +98,8 @@ def test_a_candidate_that_fails_or_is_not_measured_never_gains_weight(seq: list[
     transitions, _ = run(SPEC, seq)
     for before, after, sample in zip(transitions, transitions[1:], seq, strict=False):
         if not passes(sample) and not on_track(sample):
-            assert after.state.weight_of("productpage-v2") <= before.state.weight_of(
-                "productpage-v2"
+            assert after.state.weight_of("productpage-candidate") <= before.state.weight_of(
+                "productpage-candidate"
             )
 
 
@@ -113,13 +113,13 @@ def test_a_candidate_on_track_but_short_of_evidence_grows_and_does_not_run_into_
     short = ("ok", 0.001, 10.0, verdicts.min_requests(SPEC) - 1)
     spec = replace(SPEC, duration=replace(SPEC.duration, iterations_per_loop=20))
     transitions, state = run(spec, [short] * 8)
-    grown = [t.state.weight_of("productpage-v2") for t in transitions]
+    grown = [t.state.weight_of("productpage-candidate") for t in transitions]
     assert grown == sorted(grown)
     assert grown[-1] > grown[0]
     assert state.phase is Phase.PROGRESSING
     assert state.no_data == 0
     assert state.evidence is not None
-    (candidate,) = [v for v in state.evidence.versions if v.version == "productpage-v2"]
+    (candidate,) = [v for v in state.evidence.versions if v.version == "productpage-candidate"]
     assert candidate.on_track
     assert candidate.needs == 1
     assert "needs ~1 more requests" in state.reason
@@ -131,12 +131,12 @@ def test_the_winner_passed_the_last_iteration_and_failures_roll_back(seq: list[S
     _, state = run(SPEC, seq)
     assert state.phase in {Phase.PROMOTING, Phase.ROLLING_BACK}
     if state.phase is Phase.PROMOTING:
-        assert state.winner == "productpage-v2"
+        assert state.winner == "productpage-candidate"
         assert passes(seq[state.iteration - 1])
     else:
         assert state.winner is None
     # both outcomes first return all traffic to the baseline
-    assert dict(state.weights) == {"productpage-v1": 100, "productpage-v2": 0}
+    assert dict(state.weights) == {"productpage-stable": 100, "productpage-candidate": 0}
 
 
 @given(st.lists(samples, min_size=6, max_size=6))
@@ -225,7 +225,9 @@ def test_preempt_and_withdraw_return_traffic_to_the_baseline_and_never_promote()
     for t in (engine.preempt(start, "ns/other@abc", 5.0), engine.withdraw(start, 5.0)):
         assert t.state.phase.final
         assert t.state.winner is None
-        assert t.actions == (engine.SetWeights((("productpage-v1", 100), ("productpage-v2", 0))),)
+        assert t.actions == (
+            engine.SetWeights((("productpage-stable", 100), ("productpage-candidate", 0))),
+        )
 
 
 def test_outcome_landed_records_the_commit() -> None:

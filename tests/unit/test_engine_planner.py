@@ -44,7 +44,9 @@ def spec(name: str, target: str) -> Experiment:
 def state_of(spec_: Experiment, phase: str) -> ExperimentState:
     state = engine.start(spec_, spec_blob=blob(spec_.name), source_commit=MAIN, now=START).state
     if phase == "deciding":
-        return replace(state, phase=Phase.PROMOTING, winner="productpage-v2", decided_on=MAIN)
+        return replace(
+            state, phase=Phase.PROMOTING, winner="productpage-candidate", decided_on=MAIN
+        )
     if phase == "waiting":
         return replace(state, phase=Phase.PROMOTED, sync="waiting", outcome_commit="d" * 40)
     if phase == "settling":
@@ -224,7 +226,7 @@ def test_one_experiment_whose_step_raises_is_a_fault_and_the_others_are_planned(
     files = [Candidate(x, states[x.key].spec_blob, states[x.key].id) for x in (good, bad)]
     seen = {
         good.key: Seen(confirmed=True, observations=observations(GOOD)),
-        bad.key: Seen(confirmed=True, observations={"productpage-v1": None}),  # type: ignore[dict-item]
+        bad.key: Seen(confirmed=True, observations={"productpage-stable": None}),  # type: ignore[dict-item]
     }
     plan = planner.plan(Inputs(states, files, seen, main=MAIN, now=NOW))
     assert [key for key, _stage, _exc in plan.faults] == [bad.key]
@@ -252,7 +254,7 @@ def test_a_blue_green_winner_keeps_its_traffic_until_the_outcome_is_applied_and_
         Inputs({s.key: decided}, [Candidate(s, decided.spec_blob, decided.id)],
                {s.key: Seen(confirmed=True, observations=observations(GOOD))}, MAIN, NOW)
     ).transitions[0].state  # fmt: skip
-    assert promoting.weights == (("productpage-v1", 0), ("productpage-v2", 100))
+    assert promoting.weights == (("productpage-stable", 0), ("productpage-candidate", 100))
     landed = engine.outcome_landed(promoting, "o" * 40, NOW, await_sync=False).state
     assert (landed.sync, landed.weights) == ("waiting", promoting.weights)
     assert landed.cleanup == ("due" if s.blue_green_cleanup else None)
@@ -264,7 +266,7 @@ def test_a_blue_green_winner_keeps_its_traffic_until_the_outcome_is_applied_and_
     assert planned(Seen(confirmed=True, synced="o" * 40, waiting="1 of 2 updated")) == []
     assert planned(Seen(confirmed=True, ready=True), now=NOW + 60) == []  # not applied, no timeout
     (back,) = planned(Seen(confirmed=True, synced="o" * 40, ready=True))
-    assert back.state.weights == (("productpage-v1", 100), ("productpage-v2", 0))
+    assert back.state.weights == (("productpage-stable", 100), ("productpage-candidate", 0))
     assert (back.state.sync, back.state.archived) == ("synced", False)
     (late,) = planned(Seen(confirmed=True, ready=True), now=NOW + 1 + 120.0)
     assert late.state.sync == "timeout"

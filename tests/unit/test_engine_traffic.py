@@ -19,7 +19,9 @@ REFS = (STABLE[0], CANARY[0])
 
 def running(canary: int, *, now: float = 0.0) -> ExperimentState:
     state = engine.start(SPEC, spec_blob=BLOB, source_commit="c" * 40, now=now).state
-    return replace(state, weights=(("productpage-v1", 100 - canary), ("productpage-v2", canary)))
+    return replace(
+        state, weights=(("productpage-stable", 100 - canary), ("productpage-candidate", canary))
+    )
 
 
 readings = st.builds(
@@ -49,8 +51,8 @@ def test_an_experiment_is_converged_exactly_when_every_field_holds_its_recorded_
         assert {d.version for d in found.drifts} == {
             v
             for v, value, want in (
-                ("productpage-v1", first.value, 100 - canary),
-                ("productpage-v2", second.value, canary),
+                ("productpage-stable", first.value, 100 - canary),
+                ("productpage-candidate", second.value, canary),
             )
             if value != want
         }

@@ -57,21 +57,21 @@ def decide(spec: Experiment, observations: dict[str, dict[str, MetricValue]]) ->
 
 def test_a_tie_keeps_the_baseline_even_at_confidence_one_half() -> None:
     spec = ab(1, confidence=0.5)
-    assert decide(spec, {"productpage-v1": version(0.1, 5000), "c1": version(0.1, 5000)}) == (
-        "productpage-v1"
+    assert decide(spec, {"productpage-stable": version(0.1, 5000), "c1": version(0.1, 5000)}) == (
+        "productpage-stable"
     )
 
 
 def test_a_candidate_without_a_sample_never_wins_against_a_measured_baseline() -> None:
     spec = ab(1)
     for n in (None, 0, -5):
-        observed = {"productpage-v1": version(0.05, 100_000), "c1": version(0.06, n)}
-        assert decide(spec, observed) == "productpage-v1"
+        observed = {"productpage-stable": version(0.05, 100_000), "c1": version(0.06, n)}
+        assert decide(spec, observed) == "productpage-stable"
 
 
 def test_a_better_latency_is_a_labelled_point_comparison_never_a_probability() -> None:
     spec = ab(1, reward=LATENCY)
-    observed = {"productpage-v1": version(120.0, 5000), "c1": version(119.9, 5000)}
+    observed = {"productpage-stable": version(120.0, 5000), "c1": version(119.9, 5000)}
     judged = {v.name: verdicts.judge(spec, observed[v.name]) for v in spec.versions}
     comparison = verdicts.compare(spec, observed, judged, final=True)
     winner, reason = verdicts.choose_winner(spec, judged, comparison)
@@ -117,7 +117,7 @@ def run(
 def test_a_failing_a_b_n_candidate_loses_its_traffic_at_once() -> None:
     spec = replace(ab(3), duration=replace(CANARY.duration, iterations_per_loop=10))
     observed = {
-        "productpage-v1": version(0.10, 5000),
+        "productpage-stable": version(0.10, 5000),
         "c1": version(0.10, 5000, errors=0.5),
         "c2": version(0.12, 5000),
         "c3": version(0.10, 5000),
@@ -135,7 +135,7 @@ def test_a_failing_a_b_n_candidate_loses_its_traffic_at_once() -> None:
 def test_the_evidence_of_the_deciding_iteration_is_recorded() -> None:
     spec = ab(3)
     observed = {
-        "productpage-v1": version(0.10, 5000),
+        "productpage-stable": version(0.10, 5000),
         "c1": version(0.10, 5000),
         "c2": version(0.13, 5000),
         "c3": version(0.11, 5000),

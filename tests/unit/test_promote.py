@@ -26,7 +26,7 @@ MAIN = {
 
 
 def test_promotion_makes_the_candidate_stable_and_removes_the_experiment() -> None:
-    changes = edits.apply(SPEC, edits.PROMOTED, "productpage-v2", MAIN)
+    changes = edits.apply(SPEC, edits.PROMOTED, "productpage-candidate", MAIN)
     assert set(changes) == {
         "apps/bookinfo/productpage.yaml",
         "apps/bookinfo/productpage-candidate.yaml",
@@ -57,7 +57,7 @@ def test_needed_paths_are_what_the_copies_read() -> None:
 def test_a_missing_copy_source_is_an_error_naming_it() -> None:
     main = {k: v for k, v in MAIN.items() if "candidate" not in k}
     with pytest.raises(PromotionError, match=r"productpage-candidate\.yaml' is not on main"):
-        edits.apply(SPEC, edits.PROMOTED, "productpage-v2", main)
+        edits.apply(SPEC, edits.PROMOTED, "productpage-candidate", main)
 
 
 def test_variables_of_the_winner_expand_in_replacements() -> None:
@@ -71,14 +71,17 @@ def test_variables_of_the_winner_expand_in_replacements() -> None:
         ),
     )
     spec = replace(SPEC, gitops=GitOps(promote=(copy,)))
-    changes = edits.apply(spec, edits.PROMOTED, "productpage-v2", MAIN)
+    changes = edits.apply(spec, edits.PROMOTED, "productpage-candidate", MAIN)
     result = changes["apps/bookinfo/productpage.yaml"]
     assert result is not None
     assert b"image: docker.io/istio/examples-bookinfo-productpage-v2:1.18.0" in result
     missing = replace(copy, replacements=(Replacement("x", "{{ variables.tag }}"),))
     with pytest.raises(PromotionError, match="defines no variable 'tag'"):
         edits.apply(
-            replace(SPEC, gitops=GitOps(promote=(missing,))), edits.PROMOTED, "productpage-v2", MAIN
+            replace(SPEC, gitops=GitOps(promote=(missing,))),
+            edits.PROMOTED,
+            "productpage-candidate",
+            MAIN,
         )
 
 
@@ -89,8 +92,8 @@ def test_the_same_edits_on_another_tip_give_the_same_result_for_untouched_files(
     unrelated: dict[str, bytes],
 ) -> None:
     moved = {**MAIN, **unrelated}
-    assert edits.apply(SPEC, edits.PROMOTED, "productpage-v2", moved) == edits.apply(
-        SPEC, edits.PROMOTED, "productpage-v2", MAIN
+    assert edits.apply(SPEC, edits.PROMOTED, "productpage-candidate", moved) == edits.apply(
+        SPEC, edits.PROMOTED, "productpage-candidate", MAIN
     )
 
 
@@ -116,7 +119,7 @@ def test_set_edit_writes_the_winners_variable_into_a_kustomization() -> None:
 
 def test_a_blue_green_promotion_keeps_the_candidates_manifests_for_its_cleanup() -> None:
     blue_green = replace(SPEC, deployment_pattern=DeploymentPattern.BLUE_GREEN)
-    changes = edits.apply(blue_green, edits.PROMOTED, "productpage-v2", MAIN)
+    changes = edits.apply(blue_green, edits.PROMOTED, "productpage-candidate", MAIN)
     # the winner serves from its manifests until the baseline runs its version
     assert "apps/bookinfo/productpage-candidate.yaml" not in changes
     assert changes["apps/bookinfo/experiment.yaml"] is None

@@ -125,7 +125,7 @@ def test_a_reused_anchor_is_legal_and_warns_nothing() -> None:
     "name", ["productpage v2", "pp=v2,x", "a\\nb", "\\ud800", "V2", "-v2", "x" * 254, ""]
 )
 def test_version_names_must_be_kubernetes_names(name: str) -> None:
-    text = demo().replace(b"- name: productpage-v2", f'- name: "{name}"'.encode())
+    text = demo().replace(b"- name: productpage-candidate", f'- name: "{name}"'.encode())
     found = errors(text, DEMO_PATH)
     assert len(found) == 1
     assert found[0].startswith(f"{DEMO_PATH}:36:7: error:"), found
@@ -136,7 +136,7 @@ def test_version_names_must_be_kubernetes_names(name: str) -> None:
 def test_every_version_name_the_loader_accepts_can_be_recorded(name: str) -> None:
     # A \\u escape per character, so any text (newlines, lone surrogates) reaches the loader.
     literal = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}" for c in name)
-    text = demo().replace(b"- name: productpage-v2", f'- name: "{literal}"'.encode())
+    text = demo().replace(b"- name: productpage-candidate", f'- name: "{literal}"'.encode())
     result = load_experiments(DEMO_PATH, text)
     for experiment in result.experiments:
         for version in experiment.versions:

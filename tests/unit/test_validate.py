@@ -229,3 +229,24 @@ def test_an_unknown_metric_shows_in_the_same_pass_as_the_documents_other_errors(
         ":20:7: error: unknown metric in 'spec.criteria.objectives[1].metric'" in line
         for line in errors
     ), errors
+
+
+def test_a_version_not_named_after_its_deployment_is_warned_when_the_manifests_are_given(
+    tmp_path: Path,
+) -> None:
+    manifests = sorted(DEMO.glob("productpage*.yaml"))
+    shipped = validate(DEMO / "experiment.yaml", *manifests)
+    assert shipped.returncode == 0
+    assert ": warning: " not in shipped.stdout, shipped.stdout
+    path = misspell(
+        DEMO / "experiment.yaml",
+        tmp_path / "experiment.yaml",
+        ("- name: productpage-candidate", "- name: productpage-v2"),
+    )
+    renamed = validate(path, *manifests)
+    assert renamed.returncode == 0
+    (warning,) = [line for line in renamed.stdout.splitlines() if ": warning: " in line]
+    assert warning.startswith(f"{path}:36:7: warning: no Deployment named 'productpage-v2' ")
+    assert "(they have productpage-candidate, productpage-stable)" in warning
+    # without the manifests there is nothing to compare with: no warning
+    assert ": warning: " not in validate(path).stdout

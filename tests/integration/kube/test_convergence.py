@@ -46,7 +46,7 @@ from tests.fixtures.kube import (
 pytestmark = pytest.mark.integration
 
 AUTHOR = ("tests", "tests@example.invalid")
-STABLE, CANDIDATE = "productpage-v1", "productpage-v2"
+STABLE, CANDIDATE = "productpage-stable", "productpage-candidate"
 PROFILES = {
     STABLE: Profile(error_rate=0.004, mean_latency_ms=95.0),
     CANDIDATE: Profile(error_rate=0.002, mean_latency_ms=80.0),
