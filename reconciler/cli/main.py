@@ -71,9 +71,10 @@ def _register() -> None:
     from reconciler.cli.metrics_cmd import metrics  # noqa: PLC0415
     from reconciler.cli.run import run  # noqa: PLC0415
     from reconciler.cli.status import status  # noqa: PLC0415
+    from reconciler.cli.try_cmd import try_  # noqa: PLC0415
     from reconciler.cli.validate import validate  # noqa: PLC0415
 
-    for command in (run, status, validate, history, recover, metrics, doctor):
+    for command in (run, status, validate, history, recover, metrics, doctor, try_):
         cli.add_command(command)
 
 

@@ -52,7 +52,7 @@ def validate_files(
     problems.extend(catalog.problems)
     objects = [o for path, data in files for o in named_objects(path, data, limits)]
     for path, data in files:
-        repo_path = _in_repository(Path(path))
+        repo_path = in_repository(Path(path))
         result = load_experiments(path, data, repo_path=repo_path, limits=limits, strict=strict)
         problems.extend(result.problems)
         for experiment in result.experiments:
@@ -68,7 +68,7 @@ READ = {"Experiment": loader.API_VERSIONS, "Metric": metric.API_VERSIONS}
 """The kinds validate reads, and the apiVersions of each."""
 
 
-def _in_repository(path: Path) -> str:
+def in_repository(path: Path) -> str:
     """``path`` relative to the top of the Git work tree holding it (or the current dir)."""
     absolute = path.resolve()
     for parent in absolute.parents:

@@ -126,7 +126,7 @@ def _drive(
     deadline = clock() + timeout
     while clock() < deadline:
         report = harness.tick()
-        _print_report(report, out)
+        print_report(report, out)
         for transition, _commit in report.recorded:
             if transition.state.phase.final and transition.state.outcome_commit:
                 return "promoted" if transition.state.winner else "rolled-back"
@@ -135,7 +135,8 @@ def _drive(
     return None
 
 
-def _print_report(report: TickReport, out: TextIO) -> None:
+def print_report(report: TickReport, out: TextIO) -> None:
+    """One tick's problems, errors and recorded transitions, as the demo prints them."""
     out.writelines(f"  {problem}\n" for problem in report.problems)
     out.writelines(f"  error: {error}\n" for error in report.errors)
     for transition, commit in report.recorded:

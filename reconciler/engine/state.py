@@ -369,11 +369,7 @@ def from_json(raw: bytes) -> ExperimentState:
                 for r in data.get("skipped", ())
             ]
         ),
-        evidence=(
-            evidence_from_data(data["evidence"], names)
-            if data.get("evidence")
-            else None
-        ),
+        evidence=(evidence_from_data(data["evidence"], names) if data.get("evidence") else None),
         cleanup=data.get("cleanup"),
     )
 
