@@ -58,11 +58,13 @@ def assert_promoted_once(
     decision = runs[experiment.iterations]
     (outcome,) = world.repo.outcomes()
     run_id = runs[0].get("Rollout-Id")
+    (archived,) = world.repo.archived(world.namespace, experiment.name)
     assert outcome.trailers == {
         "Rollout-Id": run_id,
         "Rollout-Experiment": key,
         "Rollout-Outcome": "promoted",
         "Rollout-Winner": CANDIDATE,
+        "Rollout-Candidate-Commit": archived["sourceCommit"],
         "Rollout-State": decision.id,
     }
     assert runs[experiment.iterations + 1].get("Rollout-Outcome-Commit") == outcome.id
@@ -72,7 +74,6 @@ def assert_promoted_once(
     assert world.repo.show("main", f"{APP}/routing.yaml") == APP_FILES[f"{APP}/routing.yaml"]
     # the state is archived under the run's id, and nothing is live
     assert run_id is not None
-    (archived,) = world.repo.archived(world.namespace, experiment.name)
     assert archived["id"] == run_id
     assert archived["phase"] == "Promoted"
     assert archived["outcomeCommit"] == outcome.id
@@ -107,17 +108,18 @@ def assert_rolled_back_once(
     assert "Promoting" not in phases, world.describe()
     assert phases[-2:] == ["RollingBack", "RolledBack"], world.describe()
     (outcome,) = world.repo.outcomes()
+    (archived,) = world.repo.archived(world.namespace, experiment.name)
     assert outcome.trailers == {
         "Rollout-Id": runs[0].get("Rollout-Id"),
         "Rollout-Experiment": key,
         "Rollout-Outcome": "rolled-back",
+        "Rollout-Candidate-Commit": archived["sourceCommit"],
         "Rollout-State": runs[-2].id,
     }
     assert world.repo.files("main") == sorted([*APP_FILES, *also_on_main])
     assert (
         world.repo.show("main", f"{APP}/productpage.yaml") == APP_FILES[f"{APP}/productpage.yaml"]
     )
-    (archived,) = world.repo.archived(world.namespace, experiment.name)
     assert archived["phase"] == "RolledBack"
     assert archived["winner"] is None
     assert world.weights() == BASELINE_ONLY

@@ -16,6 +16,7 @@ NOT_THE_SETTING = {
     ("status", "cache_dir"),  # the read-only commands keep a scratch cache of their own
     ("history", "cache_dir"),
     ("recover", "cache_dir"),
+    ("try", "cache_dir"),
     ("metrics query", "namespace"),  # the experiment's ($namespace), not the Leases'
 }
 
@@ -46,7 +47,7 @@ def test_a_setting_has_the_same_flags_and_help_in_every_command_that_takes_it() 
             assert spec.env in (param.help or ""), (command_name, param.name)
             assert not param.allow_from_autoenv  # the one variable is RECONCILER_<NAME>
             takers.setdefault(param.name, []).append(command_name)
-    assert {"run", "status", "history", "recover"} <= set(takers["repo"])
+    assert {"run", "status", "history", "recover", "try"} <= set(takers["repo"])
     assert {"run", "metrics query"} <= set(takers["prometheus_url"])
     assert {"run", "status", "doctor"} <= set(takers["kube_context"])
 
