@@ -21,7 +21,7 @@ import click
 
 from reconciler import config
 from reconciler.errors import Location
-from reconciler.metrics.builtin import named_kind
+from reconciler.metrics.builtin import unnamed_versions
 from reconciler.metrics.catalog import Catalog, MetricNotFoundError
 from reconciler.spec import loader, metric
 from reconciler.spec.limits import Limits
@@ -100,42 +100,26 @@ def _metric_problems(references: Iterable[MetricReference], catalog: Catalog) ->
 def _unnamed_workloads(
     experiment: Experiment, objects: list[tuple[str, str | None, str]]
 ) -> list[Problem]:
-    """Versions the builtin metrics would find no data for, by the objects given with them.
-
-    A builtin query selects a version's series by its name (``istio``: the Deployment's,
-    ``nginx``: the Service's); when the given files hold objects of that kind in the
-    experiment's namespace and none has the version's name, a real mesh reports no data.
-    Nothing is said when no such object was given: the check needs the manifests.
-    """
-    criteria = experiment.criteria
-    named = [criteria.request_count, *(o.metric for o in criteria.objectives)]
-    named += [r.metric for r in criteria.rewards]
-    kinds = {kind for ref in named if ref and (kind := named_kind(ref))}
+    """A warning at each version the builtin metrics would find no data for."""
     problems = []
-    for kind in sorted(kinds):
-        present = sorted(
-            name
-            for k, namespace, name in objects
-            if k == kind and namespace in {None, experiment.namespace}
+    for unnamed in unnamed_versions(experiment, objects):
+        field = (
+            "spec.versionInfo.baseline"
+            if unnamed.index == 0
+            else f"spec.versionInfo.candidates[{unnamed.index - 1}]"
         )
-        if not present:
-            continue
-        fields = ["spec.versionInfo.baseline"]
-        fields += [f"spec.versionInfo.candidates[{i}]" for i in range(len(experiment.candidates))]
-        for field, version in zip(fields, experiment.versions, strict=True):
-            if version.name in present:
-                continue
-            where = experiment.locations.get(f"{field}.name", Location(experiment.path))
-            problems.append(
-                Problem(
-                    where,
-                    "warning",
-                    f"no {kind} named '{version.name}' among the given files (they have "
-                    f"{', '.join(present[:10])}): the builtin metrics select a version's "
-                    f"series by its {kind}'s name, so on a real mesh '{version.name}' would "
-                    f"get no data; name the version after its {kind}",
-                )
+        where = experiment.locations.get(f"{field}.name", Location(experiment.path))
+        kind, name = unnamed.kind, unnamed.version
+        problems.append(
+            Problem(
+                where,
+                "warning",
+                f"no {kind} named '{name}' among the given files (they have "
+                f"{', '.join(unnamed.present[:10])}): the builtin metrics select a version's "
+                f"series by its {kind}'s name, so on a real mesh '{name}' would get no "
+                f"data; name the version after its {kind}",
             )
+        )
     return problems
 
 

@@ -24,7 +24,7 @@ from reconciler.controller.loop import Reconciler
 from reconciler.demo.scenario import print_report
 from reconciler.gitstore.admin import init_bare_repository
 from reconciler.gitstore.repo import GitEnvStore
-from reconciler.metrics.builtin import named_kind
+from reconciler.metrics.builtin import unnamed_versions
 from reconciler.metrics.profile import Profile, ProfileMetrics
 from reconciler.ports import CommitSpec
 from reconciler.spec.limits import Limits
@@ -268,24 +268,13 @@ def _needs(
                 total += weight
         if known and total != FULL and any(v.weight_obj_ref for v in spec.versions):
             needs.append(f"{spec.key}: the weights in the repo sum to {total}, not {FULL}")
-        needs.extend(_unmatched_names(spec, objects))
-    return needs
-
-
-def _unmatched_names(spec: Experiment, objects: list[tuple[str, str | None, str]]) -> list[str]:
-    criteria = spec.criteria
-    metrics = [criteria.request_count, *(o.metric for o in criteria.objectives)]
-    kinds = {kind for ref in metrics if ref and (kind := named_kind(ref))}
-    found: list[str] = []
-    for kind in sorted(kinds):
-        names = {n for k, ns, n in objects if k == kind and ns in {None, spec.namespace}}
-        found.extend(
-            f"{spec.key}: no {kind} named '{v.name}' in the repo: the builtin metrics select "
-            f"a version's series by its {kind}'s name, so a real mesh would give no data"
-            for v in spec.versions
-            if v.name not in names
+        needs.extend(
+            f"{spec.key}: no {u.kind} named '{u.version}' in the repo: the builtin metrics "
+            f"select a version's series by its {u.kind}'s name, so a real mesh would give "
+            "no data"
+            for u in unnamed_versions(spec, objects)
         )
-    return found
+    return needs
 
 
 def _weight(cluster: MemoryCluster, refs: Mapping[str, WeightObjRef], version: str) -> int:

@@ -10,9 +10,11 @@ same way. docs/metrics.md lists every query. Pure: nothing here talks to Prometh
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from reconciler.spec.metric import MetricDefinition, MetricType
+from reconciler.spec.model import Experiment
 from reconciler.spec.template import parse_query
 
 ELAPSED = "${elapsedTime}"
@@ -166,3 +168,47 @@ def named_kind(reference: str) -> str | None:
         if candidate.name == library and f"{library}/{name}" in BUILTIN:
             return candidate.names
     return None
+
+
+@dataclass(frozen=True)
+class Unnamed:
+    """A version no object of the kind its builtin metrics select is named after."""
+
+    index: int
+    """Its place in ``spec.versions`` (0: the baseline)."""
+    version: str
+    kind: str
+    present: tuple[str, ...]
+    """The names the objects of that kind have."""
+
+
+def unnamed_versions(
+    experiment: Experiment, objects: Iterable[tuple[str, str | None, str]]
+) -> list[Unnamed]:
+    """Versions the builtin metrics would find no data for, by ``(kind, namespace, name)``.
+
+    The queries select a version's series by its name, which must be its Deployment's
+    (istio, linkerd) or Service's (nginx, gateway). Nothing is said for a kind of which no
+    object is given: the check needs the manifests.
+    """
+    objects = list(objects)
+    criteria = experiment.criteria
+    named = [criteria.request_count, *(o.metric for o in criteria.objectives)]
+    named += [r.metric for r in criteria.rewards]
+    kinds = sorted({kind for ref in named if ref and (kind := named_kind(ref))})
+    found: list[Unnamed] = []
+    for kind in kinds:
+        present = tuple(
+            sorted(
+                name
+                for k, namespace, name in objects
+                if k == kind and namespace in {None, experiment.namespace}
+            )
+        )
+        if present:
+            found.extend(
+                Unnamed(index, version.name, kind, present)
+                for index, version in enumerate(experiment.versions)
+                if version.name not in present
+            )
+    return found
