@@ -245,3 +245,7 @@ class GitOpsOperator(Protocol):
     def synced(self, commit: str) -> str | None:
         """The revision the operator has applied, when it names ``commit``; else None."""
         ...
+
+    def applied_commits(self) -> list[str]:
+        """The full ids of the commits the operator reports applied now."""
+        ...

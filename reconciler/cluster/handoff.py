@@ -13,6 +13,7 @@ The result, ``Synced``, is a value for the caller to record in Git, never stored
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -124,6 +125,18 @@ def _revisions(section: Mapping[str, Any]) -> list[str]:
     return found + [str(r) for r in section.get("revisions") or [] if r]
 
 
+_COMMIT_ID = re.compile(r"(?:^|[@:/])([0-9a-f]{40})$")
+
+
+def commit_id(revision: str) -> str | None:
+    """The full commit id a reported revision ends in, or None.
+
+    Flux writes ``main@sha1:<id>`` (older: ``main/<id>``), Argo CD the bare id.
+    """
+    found = _COMMIT_ID.search(revision.strip().lower())
+    return found.group(1) if found else None
+
+
 def names_commit(revision: str, commit: str) -> bool:
     """Whether a reported revision is ``commit``.
 
@@ -165,9 +178,12 @@ class GitOpsHandoff:
 
     def synced(self, target: HandoffTarget, commit: str) -> str | None:
         """The revision the operator reports if it names ``commit`` (one read, no wait)."""
+        return next((r for r in self.reported(target) if names_commit(r, commit)), None)
+
+    def reported(self, target: HandoffTarget) -> list[str]:
+        """The revisions the operator reports applied now (one read)."""
         obj_ref = target.application if isinstance(target, ArgoCDApp) else target.applier
-        revisions = synced_revision(target, self.kube.get(obj_ref))
-        return next((r for r in revisions if names_commit(r, commit)), None)
+        return synced_revision(target, self.kube.get(obj_ref))
 
     def wait_synced(
         self, target: HandoffTarget, commit: str, *, timeout: float, interval: float = 2.0
@@ -250,3 +266,7 @@ class RepoHandoff:
     def synced(self, commit: str) -> str | None:
         """The revision the operator reports if it names ``commit``; None while it does not."""
         return self.handoff.synced(self.target, commit)
+
+    def applied_commits(self) -> list[str]:
+        """The full commit ids the operator reports applied now."""
+        return [c for r in self.handoff.reported(self.target) if (c := commit_id(r))]

@@ -207,3 +207,7 @@ class MemoryOperator:
     def synced(self, commit: str) -> str | None:
         """``commit`` once it is the applied revision."""
         return commit if self.applied == commit else None
+
+    def applied_commits(self) -> list[str]:
+        """The applied revision, if any."""
+        return [self.applied] if self.applied else []

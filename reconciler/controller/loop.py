@@ -95,7 +95,12 @@ class Reconciler:
         """The live documents of the current tick, by key (to say what a fault is about)."""
         self._traffic = Traffic(cluster, guard=self._guard, faults=self._faults)
         self._observer = Observer(
-            cluster, metrics, traffic=self._traffic, faults=self._faults, operator=operator
+            cluster,
+            metrics,
+            traffic=self._traffic,
+            faults=self._faults,
+            operator=operator,
+            store=store,
         )
         self._finisher = Finisher(
             store, self._traffic, self._faults, operator=operator, guard=self._guard,

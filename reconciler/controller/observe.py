@@ -23,7 +23,7 @@ from reconciler.engine import experiment, traffic
 from reconciler.engine.planner import OffRecord, Seen
 from reconciler.engine.state import ExperimentState
 from reconciler.errors import ReconcilerError
-from reconciler.ports import Cluster, GitOpsOperator, MetricsSource, MetricValue
+from reconciler.ports import Cluster, EnvStore, GitOpsOperator, MetricsSource, MetricValue
 from reconciler.spec.model import Experiment
 
 log = structlog.get_logger("reconciler.controller")
@@ -42,8 +42,13 @@ class Observer:
         traffic: Traffic,
         faults: Faults,
         operator: GitOpsOperator | None = None,
+        store: EnvStore | None = None,
     ) -> None:
-        """Read through these ports; ``traffic`` says which weights were confirmed."""
+        """Read through these ports; ``traffic`` says which weights were confirmed.
+
+        ``store``: the Env repo, to accept an applied commit that came after the outcome.
+        """
+        self._store = store
         self._cluster = cluster
         self._metrics = metrics
         self._traffic = traffic
@@ -117,13 +122,25 @@ class Observer:
         return "; ".join(reasons) or None
 
     def _poll_sync(self, state: ExperimentState) -> str | None:
-        if self._operator is None or state.outcome_commit is None:
+        """The revision the operator applied that holds the outcome (None: not yet).
+
+        The outcome itself, or a later commit on main that contains it: with CI pushing to
+        main, the operator may never report the outcome on its own.
+        """
+        outcome = state.outcome_commit
+        if self._operator is None or outcome is None:
             return None
         try:
-            return self._operator.synced(state.outcome_commit)
+            found = self._operator.synced(outcome)
+            if found is not None or self._store is None:
+                return found
+            for commit in self._operator.applied_commits():
+                if self._store.merge_base([outcome, commit]) == outcome:
+                    log.info("gitops_synced_later", experiment=state.id, applied=commit)
+                    return commit
         except ReconcilerError as exc:
             log.warning("gitops_sync_unknown", experiment=state.id, error=str(exc))
-            return None
+        return None
 
     def _measure(
         self, state: ExperimentState, metric: str, version: str, elapsed: float

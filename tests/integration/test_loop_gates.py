@@ -178,3 +178,37 @@ def test_a_replica_that_lost_its_lease_acts_on_nothing(tmp_path: Path) -> None:
     leader["holds"] = True
     clock.advance(1)
     assert loop.tick().recorded  # the next holder carries on from the state branch
+
+
+def test_a_later_commit_that_contains_the_outcome_counts_as_the_outcome_applied(
+    tmp_path: Path,
+) -> None:
+    harness, clock = world(tmp_path)
+    operator = MemoryOperator()
+    loop = reconciler(harness, clock, operator=operator, sync_timeout=600.0)
+    outcome = None
+    for _ in range(12):
+        clock.advance(1)
+        report = loop.tick()
+        if report.outcomes:
+            outcome = report.outcomes[0][1]
+            break
+    assert outcome is not None
+    before_outcome = subprocess.run(
+        ["git", "--git-dir", harness.remote, "rev-parse", f"{outcome}~1"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    # the operator is still at a commit from before the outcome: not applied
+    operator.applied = before_outcome
+    clock.advance(1)
+    assert loop.tick().recorded == []
+    # CI pushed on top of the outcome, and the operator applied that: the outcome is in it
+    later = harness.push_main("ci: bump an unrelated file", {"apps/notes.txt": b"hi\n"})
+    operator.applied = later
+    clock.advance(1)
+    ((settled, _),) = loop.tick().recorded
+    assert settled.state.sync == "synced"
+    assert settled.state.archived
+    assert later in settled.state.reason

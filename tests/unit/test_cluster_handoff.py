@@ -5,6 +5,7 @@ import pytest
 from reconciler.cluster.handoff import (
     ArgoCDApp,
     FluxSync,
+    commit_id,
     names_commit,
     synced_revision,
     target_from_settings,
@@ -113,3 +114,19 @@ def test_inconsistent_target_settings_are_refused(settings: tuple[str | None, ..
     )
     with pytest.raises(ValueError, match=r"namespace/name|not both|needs both"):
         target_from_settings(named)
+
+
+@pytest.mark.parametrize(
+    ("revision", "found"),
+    [
+        (f"main@sha1:{COMMIT}", COMMIT),
+        (f"main/{COMMIT}", COMMIT),
+        (COMMIT, COMMIT),
+        (COMMIT.upper(), COMMIT),
+        ("main@sha1:3f2a9c1", None),
+        (f"v1.2.3@sha256:{COMMIT}{COMMIT[:24]}", None),
+        ("", None),
+    ],
+)
+def test_the_commit_a_reported_revision_names(revision: str, found: str | None) -> None:
+    assert commit_id(revision) == found
