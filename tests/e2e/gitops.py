@@ -35,7 +35,7 @@ from typing import Any, Self
 import pygit2
 from kubetestserver.operators import argocd_tls_dir
 
-from reconciler.cluster.client import Kube
+from reconciler.cluster.client import MERGE_PATCH, Kube
 from reconciler.cluster.handoff import (
     ARGOCD_API,
     FLUX_KUSTOMIZE_API,
@@ -210,6 +210,23 @@ class OperatorWorld(World):
         """The operator object's status, for failure messages."""
         raise NotImplementedError
 
+    def suspend(self, *, suspended: bool = True) -> None:
+        """Stop (or, ``suspended=False``, restart) the operator applying main."""
+        raise NotImplementedError
+
+    def fetched_revision(self) -> str | None:
+        """The revision of main the operator fetched last (applied or not)."""
+        raise NotImplementedError
+
+    def wait_fetched(self, commit: str, what: str, timeout: float = 60.0) -> str:
+        """Wait until the operator fetched ``commit`` (a suspended one too)."""
+
+        def fetched() -> str | None:
+            revision = self.fetched_revision()
+            return revision if revision and names_commit(revision, commit) else None
+
+        return self.wait(f"the operator to fetch {what} ({commit[:10]})", fetched, timeout=timeout)
+
     def app_objects(self) -> list[ObjectRef]:
         """What the operator creates from main's ``apps/``: the Deployments, the VirtualService."""
         return [ref_of(doc) for doc in self.manifests()]
@@ -325,6 +342,18 @@ class FluxWorld(OperatorWorld):
         obj = self.admin.get(virtual_service(self.namespace)) or {"metadata": {}}
         return (obj["metadata"].get("annotations") or {}).get(SSA_ANNOTATION) == "IfNotPresent"
 
+    def fetched_revision(self) -> str | None:
+        """The GitRepository's ``status.artifact.revision``."""
+        source = (self.admin.get(self.source) or {}).get("status") or {}
+        revision = (source.get("artifact") or {}).get("revision")
+        return str(revision) if revision else None
+
+    def suspend(self, *, suspended: bool = True) -> None:
+        """The Kustomization's ``spec.suspend``."""
+        self.admin.patch(
+            self.kustomization, {"spec": {"suspend": suspended}}, content_type=MERGE_PATCH
+        )
+
     def assert_handed_off(self, outcome: str) -> None:
         """``requestedAt`` on both objects, handled by kustomize-controller."""
         kustomization = self.admin.get(self.kustomization) or {}
@@ -415,6 +444,20 @@ class ArgoCDWorld(OperatorWorld):
         ignored = [d.get("kind") for d in spec.get("ignoreDifferences") or []]
         options = (spec.get("syncPolicy") or {}).get("syncOptions") or []
         return "VirtualService" in ignored and RESPECT_IGNORE in options
+
+    def fetched_revision(self) -> str | None:
+        """``status.sync.revision``: what Argo CD last compared the cluster with."""
+        revision = (self.status().get("sync") or {}).get("revision")
+        return str(revision) if revision else None
+
+    def suspend(self, *, suspended: bool = True) -> None:
+        """Automated sync off (Argo CD still compares, and syncs nothing) or back on."""
+        automated = None if suspended else {"prune": True, "selfHeal": True}
+        self.admin.patch(
+            self.application,
+            {"spec": {"syncPolicy": {"automated": automated}}},
+            content_type=MERGE_PATCH,
+        )
 
     def assert_handed_off(self, outcome: str) -> None:
         """The refresh was requested and handled (Argo CD removes the annotation)."""

@@ -280,3 +280,36 @@ def test_without_the_overlays_protection_the_operator_puts_gits_weights_back_and
             lambda: (world.weights() or MAIN_SPLIT) != MAIN_SPLIT and time.monotonic() > reverted,
         )
     assert world.repo.outcomes() == []
+
+
+def test_a_ci_commit_on_top_of_the_outcome_counts_as_the_outcome_applied(
+    make_operator_world: Callable[..., OperatorWorld],
+) -> None:
+    world = make_operator_world()
+    experiment = ExperimentFile(iterations=3)
+    candidate = world.repo.add_candidate(experiment, world.namespace)
+    world.wait_applied(candidate, "the candidate")
+    # the operator stops applying main (Flux: suspend; Argo CD: automated sync off), so
+    # the outcome and CI's next commit land before it looks again
+    world.suspend()
+    world.start()
+    live = f"experiments/{experiment.key(world.namespace)}.json"
+    world.wait(
+        "the outcome recorded, waiting for the operator",
+        lambda: (world.repo.document(live) or {}).get("sync") == "waiting",
+        timeout=60,
+    )
+    (outcome,) = world.repo.outcomes()
+    later = world.repo.commit({CI_FILE: CI_NOTE.format(text="after the outcome")}, "ci: next")
+    world.wait_fetched(later, "CI's commit")  # so that it never applies the outcome alone
+    world.suspend(suspended=False)
+    world.wait_applied(later, "CI's commit on top of the outcome")
+    world.wait("the experiment to finish", finished(world, experiment), timeout=60)
+    (archived,) = world.repo.archived(world.namespace, experiment.name)
+    # archived as synced, by the commit the operator applied, not by the sync timeout
+    assert archived["sync"] == "synced", archived
+    assert later in archived["reason"], (archived["reason"], outcome.id, later)
+    assert outcome.id != later
+    assert image_of(world.admin, deployment(world.namespace, "productpage-stable")) == (
+        CANDIDATE_IMAGE
+    )
