@@ -28,7 +28,7 @@ from reconciler.spec.limits import Limits
 from reconciler.spec.loader import MetricReference, Problem, load_experiments
 from reconciler.spec.metric import MetricDefinition, load_metrics
 from reconciler.spec.model import Experiment
-from reconciler.spec.unread import named_objects, unread_documents
+from reconciler.spec.unread import survey
 
 
 def validate_files(
@@ -43,14 +43,16 @@ def validate_files(
     """
     definitions: list[MetricDefinition] = []
     problems: list[Problem] = []
+    objects: list[tuple[str, str | None, str]] = []
     for path, data in files:
         metrics = load_metrics(path, data, limits=limits, strict=strict)
         definitions.extend(metrics.metrics)
         problems.extend(metrics.problems)
-        problems.extend(unread_documents(path, data, READ, limits, strict=strict))
+        surveyed = survey(path, data, READ, limits, strict=strict)
+        problems.extend(surveyed.unread)
+        objects.extend(surveyed.objects)
     catalog = Catalog(definitions)
     problems.extend(catalog.problems)
-    objects = [o for path, data in files for o in named_objects(path, data, limits)]
     for path, data in files:
         repo_path = in_repository(Path(path))
         result = load_experiments(path, data, repo_path=repo_path, limits=limits, strict=strict)

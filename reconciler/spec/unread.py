@@ -7,6 +7,8 @@ skipped in silence. Pure: bytes in, problems out.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
@@ -14,19 +16,29 @@ from reconciler.errors import Location
 from reconciler.spec.limits import Limits
 from reconciler.spec.yamldoc import Problem, excerpt, load_documents, location_of
 
-__all__ = ["named_objects", "unread_documents"]
+__all__ = ["Survey", "named_objects", "survey"]
 
 
-def unread_documents(
+@dataclass(frozen=True)
+class Survey:
+    """What one parse of a file says beside the loaders: what they leave, what it holds."""
+
+    unread: list[Problem]
+    objects: list[tuple[str, str | None, str]]
+    """``(kind, namespace or None, name)`` of each object."""
+
+
+def survey(
     path: str,
     data: bytes,
     wanted: Mapping[str, Collection[str]],
     limits: Limits | None = None,
     *,
     strict: bool = False,
-) -> list[Problem]:
-    """What loaders of the ``wanted`` kinds (kind -> the apiVersions read) leave unread.
+) -> Survey:
+    """What loaders of ``wanted`` leave unread in ``data``, and its objects: one parse.
 
+    ``wanted``: kind -> the apiVersions read. ``objects`` are as ``named_objects`` gives.
     A document of another kind is a ``note`` naming what it is; a wanted kind of an
     apiVersion that is not read is a ``warning`` (an ``error`` when ``strict``): it looks
     like an experiment and nothing will run it. A file that does not parse gives nothing
@@ -34,7 +46,13 @@ def unread_documents(
     """
     documents, _lines, problem, _noted = load_documents(path, data, limits)
     if problem is not None:
-        return []
+        return Survey([], [])
+    return Survey(_unread(path, documents, wanted, strict), _objects(documents))
+
+
+def _unread(
+    path: str, documents: list[Any], wanted: Mapping[str, Collection[str]], strict: bool
+) -> list[Problem]:
     found: list[Problem] = []
     for number, doc in enumerate(documents, start=1):
         if doc is None:  # an empty document ("---" alone, or comments only)
@@ -82,8 +100,10 @@ def named_objects(
 ) -> list[tuple[str, str | None, str]]:
     """``(kind, namespace or None, name)`` of every Kubernetes object in ``data``."""
     documents, _lines, problem, _noted = load_documents(path, data, limits)
-    if problem is not None:
-        return []
+    return [] if problem is not None else _objects(documents)
+
+
+def _objects(documents: list[Any]) -> list[tuple[str, str | None, str]]:
     found = []
     for doc in documents:
         if not isinstance(doc, CommentedMap):

@@ -37,7 +37,7 @@ from reconciler.errors import Location
 from reconciler.spec.limits import Limits, exceeded
 
 Severity = Literal["error", "warning", "note"]
-"""``note``: what ``unread_documents`` says a loader skipped; never from a loader."""
+"""``note``: what ``unread.survey`` says a loader skipped; never from a loader."""
 
 _CORE_TAGS = frozenset(
     f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq")
