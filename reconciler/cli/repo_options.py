@@ -66,19 +66,30 @@ def fetch_heads(store: GitEnvStore) -> Heads:
     """
     try:
         heads = store.fetch()
-        missing = [
-            (option, branch)
-            for option, branch, tip in (
-                ("--main-branch", store.main_branch, heads.main),
-                ("--state-branch", store.state_branch, heads.state),
-            )
-            if tip is None
-        ]
-        if not missing:
-            return heads
-        existing = store.branches()
+        require_branches(store, heads)
     except ReconcilerError as exc:
         raise click.ClickException(str(exc)) from exc
+    return heads
+
+
+def require_branches(store: GitEnvStore, heads: Heads, *, state: bool = True) -> None:
+    """Refuse ``heads`` without main (or, with ``state``, without the state branch).
+
+    Raises:
+        click.ClickException: a branch is missing; it lists the branches the server has.
+        ReconcilerError: listing them failed.
+    """
+    missing = [
+        (option, branch)
+        for option, branch, tip, needed in (
+            ("--main-branch", store.main_branch, heads.main, True),
+            ("--state-branch", store.state_branch, heads.state, state),
+        )
+        if needed and tip is None
+    ]
+    if not missing:
+        return
+    existing = store.branches()
     option, branch = missing[0]
     shown = ", ".join(existing[:20]) + (", ..." if len(existing) > 20 else "")  # noqa: PLR2004
     hint = (

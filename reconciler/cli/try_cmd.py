@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from reconciler.cli.repo_options import open_store, repo_options
+from reconciler.cli.repo_options import open_store, repo_options, require_branches
 from reconciler.cli.validate import in_repository
 from reconciler.errors import ReconcilerError
 from reconciler.spec.limits import Limits
@@ -57,13 +57,9 @@ def try_(experiment: str | None, profile: str, workdir: Path | None, **options: 
     with tempfile.TemporaryDirectory(prefix="reconciler-try-") as scratch:
         try:
             store = open_store(options, Path(scratch))
-            main = store.fetch().main
-            if main is None:
-                branches = ", ".join(store.branches()) or "none"
-                raise click.ClickException(
-                    f"{store.url} has no branch {store.main_branch!r} (--main-branch); "
-                    f"its branches: {branches}"
-                )
+            heads = store.fetch()
+            require_branches(store, heads, state=False)
+            main = heads.main or ""
             files = _yaml_files(store, main)
             source = f"{store.url} ({store.main_branch} at {main[:12]})"
         except ReconcilerError as exc:
