@@ -10,7 +10,7 @@ process would be. Nothing here is faked below the adapters: Git is real.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from reconciler.gitstore.repo import GitEnvStore
 from reconciler.metrics.profile import Profile, ProfileMetrics
 from reconciler.ports import CommitSpec
 from reconciler.spec.loader import load_experiments, looks_like_experiment
-from reconciler.spec.model import WeightObjRef
+from reconciler.spec.model import Experiment, WeightObjRef
 
 AUTHOR = ("reconciler demo", "reconciler-demo@example.invalid")
 
@@ -83,7 +83,7 @@ class Harness:
         refs: dict[str, WeightObjRef] = {}
         metrics = ProfileMetrics(
             profiles,
-            lambda version: _weight(cluster, refs, version),
+            lambda version: weight_at(cluster, refs, version),
             clock,
             requests_per_second=requests_per_second,
             load_per_version=load_per_version,
@@ -106,18 +106,12 @@ class Harness:
         files = [(p, self.store.read_file(main, p) or b"") for p, _ in self.store.list_files(main)]
         for path, data in files:
             if looks_like_experiment(data):
-                for spec in load_experiments(path, data).experiments:
-                    for version in spec.versions:
-                        ref = version.weight_obj_ref
-                        if ref is not None:
-                            self.refs[version.name] = replace(
-                                ref, namespace=ref.namespace or spec.namespace
-                            )
+                self.refs.update(weight_refs(load_experiments(path, data).experiments))
         return self.cluster.sync(files, namespace=self.namespace)
 
     def weight_of(self, version: str) -> int:
         """The weight the cluster gives ``version`` now (0 when it has none)."""
-        return _weight(self.cluster, self.refs, version)
+        return weight_at(self.cluster, self.refs, version)
 
     def restart(self, **options: Any) -> Reconciler:  # noqa: ANN401 - Reconciler's options
         """A fresh process: a new cache, nothing in memory but what the Env repo holds.
@@ -146,6 +140,17 @@ class Harness:
         return result.commits[-1]
 
 
-def _weight(cluster: MemoryCluster, refs: Mapping[str, WeightObjRef], version: str) -> int:
+def weight_refs(specs: Iterable[Experiment]) -> dict[str, WeightObjRef]:
+    """Each version's weight field, by version name, its namespace filled in."""
+    return {
+        version.name: replace(ref, namespace=ref.namespace or spec.namespace)
+        for spec in specs
+        for version in spec.versions
+        if (ref := version.weight_obj_ref) is not None
+    }
+
+
+def weight_at(cluster: MemoryCluster, refs: Mapping[str, WeightObjRef], version: str) -> int:
+    """The weight ``cluster`` gives ``version`` by ``refs`` (0 when it has none)."""
     ref = refs.get(version)
     return (cluster.get_weight(ref) or 0) if ref is not None else 0

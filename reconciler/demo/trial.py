@@ -29,10 +29,10 @@ from reconciler.metrics.profile import Profile, ProfileMetrics
 from reconciler.ports import CommitSpec
 from reconciler.spec.limits import Limits
 from reconciler.spec.loader import load_experiments, looks_like_experiment
-from reconciler.spec.model import Experiment, WeightObjRef
+from reconciler.spec.model import Experiment
 from reconciler.spec.unread import named_objects
 from reconciler.spec.yamldoc import finite_number, load_documents, location_of
-from reconciler.testing import DrivenClock
+from reconciler.testing import DrivenClock, weight_at, weight_refs
 
 __all__ = ["PROFILES", "TrialError", "TrialResult", "load_profile", "run_trial"]
 
@@ -150,14 +150,9 @@ def run_trial(
     commit = CommitSpec(f"try: main of {source}", dict(files))
     store.update_branch(store.main_branch, lambda _tip: [commit])
     clock = DrivenClock(start=1_800_000_000.0)
-    refs = {
-        version.name: replace(ref, namespace=ref.namespace or spec.namespace)
-        for spec in specs
-        for version in spec.versions
-        if (ref := version.weight_obj_ref) is not None
-    }
+    refs = weight_refs(specs)
     metrics = ProfileMetrics(
-        profiles, lambda v: _weight(cluster, refs, v), clock, requests_per_second=REQUEST_RATE
+        profiles, lambda v: weight_at(cluster, refs, v), clock, requests_per_second=REQUEST_RATE
     )
     reconciler = Reconciler(store, cluster, metrics, clock=clock)
     out.write("\n")
@@ -275,11 +270,6 @@ def _needs(
             for u in unnamed_versions(spec, objects)
         )
     return needs
-
-
-def _weight(cluster: MemoryCluster, refs: Mapping[str, WeightObjRef], version: str) -> int:
-    ref = refs.get(version)
-    return (cluster.get_weight(ref) or 0) if ref is not None else 0
 
 
 def _print_end(store: GitEnvStore, out: TextIO) -> None:
