@@ -101,18 +101,21 @@ def test_versions_never_ready_end_the_experiment_with_no_winner(tmp_path: Path) 
     assert "not ready" in log
 
 
-def test_the_experiment_stays_live_until_the_operator_applied_the_outcome(tmp_path: Path) -> None:
-    harness, clock = world(tmp_path)
-    operator = MemoryOperator()
-    loop = reconciler(harness, clock, operator=operator, sync_timeout=60.0)
-    outcome = None
+def tick_until_the_outcome(loop: Reconciler, clock: DrivenClock) -> str:
+    """Tick a second apart until the loop pushes the outcome commit; its id."""
     for _ in range(12):
         clock.advance(1)
         report = loop.tick()
         if report.outcomes:
-            outcome = report.outcomes[0][1]
-            break
-    assert outcome is not None
+            return report.outcomes[0][1]
+    raise AssertionError("no outcome within 12 ticks")
+
+
+def test_the_experiment_stays_live_until_the_operator_applied_the_outcome(tmp_path: Path) -> None:
+    harness, clock = world(tmp_path)
+    operator = MemoryOperator()
+    loop = reconciler(harness, clock, operator=operator, sync_timeout=60.0)
+    outcome = tick_until_the_outcome(loop, clock)
     assert operator.requested == [outcome]
     doc = state_doc(harness, "experiments/bookinfo/productpage-canary.json")
     assert (doc["phase"], doc["sync"]) == ("Promoted", "waiting")
@@ -186,14 +189,7 @@ def test_a_later_commit_that_contains_the_outcome_counts_as_the_outcome_applied(
     harness, clock = world(tmp_path)
     operator = MemoryOperator()
     loop = reconciler(harness, clock, operator=operator, sync_timeout=600.0)
-    outcome = None
-    for _ in range(12):
-        clock.advance(1)
-        report = loop.tick()
-        if report.outcomes:
-            outcome = report.outcomes[0][1]
-            break
-    assert outcome is not None
+    outcome = tick_until_the_outcome(loop, clock)
     before_outcome = subprocess.run(
         ["git", "--git-dir", harness.remote, "rev-parse", f"{outcome}~1"],
         check=True,
