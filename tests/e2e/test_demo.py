@@ -9,6 +9,13 @@ import pytest
 from reconciler.demo import scenario
 
 
+def git_output(repo: Path, *args: str) -> str:
+    """What plain git prints for ``args`` in the bare repo ``repo``."""
+    return subprocess.run(
+        ["git", "--git-dir", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize(("name", "outcome"), [("pass", "promoted"), ("fail", "rolled-back")])
 def test_demo_scenario_ends_as_it_should_and_git_shows_the_audit_trail(
@@ -18,62 +25,37 @@ def test_demo_scenario_ends_as_it_should_and_git_shows_the_audit_trail(
     result = scenario.run(name, out, workdir=tmp_path)
     assert result.ok, out.getvalue()
     assert result.outcome == outcome
-    git = ["git", "--git-dir", str(tmp_path / "env.git")]
+    repo = tmp_path / "env.git"
     # exactly one outcome commit on main, carrying the trailers, queried with plain git
-    outcomes = subprocess.run(
-        [*git, "log", "main", "--format=%(trailers:key=Rollout-Outcome,valueonly)"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+    outcomes = git_output(
+        repo, "log", "main", "--format=%(trailers:key=Rollout-Outcome,valueonly)"
+    ).split()
     assert outcomes == [outcome]
-    files = subprocess.run(
-        [*git, "ls-tree", "-r", "--name-only", "main"], check=True, capture_output=True, text=True
-    ).stdout.split()
+    files = git_output(repo, "ls-tree", "-r", "--name-only", "main").split()
     assert files == ["apps/bookinfo/productpage.yaml", "apps/bookinfo/routing.yaml"]
-    stable = subprocess.run(
-        [*git, "show", "main:apps/bookinfo/productpage.yaml"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    stable = git_output(repo, "show", "main:apps/bookinfo/productpage.yaml")
     expected_image = "productpage-v2" if outcome == "promoted" else "productpage-v1"
     assert f"examples-bookinfo-{expected_image}:1.18.0" in stable
-    weights = subprocess.run(
-        [*git, "log", "reconciler-state", "--format=%(trailers:key=Rollout-Weights,valueonly)"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+    weights = git_output(
+        repo, "log", "reconciler-state", "--format=%(trailers:key=Rollout-Weights,valueonly)"
+    ).split()
     assert weights[0] == "productpage-stable=100,productpage-candidate=0"
     assert "productpage-stable=80,productpage-candidate=20" in weights
     # the outcome says old -> new and links the commit that brought the candidate
-    body = subprocess.run(
-        [*git, "log", "-1", "main", "--format=%B"], check=True, capture_output=True, text=True
-    ).stdout
+    body = git_output(repo, "log", "-1", "main", "--format=%B")
     if outcome == "promoted":
         assert (
             "apps/bookinfo/productpage.yaml: image docker.io/istio/examples-bookinfo-productpage-"
             "v1:1.18.0 -> docker.io/istio/examples-bookinfo-productpage-v2:1.18.0"
         ) in body
     assert "apps/bookinfo/productpage-candidate.yaml: removed" in body
-    brought = subprocess.run(
-        [*git, "log", "-1", "main", "--format=%(trailers:key=Rollout-Candidate-Commit,valueonly)"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    candidate_files = subprocess.run(
-        [*git, "ls-tree", "-r", "--name-only", brought], check=True, capture_output=True, text=True
-    ).stdout.split()
+    brought = git_output(
+        repo, "log", "-1", "main", "--format=%(trailers:key=Rollout-Candidate-Commit,valueonly)"
+    ).strip()
+    candidate_files = git_output(repo, "ls-tree", "-r", "--name-only", brought).split()
     assert "apps/bookinfo/experiment.yaml" in candidate_files
     # each judged iteration's evidence is in its state commit's body
-    judged = subprocess.run(
-        [*git, "log", "reconciler-state", "--format=%B", "--grep=^Rollout-Verdict:"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    judged = git_output(repo, "log", "reconciler-state", "--format=%B", "--grep=^Rollout-Verdict:")
     assert "Evidence of iteration 1 (confidence 0.95" in judged
     assert "istio/error-rate " in judged
     assert "(limit <= 0.01)" in judged
