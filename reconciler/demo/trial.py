@@ -240,14 +240,11 @@ def _needs(
     for spec in specs:
         total = 0
         known = True
-        for version in spec.versions:
-            ref = version.weight_obj_ref
-            if ref is None:
-                continue
-            ref = replace(ref, namespace=ref.namespace or spec.namespace)
+        refs = weight_refs([spec])
+        for name, ref in refs.items():
             if cluster.get(ref.api_version, ref.kind, ref.namespace, ref.name) is None:
                 needs.append(
-                    f"{spec.key}: {version.name}'s weight is in {ref.kind} "
+                    f"{spec.key}: {name}'s weight is in {ref.kind} "
                     f"{ref.namespace}/{ref.name}, which no manifest in the repo defines"
                 )
                 known = False
@@ -256,12 +253,12 @@ def _needs(
             if weight is None:
                 needs.append(
                     f"{spec.key}: {ref.kind} {ref.namespace}/{ref.name} has no weight at "
-                    f"{ref.field_path} for {version.name}"
+                    f"{ref.field_path} for {name}"
                 )
                 known = False
             else:
                 total += weight
-        if known and total != FULL and any(v.weight_obj_ref for v in spec.versions):
+        if known and refs and total != FULL:
             needs.append(f"{spec.key}: the weights in the repo sum to {total}, not {FULL}")
         needs.extend(
             f"{spec.key}: no {u.kind} named '{u.version}' in the repo: the builtin metrics "
