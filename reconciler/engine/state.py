@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from reconciler.engine import control
+from reconciler.engine.control import CommandRecord, Gate
 from reconciler.engine.evidence import Evidence
 from reconciler.engine.evidence import from_data as evidence_from_data
 from reconciler.engine.evidence import to_data as evidence_to_data
@@ -34,6 +36,8 @@ class Phase(StrEnum):
     """Where an experiment stands."""
 
     PROGRESSING = "Progressing"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    """Waits at an approval gate (``spec.approval``): weights hold, nothing is judged."""
     PROMOTING = "Promoting"
     """A winner is recorded; the promotion commit on main may not exist yet."""
     ROLLING_BACK = "RollingBack"
@@ -146,6 +150,12 @@ class ExperimentState:
     """A blue/green promotion's cleanup commit on main (it removes the candidate's
     manifests once the baseline runs the winner and serves again): ``due`` until it is
     pushed, then its id (``done``: nothing was left to remove); None: no cleanup."""
+    paused: CommandRecord | None = None
+    """The ``reconciler pause`` that froze it (weights hold, no iteration) until a resume."""
+    gate: Gate | None = None
+    """The approval it waits for (phase ``AwaitingApproval``)."""
+    commands: tuple[CommandRecord, ...] = ()
+    """The commands answered for this run (the last ``COMMANDS_LIMIT``), oldest first."""
 
     @property
     def archived(self) -> bool:
@@ -228,6 +238,9 @@ def _document(state: ExperimentState, history: list[Any], spec: Any) -> dict[str
         "skipped": [_skip_data(r) for r in state.skipped],
         "evidence": None if state.evidence is None else evidence_to_data(state.evidence),
         "cleanup": state.cleanup,
+        "paused": None if state.paused is None else control.record_data(state.paused, _iso),
+        "gate": None if state.gate is None else control.gate_data(state.gate, _iso),
+        "commands": [control.record_data(c, _iso) for c in state.commands],
         "startedAt": _iso(state.started_at),
         "updatedAt": _iso(state.updated_at),
         "lastIterationAt": _iso(state.last_iteration_at),
@@ -319,6 +332,13 @@ def as_recorded(state: ExperimentState) -> ExperimentState:
         history=history,
         applied_at=None if state.applied_at is None else time(state.applied_at),
         skipped=tuple(replace(r, time=time(r.time)) for r in state.skipped),
+        paused=None
+        if state.paused is None
+        else replace(state.paused, time=time(state.paused.time)),
+        gate=None
+        if state.gate is None
+        else replace(state.gate, opened_at=time(state.gate.opened_at)),
+        commands=tuple(replace(c, time=time(c.time)) for c in state.commands),
     )
 
 
@@ -371,6 +391,9 @@ def from_json(raw: bytes) -> ExperimentState:
         ),
         evidence=(evidence_from_data(data["evidence"], names) if data.get("evidence") else None),
         cleanup=data.get("cleanup"),
+        paused=control.record_from(data["paused"], _epoch) if data.get("paused") else None,
+        gate=control.gate_from(data["gate"], _epoch) if data.get("gate") else None,
+        commands=tuple(control.record_from(c, _epoch) for c in data.get("commands", ())),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.spec.model import (
+    Approval,
     CopyEdit,
     Criteria,
     DeleteEdit,
@@ -17,9 +18,11 @@ from reconciler.spec.model import (
     Duration,
     Edit,
     Experiment,
+    GateName,
     GitOps,
     Objective,
     ObjectRef,
+    OnTimeout,
     ReadinessGate,
     Replacement,
     Reward,
@@ -81,6 +84,12 @@ def to_data(exp: Experiment) -> dict[str, Any]:
                 for o in exp.readiness.objects
             ],
         },
+        "approval": {
+            "before": [g.value for g in exp.approval.before],
+            "timeoutSeconds": exp.approval.timeout_seconds,
+            "onTimeout": exp.approval.on_timeout.value,
+            "requireSigned": exp.approval.require_signed,
+        },
         "gitops": {
             "promote": [_edit_data(e) for e in exp.gitops.promote],
             "rollback": [_edit_data(e) for e in exp.gitops.rollback],
@@ -139,8 +148,21 @@ def from_data(data: dict[str, Any]) -> Experiment:
             ),
             timeout_seconds=data["readiness"]["timeoutSeconds"],
         ),
+        approval=_approval(data.get("approval")),
         api_version=data["apiVersion"],
         path=data["path"],
+    )
+
+
+def _approval(data: dict[str, Any] | None) -> Approval:
+    """``spec.approval`` as a state document carries it (documents before issue 21 have none)."""
+    if not data:
+        return Approval()
+    return Approval(
+        before=tuple(GateName(g) for g in data["before"]),
+        timeout_seconds=data["timeoutSeconds"],
+        on_timeout=OnTimeout(data["onTimeout"]),
+        require_signed=data["requireSigned"],
     )
 
 

@@ -14,12 +14,15 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.spec import fieldpath
 from reconciler.spec.model import (
+    Approval,
     CopyEdit,
     DeleteEdit,
     DeploymentPattern,
     Edit,
     Experiment,
+    GateName,
     GitOps,
+    OnTimeout,
     Replacement,
     SetEdit,
 )
@@ -44,6 +47,43 @@ class GitOpsReader(FieldReader):
             promote=self._edits(node, "promote", where),
             rollback=self._edits(node, "rollback", where),
             cleanup=tuple(self._paths(node, "cleanup", where)),
+        )
+
+    def _approval(self, spec: CommentedMap) -> Approval:
+        """``spec.approval``: the gates a person passes with ``reconciler approve``."""
+        where = "spec.approval"
+        node = self._map(spec, "approval", "spec", required=False)
+        self._unknown(node, where, {"before", "timeoutSeconds", "onTimeout", "requireSigned"})
+        before: list[GateName] = []
+        for index, item in enumerate(self._seq(node, "before", where)):
+            try:
+                gate = GateName(item) if isinstance(item, str) else None
+            except ValueError:
+                gate = None
+            if gate is None:
+                raise self._error(
+                    self._at(node["before"], index),
+                    f"'{where}.before[{index}]' must be one of "
+                    f"{', '.join(g.value for g in GateName)}, not {excerpt(item)}",
+                )
+            if gate not in before:
+                before.append(gate)
+        signed = node.get("requireSigned", False)
+        if not isinstance(signed, bool):
+            raise self._error(
+                self._at(node, "requireSigned"),
+                f"'{where}.requireSigned' must be true or false, not {excerpt(signed)}",
+            )
+        if node and not before:
+            self._warn(
+                self._at(spec, "approval"),
+                f"'{where}' names no gate: add 'before: [promotion]' and/or 'before: [start]'",
+            )
+        return Approval(
+            before=tuple(before),
+            timeout_seconds=self._int(node, "timeoutSeconds", where, 86400, low=1, high=2_592_000),
+            on_timeout=self._enum(node, "onTimeout", where, OnTimeout, OnTimeout.ROLLBACK),
+            require_signed=signed,
         )
 
     def _edits(self, node: CommentedMap, key: str, where: str) -> tuple[Edit, ...]:

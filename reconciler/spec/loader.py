@@ -22,6 +22,7 @@ from reconciler.spec.criteria_reader import CriteriaReader
 from reconciler.spec.gitops_reader import GitOpsReader
 from reconciler.spec.limits import Limits
 from reconciler.spec.model import (
+    Approval,
     Criteria,
     DeploymentPattern,
     Duration,
@@ -178,7 +179,7 @@ class _Reader(CriteriaReader, GitOpsReader):
                 )
         known = {"target", "strategy", "criteria", "duration", "versionInfo"}
         if api_version == OWN_API_VERSION:
-            known.update({"gitops", "readiness"})
+            known.update({"gitops", "readiness", "approval"})
         self._unknown(spec, "spec", known)
         # Each section is read on its own, so one error per section shows at once, not only
         # the first of the document; the rules that tie sections together need them all.
@@ -203,8 +204,12 @@ class _Reader(CriteriaReader, GitOpsReader):
             if "readiness" in known
             else ReadinessGate()
         )
+        approval = (
+            self._section(lambda: self._approval(spec)) if "approval" in known else Approval()
+        )
         if (
-            strategy is None
+            approval is None
+            or strategy is None
             or version_info is None
             or versions is None
             or criteria is None
@@ -228,6 +233,7 @@ class _Reader(CriteriaReader, GitOpsReader):
             candidates=candidates,
             gitops=gitops,
             readiness=readiness,
+            approval=approval,
             api_version=api_version,
             path=self.repo_path,
             locations=self.locations,

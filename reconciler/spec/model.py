@@ -201,6 +201,38 @@ class ReadinessGate:
     """Past this, counted from the start, an experiment still waiting ends with no winner."""
 
 
+class GateName(StrEnum):
+    """Where an approval gate stands (``spec.approval.before``)."""
+
+    START = "start"
+    """Before the candidate gets any traffic (Kargo's approval before a stage)."""
+    PROMOTION = "promotion"
+    """Before a decided promotion is pushed to main (Flagger's confirm-promotion)."""
+
+
+class OnTimeout(StrEnum):
+    """What an unanswered gate does once ``spec.approval.timeoutSeconds`` passed."""
+
+    ROLLBACK = "rollback"
+    PROCEED = "proceed"
+
+
+@dataclass(frozen=True)
+class Approval:
+    """Gates a person passes with ``reconciler approve`` (``spec.approval``)."""
+
+    before: tuple[GateName, ...] = ()
+    timeout_seconds: int = 86400
+    """Counted from when the gate opened."""
+    on_timeout: OnTimeout = OnTimeout.ROLLBACK
+    require_signed: bool = False
+    """Only an approval commit signed by a key of the reconciler's allowed signers counts."""
+
+    def gates(self, name: GateName) -> bool:
+        """Whether the experiment waits for an approval at ``name``."""
+        return name in self.before
+
+
 @dataclass(frozen=True)
 class Experiment:
     """One experiment document, validated."""
@@ -217,6 +249,7 @@ class Experiment:
     candidates: tuple[Version, ...]
     gitops: GitOps = GitOps()
     readiness: ReadinessGate = ReadinessGate()
+    approval: Approval = Approval()
     api_version: str = "reconciler/v1alpha1"
     path: str = ""
     """Repository path of the file the experiment came from."""
