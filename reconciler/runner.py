@@ -242,7 +242,9 @@ class Runner:
         return not report.errors
 
     def _count(self, report: TickReport) -> None:
-        for phase in (Phase.PROGRESSING, Phase.PROMOTING, Phase.ROLLING_BACK):
+        for phase in (
+            Phase.PROGRESSING, Phase.AWAITING_APPROVAL, Phase.PROMOTING, Phase.ROLLING_BACK,
+        ):  # fmt: skip
             live = report.live.get(phase.value, 0)
             self.telemetry.experiments.labels(self.repo, phase.value).set(live)
         for branch, attempts in report.pushes:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from reconciler.controller.isolation import Faults
-from reconciler.engine import experiment, traffic
-from reconciler.engine.state import ExperimentState, Pairs, Phase
+from reconciler.engine import commands, experiment, traffic
+from reconciler.engine.state import ExperimentState, Pairs
 from reconciler.engine.traffic import DRIFTED, MISSING, UNKNOWN, Assessment
 from reconciler.errors import ReconcilerError
 from reconciler.ports import Cluster, WeightReading
@@ -232,7 +232,7 @@ class Traffic:
                 self.set(state)
             return
         counts = episode is not None and episode.counts
-        if state.phase is Phase.PROGRESSING and experiment.would_hold(state, counts=counts):
+        if commands.running(state) and experiment.would_hold(state, counts=counts):
             return
         if episode is not None and counts and not episode.corrected:
             episode.corrected = True

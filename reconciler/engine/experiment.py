@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 
 from reconciler.engine import traffic, verdicts, weights
 from reconciler.engine.analysis import FAIL, NO_DATA, PASS, Judgement
+from reconciler.engine.control import Command, Gate
 from reconciler.engine.state import (
     DUE,
     HISTORY_LIMIT,
@@ -39,7 +40,13 @@ from reconciler.engine.state import (
 )
 from reconciler.engine.verdicts import choose_winner, compare, judge, leader
 from reconciler.ports import MetricValue
-from reconciler.spec.model import DeploymentPattern, Experiment, TestingPattern, Version
+from reconciler.spec.model import (
+    DeploymentPattern,
+    Experiment,
+    GateName,
+    TestingPattern,
+    Version,
+)
 
 Observations = Mapping[str, Mapping[str, MetricValue]]
 """Version name to metric name to value."""
@@ -77,6 +84,8 @@ class Transition:
     state: ExperimentState
     actions: tuple[Action, ...]
     summary: str
+    commands: tuple[Command, ...] = ()
+    """The commands this transition answers: its commit removes their files."""
 
 
 def shifts_traffic(spec: Experiment) -> bool:
@@ -101,7 +110,9 @@ def start(
         now: the time.
         current: weights the cluster carries now, used by FixedSplit when they are valid.
     """
-    initial = _initial_weights(spec, current)
+    initial = initial_weights(spec, current)
+    if spec.approval.gates(GateName.START):
+        return _await_start(spec, spec_blob, source_commit, now, initial)
     state = ExperimentState(
         spec=spec,
         spec_blob=spec_blob,
@@ -118,18 +129,44 @@ def start(
     actions: tuple[Action, ...] = (SetWeights(initial),) if initial else ()
     split = f", {_describe(spec, initial)}" if initial else ""
     summary = (
-        f"{_short(spec)}: started {spec.testing_pattern.value} "
+        f"{short(spec)}: started {spec.testing_pattern.value} "
         f"{spec.deployment_pattern.value}, {spec.duration.iterations} iterations{split}"
     )
     return Transition(state, actions, summary)
 
 
+def _await_start(
+    spec: Experiment, spec_blob: str, source_commit: str, now: float, initial: Pairs
+) -> Transition:
+    """Found on main, but it waits for an approval before the candidate gets any traffic."""
+    hold = weights.baseline_only(spec) if shifts_traffic(spec) else ()
+    planned = ", then " + _describe(spec, initial) if initial else ""
+    state = ExperimentState(
+        spec=spec,
+        spec_blob=spec_blob,
+        source_commit=source_commit,
+        phase=Phase.AWAITING_APPROVAL,
+        iteration=0,
+        weights=hold,
+        started_at=now,
+        updated_at=now,
+        last_iteration_at=now,
+        reason="experiment found on main; it starts once approved (spec.approval)",
+        applied=not hold,
+        gate=Gate(before=GateName.START.value, opened_at=now),
+    )
+    actions: tuple[Action, ...] = (SetWeights(hold),) if hold else ()
+    summary = f"{short(spec)}: awaiting approval before start{planned}"
+    return Transition(state, actions, summary)
+
+
 def is_due(state: ExperimentState, now: float) -> bool:
-    """Whether the next iteration's interval has passed."""
+    """Whether the next iteration's interval has passed (never while paused or at a gate)."""
     interval = state.spec.duration.interval_seconds
     return (
         state.phase is Phase.PROGRESSING
         and state.held is None
+        and state.paused is None
         and now >= state.last_iteration_at + interval
     )
 
@@ -185,13 +222,19 @@ def step(state: ExperimentState, observations: Observations, now: float) -> Tran
     of_total = f"iteration {iteration}/{spec.duration.iterations}"
     if failures >= spec.criteria.failure_limit:
         reason = f"{failures} consecutive failed iterations (failureLimit)"
-        return _decide(base, None, reason, f"{_short(spec)}: {of_total}, {_WORDS[FAIL]}")
+        return decide(base, None, reason, f"{short(spec)}: {of_total}, {_WORDS[FAIL]}")
     if no_data >= spec.criteria.no_data_limit:
         reason = f"{no_data} consecutive iterations without enough data (noDataLimit)"
-        return _decide(base, None, reason, f"{_short(spec)}: {of_total}, {_WORDS[NO_DATA]}")
+        return decide(base, None, reason, f"{short(spec)}: {of_total}, {_WORDS[NO_DATA]}")
     if final:
         winner, reason = choose_winner(spec, judged, comparison)
-        return _decide(base, winner, reason, f"{_short(spec)}: {of_total}, {_WORDS[overall]}")
+        summary = f"{short(spec)}: {of_total}, {_WORDS[overall]}"
+        if (
+            spec.approval.gates(GateName.PROMOTION)
+            and outcome_of(replace(base, winner=winner)) == PROMOTED
+        ):
+            return _await_promotion(base, winner, reason, summary, now)
+        return decide(base, winner, reason, summary)
     leader_name = leader(spec, judged, comparison)
     failing = {c.name for c in spec.candidates if judged[c.name].verdict == FAIL}
     new_weights = _next_weights(spec, state.weights, leader_name, failing)
@@ -204,7 +247,20 @@ def step(state: ExperimentState, observations: Observations, now: float) -> Tran
     needs = [judged[v.name].needs for v in spec.versions if judged[v.name].needs]
     if overall == NO_DATA and needs:
         words += f", needs ~{max(n for n in needs if n):,} more requests"
-    return Transition(new_state, actions, f"{_short(spec)}: {of_total}{traffic}, {words}")
+    return Transition(new_state, actions, f"{short(spec)}: {of_total}{traffic}, {words}")
+
+
+def _await_promotion(
+    state: ExperimentState, winner: str | None, reason: str, summary: str, now: float
+) -> Transition:
+    """A promotion is decided, but waits for an approval: weights hold, main is not touched."""
+    gated = replace(
+        state,
+        phase=Phase.AWAITING_APPROVAL,
+        gate=Gate(before=GateName.PROMOTION.value, opened_at=now, winner=winner, reason=reason),
+        reason=f"{reason}; the promotion of {winner} waits for an approval (spec.approval)",
+    )
+    return Transition(gated, (), f"{summary}, {winner} awaits approval for promotion")
 
 
 def outcome_of(state: ExperimentState) -> str:
@@ -238,7 +294,7 @@ def outcome_landed(
     """
     phase = Phase.PROMOTED if state.phase is Phase.PROMOTING else Phase.ROLLED_BACK
     word = f"{state.winner} promoted" if phase is Phase.PROMOTED else "rolled back"
-    summary = f"{_short(state.spec)}: {word} in {commit[:12]}"
+    summary = f"{short(state.spec)}: {word} in {commit[:12]}"
     landed = replace(state, phase=phase, outcome_commit=commit, updated_at=now)
     if holds_traffic(landed):
         # Blue/green: the winner serves until the baseline runs its version (sync_settled,
@@ -282,7 +338,7 @@ def sync_settled(
         now,
         confirmed=confirmed,
     )
-    return Transition(new_state, actions, f"{_short(state.spec)}: {reason}")
+    return Transition(new_state, actions, f"{short(state.spec)}: {reason}")
 
 
 def holds_traffic(state: ExperimentState) -> bool:
@@ -312,7 +368,7 @@ def cleaned(state: ExperimentState, commit: str | None, now: float) -> Transitio
     return Transition(
         replace(state, cleanup=done, applied=True, applied_at=now, updated_at=now),
         (),
-        f"{_short(state.spec)}: the candidate's manifests removed {what}",
+        f"{short(state.spec)}: the candidate's manifests removed {what}",
     )
 
 
@@ -326,7 +382,7 @@ def traffic_settled(state: ExperimentState, now: float, *, why: str) -> Transiti
     return Transition(
         replace(state, applied=True, applied_at=now, updated_at=now),
         (),
-        f"{_short(state.spec)}: {why}",
+        f"{short(state.spec)}: {why}",
     )
 
 
@@ -335,8 +391,8 @@ def not_ready(
 ) -> Transition:
     """The versions were not ready by the readiness deadline: no winner, fail safe."""
     base = replace(state, updated_at=now)
-    summary = f"{_short(state.spec)}: not ready after {state.spec.readiness.timeout_seconds} s"
-    return _decide(base, None, f"not ready: {why}", summary, confirmed=confirmed)
+    summary = f"{short(state.spec)}: not ready after {state.spec.readiness.timeout_seconds} s"
+    return decide(base, None, f"not ready: {why}", summary, confirmed=confirmed)
 
 
 def preempt(state: ExperimentState, by: str, now: float) -> Transition:
@@ -378,7 +434,7 @@ def _stop(
     if preempted_by is not None:
         # A preempting run sets the target's weights itself, right after this one.
         new_state = replace(new_state, applied=True, applied_at=None)
-    return Transition(new_state, actions, f"{_short(state.spec)}: {reason}")
+    return Transition(new_state, actions, f"{short(state.spec)}: {reason}")
 
 
 def would_hold(state: ExperimentState, *, counts: bool) -> bool:
@@ -413,25 +469,25 @@ def drifted(
             applied=False,
             applied_at=None,
         )
-        summary = f"{_short(spec)}: held: {who} keeps setting other weights"
+        summary = f"{short(spec)}: held: {who} keeps setting other weights"
         return Transition(held, (), summary)
     waits = state.iteration + 1
     if found.status == traffic.MISSING:
         why = "the object that carries the weights did not exist (a rebuilt cluster?)"
         summary = (
-            f"{_short(spec)}: weights set on a re-created object, iteration {waits} waits a "
+            f"{short(spec)}: weights set on a re-created object, iteration {waits} waits a "
             "full interval"
         )
     elif counts:
         why = f"the cluster carried other weights: {traffic.describe(found)}"
         summary = (
-            f"{_short(spec)}: weights set again (the cluster carried "
+            f"{short(spec)}: weights set again (the cluster carried "
             f"{_describe(spec, found.seen)}), iteration {waits} waits a full interval"
         )
     else:
         why = f"the recorded weights were not confirmed on the cluster: {traffic.describe(found)}"
         summary = (
-            f"{_short(spec)}: {_describe(spec, state.weights)} set late, iteration {waits} "
+            f"{short(spec)}: {_describe(spec, state.weights)} set late, iteration {waits} "
             "waits a full interval"
         )
     skip = SkipRecord(iteration=waits, time=now, seen=found.seen, reason=why)
@@ -464,7 +520,7 @@ def resume(state: ExperimentState, now: float) -> Transition:
         reason="the cluster has carried the recorded weights for a full interval",
     )
     return Transition(
-        new_state, (), f"{_short(state.spec)}: resumed, the cluster carries the recorded weights"
+        new_state, (), f"{short(state.spec)}: resumed, the cluster carries the recorded weights"
     )
 
 
@@ -496,7 +552,7 @@ def _confirm_final(
     return replace(new, applied=False, applied_at=None)
 
 
-def _decide(
+def decide(
     state: ExperimentState,
     winner: str | None,
     reason: str,
@@ -504,8 +560,14 @@ def _decide(
     *,
     confirmed: bool = True,
 ) -> Transition:
+    """Record the outcome due: ``winner`` promoted (a candidate) or none (a rollback).
+
+    The final weights are recorded now (write-ahead), the outcome commit is an action; a
+    gate or a pause the run stood at is over. ``confirmed``: the cluster carries ``state``'s
+    weights now.
+    """
     spec = state.spec
-    provisional = replace(state, winner=winner)
+    provisional = replace(state, winner=winner, gate=None, paused=None)
     outcome = outcome_of(provisional)
     phase = Phase.PROMOTING if outcome == PROMOTED else Phase.ROLLING_BACK
     if not shifts_traffic(spec):
@@ -531,7 +593,8 @@ def _decide(
     return Transition(new_state, (*actions, PushOutcome(outcome, winner)), f"{summary}, {verb}")
 
 
-def _initial_weights(spec: Experiment, current: Mapping[str, int] | None) -> Pairs:
+def initial_weights(spec: Experiment, current: Mapping[str, int] | None) -> Pairs:
+    """The weights a run starts with (FixedSplit keeps ``current`` when it is a valid split)."""
     if not shifts_traffic(spec):
         return ()
     pattern = spec.deployment_pattern
@@ -590,5 +653,6 @@ def _describe(spec: Experiment, split: Pairs) -> str:
     return ", ".join(f"{c.name} at {shares.get(c.name, 0)}%" for c in spec.candidates)
 
 
-def _short(spec: Experiment) -> str:
+def short(spec: Experiment) -> str:
+    """The target's name, which starts every commit subject."""
     return spec.target.rsplit("/", 1)[-1]

@@ -19,7 +19,11 @@ without Git or a cluster:
   experiment off the record records what happened once its weights are back, is held
   when something keeps changing them, and is stepped only when confirmed;
 - a blue/green winner keeps its traffic after its promotion until the outcome is applied
-  (or ``sync_timeout`` passed) and every readiness object is ready.
+  (or ``sync_timeout`` passed) and every readiness object is ready;
+- a person's commands come first: those for a running run are answered in one transition
+  that tick (``engine.commands``), the others (another run's id, a run that is over, no
+  run, a malformed file) are ignored and said so; a paused run does nothing automatic, and
+  a gate nobody answered in time rolls back (or proceeds, as ``spec.approval`` says).
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from reconciler.engine import experiment
+from reconciler.engine import commands, experiment
+from reconciler.engine.control import Command
 from reconciler.engine.experiment import Observations, Transition
-from reconciler.engine.state import ExperimentState
+from reconciler.engine.state import ExperimentState, Phase
 from reconciler.engine.traffic import DRIFTED, Assessment
 from reconciler.spec.model import DeploymentPattern, Experiment
 
@@ -97,6 +102,8 @@ class Inputs:
     now: float
     sync_timeout: float = 120.0
     """Seconds an outcome waits for the GitOps operator before it is settled anyway."""
+    commands: Mapping[str, Sequence[Command]] = field(default_factory=dict)
+    """Pending commands by the experiment key their folder names, oldest first."""
 
 
 @dataclass
@@ -108,6 +115,8 @@ class Plan:
     """(experiment key, step, what it raised): that experiment skips the step this tick."""
     shadowed: list[tuple[str, str, str]] = field(default_factory=list)
     """(target, file starting, file ignored) where several new files name one target."""
+    ignored: list[tuple[Command, str]] = field(default_factory=list)
+    """Commands no run answers, and why: recorded as such, their files removed."""
 
 
 _NOTHING = Seen()
@@ -120,11 +129,14 @@ def plan(inputs: Inputs) -> Plan:
     on_main = {f.spec.key: f for f in inputs.files}
     running = {s.spec.target for s in inputs.states.values() if not s.phase.final}
     busy: set[str] = set()
-    now = inputs.now
+    answered = _answer_commands(inputs, out)
     for key in sorted(inputs.states):
         state = inputs.states[key]
-        if state.phase.deciding:
+        if answered.get(key, state).phase.deciding:
             busy.update((key, state.spec.target))
+        if key in answered:  # a person's commands are this tick's step
+            continue
+        if state.phase.deciding:
             continue
         try:
             planned = _next(state, inputs, to_start, on_main, running)
@@ -133,6 +145,12 @@ def plan(inputs: Inputs) -> Plan:
             continue
         if planned is not None:
             out.transitions.append(planned)
+    _start(to_start, busy, inputs, out)
+    return out
+
+
+def _start(to_start: Mapping[str, Candidate], busy: set[str], inputs: Inputs, out: Plan) -> None:
+    """Start the new runs whose target has no outcome pending."""
     for found in to_start.values():
         if found.spec.key in busy or found.spec.target in busy:
             continue  # starts once the pending outcome for its target has landed
@@ -141,14 +159,52 @@ def plan(inputs: Inputs) -> Plan:
             if found.spec.deployment_pattern is DeploymentPattern.FIXED_SPLIT:
                 current = found.current
             started = experiment.start(
-                found.spec, spec_blob=found.blob, source_commit=inputs.main, now=now,
+                found.spec, spec_blob=found.blob, source_commit=inputs.main, now=inputs.now,
                 current=current,
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - invariant 9
             out.faults.append((found.spec.key, "starting it", exc))
             continue
         out.transitions.append(started)
-    return out
+
+
+def _answer_commands(inputs: Inputs, out: Plan) -> dict[str, ExperimentState]:
+    """Answer the commands pending for running runs; the new states of the runs that did."""
+    for key in sorted(set(inputs.commands) - set(inputs.states)):
+        for command in inputs.commands[key]:
+            out.ignored.append((command, command.problem or f"no live run of {key}"))
+    answered: dict[str, ExperimentState] = {}
+    for key in sorted(set(inputs.commands) & set(inputs.states)):
+        state = inputs.states[key]
+        mine = _commands_for(state, inputs.commands[key], out)
+        if not mine:
+            continue
+        answered[key] = state
+        seen = inputs.seen.get(key, _NOTHING)
+        try:
+            transition = commands.answer(state, mine, inputs.now, confirmed=seen.confirmed)
+        except Exception as exc:  # noqa: BLE001 - invariant 9: this experiment's alone
+            out.faults.append((key, "answering a command", exc))
+            continue
+        out.transitions.append(transition)
+        answered[key] = transition.state
+    return answered
+
+
+def _commands_for(state: ExperimentState, pending: Sequence[Command], out: Plan) -> list[Command]:
+    """The commands this run answers; the others go to ``out.ignored`` with the reason."""
+    mine: list[Command] = []
+    for command in pending:
+        if command.problem is not None:
+            out.ignored.append((command, command.problem))
+        elif command.run_id != state.id:
+            why = f"it is for run {command.run_id}; the live run is {state.id}"
+            out.ignored.append((command, why))
+        elif not commands.running(state):
+            out.ignored.append((command, f"the run is over ({state.phase.value})"))
+        else:
+            mine.append(command)
+    return mine
 
 
 def _new_runs(inputs: Inputs, out: Plan) -> dict[str, Candidate]:
@@ -211,6 +267,10 @@ def _running(
         return experiment.withdraw(state, now, confirmed=seen.confirmed)
     if state.held is not None or not seen.confirmed or seen.off_record is not None:
         return _off_record(state, seen, now)
+    if state.paused is not None:
+        return None  # frozen until a resume: no iteration, no timeout
+    if state.phase is Phase.AWAITING_APPROVAL:
+        return commands.gate_timeout(state, now)
     stepped = None
     if seen.waiting is not None:
         if now - state.started_at >= state.spec.readiness.timeout_seconds:
