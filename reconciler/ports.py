@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_STATE_BRANCH",
     "Cluster",
     "CommitInfo",
+    "CommitOrigin",
     "CommitSpec",
     "EnvStore",
     "EventSink",
@@ -32,6 +33,7 @@ __all__ = [
     "ObjectRef",
     "Plan",
     "Readiness",
+    "SignatureVerifier",
     "UpdateResult",
     "WeightReading",
 ]
@@ -54,6 +56,10 @@ class CommitSpec:
 
     message: str
     changes: Mapping[str, bytes | None]
+    author: tuple[str, str] | None = None
+    """(name, e-mail) of a person the commit is by (None: the reconciler's identity)."""
+    sign: Callable[[bytes], bytes] | None = None
+    """Signs the commit's bytes (an SSH signature as git writes it); None: unsigned."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,8 @@ class CommitInfo:
     time: int
     """Committer time, seconds since the epoch."""
     trailers: tuple[tuple[str, str], ...] = field(default=())
+    author: str = ""
+    """``Name <e-mail>`` of the commit's author (a person's command, or the reconciler)."""
 
     @property
     def subject(self) -> str:
@@ -91,6 +99,19 @@ class CommitInfo:
             if k.lower() == key.lower():
                 found = v
         return found
+
+
+@dataclass(frozen=True)
+class CommitOrigin:
+    """The commit that added a file, as a command's origin: who, and their signature."""
+
+    id: str
+    author: str
+    """``Name <e-mail>``."""
+    signature: bytes | None = None
+    """The commit's ``gpgsig`` (None: unsigned)."""
+    signed: bytes = b""
+    """The bytes the signature covers (the commit without its ``gpgsig`` header)."""
 
 
 Plan = Callable[[str | None], Sequence[CommitSpec]]
@@ -145,6 +166,21 @@ class EnvStore(Protocol):
 
     def merge_base(self, commits: Sequence[str]) -> str | None:
         """The best common ancestor of ``commits``; None when there is none or one is unknown."""
+        ...
+
+    def origin(self, tip: str, path: str, *, limit: int = 200) -> CommitOrigin | None:
+        """The commit that added ``path``, walking first parents back from ``tip``.
+
+        None when ``path`` is absent at ``tip`` or older than ``limit`` commits.
+        """
+        ...
+
+
+class SignatureVerifier(Protocol):
+    """Checks an SSH commit signature against the reconciler's allowed signers."""
+
+    def verify(self, signed: bytes, signature: bytes) -> tuple[str | None, str]:
+        """(the allowed signer's principal, ``good``) or (None, why it does not count)."""
         ...
 
 

@@ -45,6 +45,7 @@ from reconciler.engine.state import Phase
 from reconciler.errors import ReconcilerError, TrustChangedError
 from reconciler.gitstore.credentials import Credentials, url_scheme
 from reconciler.gitstore.repo import GitEnvStore
+from reconciler.gitstore.signatures import AllowedSigners
 from reconciler.metrics.catalog import Catalog
 from reconciler.metrics.prometheus import PrometheusClient, PrometheusConfig, PrometheusMetrics
 from reconciler.server.http import Health, HttpServer, Limits
@@ -124,6 +125,11 @@ class Wiring:
             may_act=may_act,
             events=KubeEvents(self.kube) if settings.kubernetes.events else None,
             limits=settings.limits,
+            verifier=(
+                AllowedSigners(settings.repo.allowed_signers_file)
+                if settings.repo.allowed_signers_file
+                else None
+            ),
         )
 
 

@@ -60,6 +60,15 @@ class RepoSettings:
         default="gitops-reconciler@localhost",
     )
 
+    allowed_signers_file: Path | None = setting(
+        "allowed_signers_file",
+        "approval.allowedSignersFile",
+        "path",
+        "SSH allowed-signers file (ssh-keygen's format, as git's gpg.ssh.allowedSignersFile) "
+        "whose keys may sign approvals of experiments with spec.approval.requireSigned.",
+        default=None,
+    )
+
     @property
     def author(self) -> tuple[str, str]:
         """(name, e-mail) of the reconciler's commits."""

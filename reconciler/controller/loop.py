@@ -20,6 +20,7 @@ from dataclasses import replace
 import structlog
 
 from reconciler.controller import records
+from reconciler.controller.command_reader import CommandReader
 from reconciler.controller.discovery import Discovery, Scan
 from reconciler.controller.isolation import Fault, Faults, LeadershipLostError
 from reconciler.controller.observe import Observer
@@ -31,7 +32,15 @@ from reconciler.engine.experiment import PushOutcome, SetWeights, Transition
 from reconciler.engine.planner import Candidate
 from reconciler.engine.state import DUE, ExperimentState, as_recorded, experiment_id, from_json
 from reconciler.gitstore.state_branch import archive_path, with_readme
-from reconciler.ports import Cluster, CommitSpec, EnvStore, EventSink, GitOpsOperator, MetricsSource
+from reconciler.ports import (
+    Cluster,
+    CommitSpec,
+    EnvStore,
+    EventSink,
+    GitOpsOperator,
+    MetricsSource,
+    SignatureVerifier,
+)
 from reconciler.spec.limits import Limits
 from reconciler.spec.metric import MetricDefinition
 from reconciler.spec.model import DeploymentPattern
@@ -61,6 +70,7 @@ class Reconciler:
         events: EventSink | None = None,
         limits: Limits | None = None,
         timer: Callable[[], float] = time.perf_counter,
+        verifier: SignatureVerifier | None = None,
     ) -> None:
         """Wire the loop to its three adapters and a clock (seconds since the epoch).
 
@@ -74,7 +84,8 @@ class Reconciler:
         until it is applied. ``may_act`` is asked before every write (leader election):
         when it says no, the tick stops where it is. ``events`` hears of every transition.
         ``limits`` bounds what discovery reads from main (the documented defaults when None).
-        ``timer`` times the tick's phases (``TickReport.phases``).
+        ``timer`` times the tick's phases (``TickReport.phases``). ``verifier`` checks the
+        SSH signatures of approvals (None: no approval counts as signed).
         """
         self._timer = timer
         self._sync_timeout = sync_timeout
@@ -87,6 +98,7 @@ class Reconciler:
         self._metrics = metrics
         self._clock = clock
         self._discovery = Discovery(store, paths, limits)
+        self._commands = CommandReader(store, verifier)
         self._reported: set[tuple[str, str]] = set()
         self._documents: dict[str, ExperimentState | None] = {}
         """State documents of the last state tip read, parsed, by blob id (None: invalid)."""
@@ -256,14 +268,10 @@ class Reconciler:
                 main=scan.main,
                 now=now,
                 sync_timeout=self._sync_timeout,
+                commands=self._commands.pending(tip),
             )
             decided = planner.plan(inputs)
-            for key, stage, exc in decided.faults:
-                self._faults.record(key, stage, exc)
-            for target, starting, ignored in decided.shadowed:
-                log.warning(
-                    "experiments_share_target", target=target, starting=starting, ignored=ignored
-                )
+            self._note(decided)
             planned.clear()
             specs.clear()
             for transition in decided.transitions:
@@ -273,7 +281,8 @@ class Reconciler:
             if specs and tip is None:
                 first = specs[0]
                 specs[0] = CommitSpec(first.message, with_readme(None, first.changes))
-            return list(specs)
+            ignored = [records.ignored_commit(decided.ignored)] if decided.ignored else []
+            return [*specs, *ignored]
 
         result = self._store.update_branch(self._store.state_branch, plan)
         for transition, spec in zip(planned, specs, strict=True):
@@ -281,13 +290,25 @@ class Reconciler:
             if blob is not None:  # the next tick's load finds it parsed already
                 with self._faults.boundary(transition.state.key, "keeping its document"):
                     self._documents[blob] = as_recorded(transition.state)
-        recorded = list(zip(planned, result.commits, strict=True))
+        # An ignored command's commit comes last, after those of the transitions.
+        recorded = list(zip(planned, result.commits[: len(planned)], strict=True))
         if result.commits:
             report.pushes.append((self._store.state_branch, result.attempts))
             self._failpoint("after-state-push")
         for transition, commit in recorded:
             announce(transition, commit, report, self._events)
         return recorded
+
+    def _note(self, decided: planner.Plan) -> None:
+        """Record a plan's faults; log the files it shadowed and the commands it ignored."""
+        for key, stage, exc in decided.faults:
+            self._faults.record(key, stage, exc)
+        for target, starting, ignored in decided.shadowed:
+            log.warning(
+                "experiments_share_target", target=target, starting=starting, ignored=ignored
+            )
+        for command, why in decided.ignored:
+            log.warning("command_ignored", path=command.path, commit=command.commit, why=why)
 
     def _candidates(
         self, scan: Scan, states: Mapping[str, ExperimentState], state_tip: str | None

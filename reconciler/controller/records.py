@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from reconciler.controller.changes import change_lines
 from reconciler.controller.evidence_text import evidence_lines
 from reconciler.controller.isolation import Faults
+from reconciler.engine.control import IGNORED, Command, CommandRecord
 from reconciler.engine.experiment import PROMOTED, Transition, outcome_of
 from reconciler.engine.state import ExperimentState, to_json
 from reconciler.gitstore.state_branch import archive_path, live_path
@@ -43,6 +44,14 @@ OBSERVED = "Rollout-Observed"
 HELD = "Rollout-Held"
 CLEANUP = "Rollout-Cleanup"
 """On a blue/green promotion's cleanup commit on main: the outcome commit it follows."""
+COMMAND = "Rollout-Command"
+"""On a person's command commit, and on the state commit that answers it: the verb."""
+COMMAND_COMMIT = "Rollout-Command-Commit"
+"""On the answering state commit: the person's commit it answers."""
+COMMAND_RESULT = "Rollout-Command-Result"
+"""``done``, ``refused`` or ``ignored``."""
+REASON = "Rollout-Reason"
+"""On a command commit: the reason its author gave."""
 
 
 def state_commits(
@@ -94,7 +103,55 @@ def state_commit(transition: Transition) -> CommitSpec:
             trailers.append((OBSERVED, encode_mapping(dict(skip.seen))))
     if state.held is not None:
         trailers.append((HELD, "yes"))
-    return CommitSpec(format_message(transition.summary, trailers, body=body), _Document(state))
+    answers, lines = _answers(transition)
+    trailers += answers
+    if lines:
+        body = f"{lines}\n\n{body}" if body else lines
+    removed = tuple(c.path for c in transition.commands)
+    return CommitSpec(
+        format_message(transition.summary, trailers, body=body), _Document(state, removed)
+    )
+
+
+def _answers(transition: Transition) -> tuple[list[tuple[str, str]], str]:
+    """The trailers and body lines of the commands a transition answers."""
+    state = transition.state
+    answered = state.commands[-len(transition.commands) :] if transition.commands else ()
+    trailers: list[tuple[str, str]] = []
+    for record in answered:
+        trailers += [(COMMAND, record.command), (COMMAND_RESULT, record.result)]
+        if record.commit:
+            trailers.append((COMMAND_COMMIT, record.commit))
+    return trailers, "\n".join(_answer_line(r) for r in answered)
+
+
+def _answer_line(record: CommandRecord) -> str:
+    """One answered command, for a state commit's body."""
+    by = f"{record.command} by {record.author or 'unknown'}"
+    commit = f" ({record.commit[:12]})" if record.commit else ""
+    said = f', reason "{record.reason}"' if record.reason else ""
+    forced = ", forced" if record.forced else ""
+    return f"{by}{commit}{said}{forced}: {record.result}, {record.why}"
+
+
+def ignored_commit(ignored: Sequence[tuple[Command, str]]) -> CommitSpec:
+    """The state commit that records commands no run answers, and removes their files."""
+    first = ignored[0][0]
+    what = f"{first.verb or 'command'} for {first.experiment or first.path}"
+    more = f" and {len(ignored) - 1} more" if len(ignored) > 1 else ""
+    subject = f"commands: ignored {what}{more}"
+    trailers: list[tuple[str, str]] = []
+    lines = []
+    for command, why in ignored:
+        if command.experiment:
+            trailers.append((EXPERIMENT, command.experiment))
+        trailers += [(COMMAND, command.verb or "malformed"), (COMMAND_RESULT, IGNORED)]
+        if command.commit:
+            trailers.append((COMMAND_COMMIT, command.commit))
+        by = command.author or "unknown"
+        lines.append(f"{command.path} by {by}: ignored, {why}")
+    changes: dict[str, bytes | None] = {command.path: None for command, _ in ignored}
+    return CommitSpec(format_message(subject, trailers, body="\n".join(lines)), changes)
 
 
 def live_blob(changes: Mapping[str, bytes | None]) -> str | None:
@@ -109,10 +166,12 @@ def live_blob(changes: Mapping[str, bytes | None]) -> str | None:
 class _Document(Mapping[str, bytes | None]):
     """The file changes of a state commit; the document is rendered on each read of it."""
 
-    __slots__ = ("_archived", "_live", "_state", "live_blob")
+    __slots__ = ("_archived", "_live", "_removed", "_state", "live_blob")
 
-    def __init__(self, state: ExperimentState) -> None:
+    def __init__(self, state: ExperimentState, removed: tuple[str, ...] = ()) -> None:
         self._state = state
+        self._removed = removed
+        """Answered commands' files."""
         self.live_blob: str | None = None
         self._live = live_path(state.spec.namespace, state.spec.name)
         self._archived = (
@@ -131,15 +190,18 @@ class _Document(Mapping[str, bytes | None]):
             return data
         if path == self._archived:
             return to_json(self._state)
+        if path in self._removed:
+            return None
         raise KeyError(path)
 
     def __iter__(self) -> Iterator[str]:
         yield self._live
         if self._archived is not None:
             yield self._archived
+        yield from self._removed
 
     def __len__(self) -> int:
-        return 1 if self._archived is None else 2
+        return (1 if self._archived is None else 2) + len(self._removed)
 
 
 def outcome_commit(

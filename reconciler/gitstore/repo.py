@@ -40,7 +40,13 @@ from reconciler.gitstore.remote import REMOTE, SCHEMES, Remote, tracking_ref
 from reconciler.gitstore.staging import Staging
 from reconciler.gitstore.trailers import parse_trailers
 from reconciler.gitstore.trees import build_tree, diff_paths
-from reconciler.ports import DEFAULT_STATE_BRANCH, CommitInfo, Heads, UpdateResult
+from reconciler.ports import (
+    DEFAULT_STATE_BRANCH,
+    CommitInfo,
+    CommitOrigin,
+    Heads,
+    UpdateResult,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -318,7 +324,33 @@ class GitEnvStore:
                 message=message,
                 time=commit.commit_time,
                 trailers=parse_trailers(message),
+                author=f"{commit.author.name} <{commit.author.email}>",
             )
+
+    def origin(self, tip: str, path: str, *, limit: int = 200) -> CommitOrigin | None:
+        """The commit that added ``path``, walking first parents back from ``tip``.
+
+        A command's file is added by one commit and removed by the one that answers it, so
+        the walk is short; ``limit`` bounds it. None when ``path`` is absent at ``tip`` or
+        was added more than ``limit`` commits back.
+        """
+        commit = self._repo[tip].peel(pygit2.Commit)
+        blob = self.blob_id(tip, path)
+        if blob is None:
+            return None
+        for _ in range(limit):
+            parent = commit.parents[0] if commit.parents else None
+            if parent is None or self.blob_id(str(parent.id), path) != blob:
+                signature, signed = commit.gpg_signature  # (None, None) when unsigned
+                author = commit.author
+                return CommitOrigin(
+                    id=str(commit.id),
+                    author=f"{author.name} <{author.email}>",
+                    signature=signature,
+                    signed=signed or b"",
+                )
+            commit = parent
+        return None
 
     # -- writing ----------------------------------------------------------------------
 
@@ -409,10 +441,22 @@ class GitEnvStore:
         for spec in specs:
             tree_id = build_tree(self._repo, tree, spec.changes)
             when = int(self._clock())
-            author = pygit2.Signature(*self._author, when, 0)
-            oid = self._repo.create_commit(
-                None, author, author, spec.message, tree_id, [parent] if parent else []
-            )
+            committer = pygit2.Signature(*self._author, when, 0)
+            author = pygit2.Signature(*spec.author, when, 0) if spec.author else committer
+            parents: list[str | pygit2.Oid] = [parent] if parent else []
+            if spec.sign is None:
+                oid = self._repo.create_commit(
+                    None, author, committer, spec.message, tree_id, parents
+                )
+            else:
+                # pygit2's stub says Oid; libgit2 returns the commit's text (a str).
+                content = str(
+                    self._repo.create_commit_string(
+                        author, committer, spec.message, tree_id, parents
+                    )
+                )
+                signature = spec.sign(content.encode())
+                oid = self._repo.create_commit_with_signature(content, signature.decode())
             parent = str(oid)
             commits.append(parent)
             tree = self._repo[tree_id].peel(pygit2.Tree)
