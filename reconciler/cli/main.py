@@ -76,6 +76,10 @@ def _register() -> None:
 
     for command in (run, status, validate, history, recover, metrics, doctor, try_):
         cli.add_command(command)
+    from reconciler.cli.control_cmds import COMMANDS  # noqa: PLC0415
+
+    for command in COMMANDS:
+        cli.add_command(command)
 
 
 def main() -> None:

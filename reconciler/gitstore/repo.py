@@ -441,8 +441,8 @@ class GitEnvStore:
         for spec in specs:
             tree_id = build_tree(self._repo, tree, spec.changes)
             when = int(self._clock())
-            committer = pygit2.Signature(*self._author, when, 0)
-            author = pygit2.Signature(*spec.author, when, 0) if spec.author else committer
+            # A person's commit (a command) is theirs as author and committer.
+            author = committer = pygit2.Signature(*(spec.author or self._author), when, 0)
             parents: list[str | pygit2.Oid] = [parent] if parent else []
             if spec.sign is None:
                 oid = self._repo.create_commit(

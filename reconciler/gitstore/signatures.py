@@ -10,18 +10,20 @@ data passed in a file, never an argument.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import pygit2
 import structlog
 
 from reconciler.errors import ReconcilerError
 
 log = structlog.get_logger("reconciler.signatures")
 
-__all__ = ["AllowedSigners", "SigningError", "ssh_signer"]
+__all__ = ["AllowedSigners", "SigningError", "git_identity", "git_signing_key", "ssh_signer"]
 
 NAMESPACE = "git"
 """The namespace git signs commits in (``ssh-keygen -Y sign -n git``)."""
@@ -117,3 +119,36 @@ def ssh_signer(key: Path, *, timeout: float = 60.0) -> Callable[[bytes], bytes]:
         return done.stdout
 
     return sign
+
+
+def git_identity() -> tuple[str, str] | None:
+    """(name, e-mail) as ``git commit`` would author a commit here, or None when unset.
+
+    ``GIT_AUTHOR_NAME``/``GIT_AUTHOR_EMAIL`` first, then ``user.name``/``user.email`` of
+    the global and system Git configuration.
+    """
+    name = os.environ.get("GIT_AUTHOR_NAME") or _git_config("user.name")
+    email = os.environ.get("GIT_AUTHOR_EMAIL") or _git_config("user.email")
+    return (name, email) if name and email else None
+
+
+def git_signing_key() -> Path | None:
+    """Git's ``user.signingkey`` when it signs with SSH (``gpg.format=ssh``), else None."""
+    if (_git_config("gpg.format") or "").lower() != "ssh":
+        return None
+    key = _git_config("user.signingkey")
+    if not key or key.startswith(("ssh-", "key::")):
+        return None  # a literal public key needs git's own agent plumbing: pass --sign-key
+    return Path(key).expanduser()
+
+
+def _git_config(name: str) -> str | None:
+    """A value of the global (then system) Git configuration, or None."""
+    for opener in (pygit2.Config.get_global_config, pygit2.Config.get_system_config):
+        try:
+            value = opener()[name]
+        except (OSError, KeyError, pygit2.GitError):
+            continue
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None

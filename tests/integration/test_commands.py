@@ -1,0 +1,329 @@
+"""A person operates an experiment with commits: pause, resume, abort, promote, approve.
+
+The commands go through the real CLI (``reconciler abort ...``) against a real bare
+repository; the real loop answers them on its next tick; the assertions read what a person
+would: the state branch's commits and trailers (``git log``), main's outcome, the cluster's
+weights.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from reconciler.cli.control_cmds import COMMANDS
+from reconciler.controller.report import TickReport
+from reconciler.demo import scenario
+from reconciler.engine.state import Phase, from_json
+from reconciler.metrics.profile import Profile
+from reconciler.testing import DrivenClock, Harness
+
+APP = "apps/bookinfo"
+KEY = "bookinfo/productpage-canary"
+ALICE = "Alice Example <alice@example.com>"
+
+
+def experiment(approval: str = "") -> bytes:
+    """The demo's canary, with ``spec.approval`` when given (YAML under ``spec:``)."""
+    text = scenario.demo_file("experiment.yaml")
+    if approval:
+        text = text.replace(b"  gitops:\n", approval.encode() + b"  gitops:\n", 1)
+    return text
+
+
+class World:
+    """An Env repo with the demo's canary, a cluster, metrics and one reconciler process."""
+
+    def __init__(
+        self, tmp: Path, *, candidate: Profile | None = None, file: bytes | None = None
+    ) -> None:
+        self.clock = DrivenClock()
+        commits = scenario.app_commits()
+        message, files = commits[-1]
+        commits[-1] = (message, {**files, f"{APP}/experiment.yaml": file or experiment()})
+        profiles = {
+            "productpage-stable": Profile(),
+            "productpage-candidate": candidate or Profile(),
+        }
+        self.harness = Harness.create(
+            tmp, commits, profiles, namespace="bookinfo", clock=self.clock
+        )
+        self.tmp = tmp
+
+    def tick(self, advance: float = 1.0) -> TickReport:
+        self.clock.advance(advance)
+        return self.harness.tick()
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(
+            ["git", "--git-dir", self.harness.remote, *args],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def state(self) -> dict[str, object]:
+        loaded: dict[str, object] = json.loads(
+            self.git("show", f"reconciler-state:experiments/{KEY}.json")
+        )
+        return loaded
+
+    def phase(self) -> str:
+        return str(self.state()["phase"])
+
+    def command(self, verb: str, *args: str, author: str = ALICE) -> tuple[int, str]:
+        """Run ``reconciler VERB KEY ...`` as a person would; (exit code, output)."""
+        command = next(c for c in COMMANDS if c.name == verb)
+        result = CliRunner().invoke(
+            command,
+            [KEY, "--repo", self.harness.remote, "--author", author, *args],
+            catch_exceptions=False,
+        )
+        return result.exit_code, result.output
+
+    def pending(self) -> list[str]:
+        return [
+            line
+            for line in self.git("ls-tree", "-r", "--name-only", "reconciler-state").splitlines()
+            if line.startswith("commands/")
+        ]
+
+    def outcomes_on_main(self) -> list[str]:
+        out = self.git("log", "main", "--format=%(trailers:key=Rollout-Outcome,valueonly)")
+        return [line for line in out.splitlines() if line]
+
+
+def test_abort_rolls_back_at_once_and_the_answer_cites_the_persons_commit(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    for _ in range(3):
+        world.tick()
+    assert world.harness.weight_of("productpage-candidate") > 0
+    code, out = world.command("abort", "--reason", "p99 looks bad on the dashboard")
+    assert code == 0, out
+    asked = world.git("log", "-1", "--format=%H %an <%ae>%n%B", "reconciler-state")
+    command_commit = asked.split()[0]
+    assert "Alice Example <alice@example.com>" in asked
+    assert "Rollout-Command: abort" in asked
+    assert world.pending()
+
+    report = world.tick()
+    assert world.harness.weight_of("productpage-candidate") == 0
+    assert world.outcomes_on_main() == ["rolled-back"]
+    assert world.pending() == []
+    answered = [t for t, _ in report.recorded if t.commands]
+    assert len(answered) == 1
+    answer = world.git("log", "--format=%B", "--grep=aborted by", "reconciler-state")
+    assert f"Rollout-Command-Commit: {command_commit}" in answer
+    assert "Rollout-Command-Result: done" in answer
+    assert "p99 looks bad on the dashboard" in answer
+    rolled = world.git("log", "-1", "--format=%B", "main")
+    assert "aborted by Alice Example <alice@example.com>" in rolled
+
+
+def test_pause_freezes_iterations_but_not_the_cluster_convergence(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.tick()
+    world.tick()
+    before = world.state()
+    assert world.command("pause", "--reason", "incident INC-42")[0] == 0
+    world.tick()
+    assert world.state()["paused"] is not None
+    frozen = world.state()
+    for _ in range(5):
+        world.tick(advance=5)
+    after = world.state()
+    assert after["iteration"] == frozen["iteration"] >= before["iteration"]  # type: ignore[operator]
+    assert after["weights"] == frozen["weights"]
+    # Someone edits the weights with kubectl while it is paused: the record still wins.
+    candidate = world.harness.refs["productpage-candidate"]
+    stable = world.harness.refs["productpage-stable"]
+    world.harness.cluster.set_weights([(stable, 0), (candidate, 100)])
+    world.tick()
+    weights = after["weights"]
+    assert isinstance(weights, dict)
+    assert world.harness.weight_of("productpage-candidate") == weights["productpage-candidate"]
+    code, out = world.command("pause")
+    assert code == 1
+    assert "already paused by Alice Example" in out
+    assert world.command("resume")[0] == 0
+    world.tick()
+    assert world.state()["paused"] is None
+    world.tick(advance=2)
+    assert world.state()["iteration"] == frozen["iteration"] + 1  # type: ignore[operator]
+
+
+def test_promote_refuses_a_failing_candidate_unless_forced(tmp_path: Path) -> None:
+    world = World(tmp_path, candidate=Profile(error_rate=0.2))
+    world.tick()
+    world.tick()  # iteration 1: the candidate fails its error-rate objective
+    assert world.command("promote")[0] == 0
+    world.tick()
+    records = world.state()["commands"]
+    assert isinstance(records, list)
+    assert records[-1]["result"] == "refused"
+    assert "no candidate met its objectives" in records[-1]["why"]
+    assert world.outcomes_on_main() == []
+    assert world.command("promote", "--force", "--reason", "hotfix must ship")[0] == 0
+    world.tick()
+    assert world.outcomes_on_main() == ["promoted"]
+    promoted = world.git("log", "-1", "--format=%B", "main")
+    assert "forced by Alice Example" in promoted
+    assert "hotfix must ship" in promoted
+
+
+def test_promote_ends_a_passing_run_early(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.tick()
+    world.tick()
+    assert world.command("promote")[0] == 0
+    world.tick()
+    assert world.outcomes_on_main() == ["promoted"]
+    archived = world.git("log", "-3", "--format=%s", "reconciler-state")
+    assert "promoted by Alice Example" in archived
+
+
+def test_a_promotion_waits_at_its_gate_until_approved(tmp_path: Path) -> None:
+    gate = "  approval:\n    before: [promotion]\n    timeoutSeconds: 600\n"
+    world = World(tmp_path, file=experiment(gate))
+    for _ in range(12):
+        world.tick()
+        if world.phase() == Phase.AWAITING_APPROVAL.value:
+            break
+    assert world.phase() == Phase.AWAITING_APPROVAL.value
+    held = world.harness.weight_of("productpage-candidate")
+    for _ in range(5):
+        world.tick(advance=10)
+    assert world.phase() == Phase.AWAITING_APPROVAL.value
+    assert world.harness.weight_of("productpage-candidate") == held
+    assert world.outcomes_on_main() == []
+    code, out = world.command("promote")
+    assert code == 1
+    assert "use approve" in out
+    assert world.command("approve", "--reason", "release manager OK")[0] == 0
+    world.tick()
+    assert world.outcomes_on_main() == ["promoted"]
+
+
+def test_an_unanswered_gate_rolls_back_after_its_timeout(tmp_path: Path) -> None:
+    gate = "  approval:\n    before: [promotion]\n    timeoutSeconds: 30\n"
+    world = World(tmp_path, file=experiment(gate))
+    for _ in range(12):
+        world.tick()
+        if world.phase() == Phase.AWAITING_APPROVAL.value:
+            break
+    world.tick(advance=31)
+    assert world.outcomes_on_main() == ["rolled-back"]
+    assert world.harness.weight_of("productpage-candidate") == 0
+
+
+def test_a_start_gate_keeps_the_candidate_at_zero_until_approved(tmp_path: Path) -> None:
+    gate = "  approval:\n    before: [start]\n"
+    world = World(tmp_path, file=experiment(gate))
+    world.tick()
+    assert world.phase() == Phase.AWAITING_APPROVAL.value
+    for _ in range(3):
+        world.tick(advance=5)
+    assert world.harness.weight_of("productpage-candidate") == 0
+    assert world.state()["iteration"] == 0
+    assert world.command("approve")[0] == 0
+    world.tick()
+    assert world.phase() == Phase.PROGRESSING.value
+    assert world.harness.weight_of("productpage-candidate") == 20  # maxCandidateWeightIncrement
+
+
+def test_commands_that_cannot_apply_are_refused_by_the_cli(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    code, out = world.command("abort")
+    assert code == 1
+    assert "has no branch 'reconciler-state'" in out  # nothing started yet
+    world.tick()
+    for verb, why in (("resume", "not paused"), ("approve", "does not wait for an approval")):
+        code, out = world.command(verb)
+        assert code == 1
+        assert why in out
+    code, out = world.command("abort", "--id", f"{KEY}@000000000000")
+    assert code == 1
+    assert "the live run of" in out
+    assert world.pending() == []
+
+
+def test_a_hand_written_command_for_another_run_is_ignored_and_said_so(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.tick()
+    world.tick()
+    store = world.harness.store
+    store.fetch()
+    from reconciler.engine.control import command_file  # noqa: PLC0415
+    from reconciler.ports import CommitSpec  # noqa: PLC0415
+    from reconciler.testing import constant  # noqa: PLC0415
+
+    other = command_file("abort", f"{KEY}@0123456789ab")
+    garbage = b"\x00not json"
+    store.update_branch(
+        store.state_branch,
+        constant(
+            [
+                CommitSpec(
+                    "by hand",
+                    {
+                        f"commands/{KEY}/1-abort.json": other,
+                        f"commands/{KEY}/2-x.json": garbage,
+                        "commands/stray.json": b"{}",
+                    },
+                    author=("Mallory", "mallory@example.com"),
+                )
+            ]
+        ),
+    )
+    iteration = world.state()["iteration"]
+    world.tick()
+    assert world.pending() == []
+    assert world.outcomes_on_main() == []
+    assert world.phase() == Phase.PROGRESSING.value
+    assert world.state()["iteration"] == iteration + 1  # type: ignore[operator]
+    ignored = world.git("log", "--format=%B", "--grep=commands: ignored", "reconciler-state")
+    assert "it is for run bookinfo/productpage-canary@0123456789ab" in ignored
+    assert "not JSON" in ignored
+    assert "Mallory <mallory@example.com>" in ignored
+
+
+def test_a_command_acts_once_across_restarts(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.tick()
+    world.tick()
+    assert world.command("pause")[0] == 0
+    world.harness.restart()  # a new process finds the command in Git
+    world.tick()
+    world.harness.restart()
+    world.tick()
+    world.tick()
+    log = world.git("log", "--format=%(trailers:key=Rollout-Command-Result,valueonly)",
+                    "reconciler-state")  # fmt: skip
+    assert [line for line in log.splitlines() if line] == ["done"]
+    doc = from_json(world.git("show", f"reconciler-state:experiments/{KEY}.json").encode())
+    assert doc.paused is not None
+    assert doc.paused.author == ALICE
+
+
+@pytest.mark.parametrize("verb", ["pause", "abort"])
+def test_the_command_commit_is_by_the_person_and_the_answer_by_the_reconciler(
+    tmp_path: Path, verb: str
+) -> None:
+    world = World(tmp_path)
+    world.tick()
+    assert world.command(verb)[0] == 0
+    world.tick()
+    lines = world.git(
+        "log", "--format=%an|%cn|%(trailers:key=Rollout-Command-Result,valueonly,separator=)",
+        "reconciler-state",
+    ).splitlines()  # fmt: skip
+    asked = [line for line in lines if line.startswith("Alice")]
+    answered = [line for line in lines if line.endswith("|done")]
+    assert len(asked) == 1
+    assert asked[0].startswith("Alice Example|Alice Example|")
+    assert len(answered) == 1
+    assert not answered[0].startswith("Alice")
