@@ -327,3 +327,112 @@ def test_the_command_commit_is_by_the_person_and_the_answer_by_the_reconciler(
     assert asked[0].startswith("Alice Example|Alice Example|")
     assert len(answered) == 1
     assert not answered[0].startswith("Alice")
+
+
+# -- signed approvals -----------------------------------------------------------------
+
+
+def keypair(directory: Path, name: str) -> tuple[Path, str]:
+    """A new ed25519 key (no passphrase): its private key file and its public key line."""
+    key = directory / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True
+    )
+    return key, key.with_suffix(".pub").read_text().strip()
+
+
+def git_approve(world: World, key: Path, workdir: Path) -> str:
+    """An approval made with plain git, signed by ``git commit -S`` (gpg.format=ssh)."""
+    from reconciler.engine.control import command_file  # noqa: PLC0415
+
+    run_id = str(world.state()["id"])
+    env_git = ["git", "-C", str(workdir)]
+    subprocess.run(
+        ["git", "clone", "-q", "-b", "reconciler-state", world.harness.remote, str(workdir)],
+        check=True,
+    )
+    target = workdir / "commands" / KEY / "20261206T000000-approve-by-git.json"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(command_file("approve", run_id, reason="signed with git"))
+    subprocess.run([*env_git, "add", "-A"], check=True)
+    subprocess.run(
+        [
+            *env_git, "-c", "user.name=Alice Example", "-c", "user.email=alice@example.com",
+            "-c", "gpg.format=ssh", "-c", f"user.signingkey={key}",
+            "commit", "-q", "-S", "-m", "productpage: approve",
+            "-m", f"Rollout-Command: approve\nRollout-Id: {run_id}",
+        ],
+        check=True,
+    )  # fmt: skip
+    subprocess.run([*env_git, "push", "-q", "origin", "reconciler-state"], check=True)
+    return subprocess.run(
+        [*env_git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_a_signed_gate_counts_only_approvals_signed_by_an_allowed_key(tmp_path: Path) -> None:
+    from reconciler.gitstore.signatures import AllowedSigners  # noqa: PLC0415
+
+    alice_key, alice_pub = keypair(tmp_path, "alice")
+    mallory_key, _ = keypair(tmp_path, "mallory")
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f'alice@example.com namespaces="git" {alice_pub}\n')
+    gate = "  approval:\n    before: [start]\n    requireSigned: true\n"
+    world = World(tmp_path / "world", file=experiment(gate))
+    world.harness.restart(verifier=AllowedSigners(allowed))
+    world.tick()
+    assert world.phase() == Phase.AWAITING_APPROVAL.value
+
+    assert world.command("approve")[0] == 0  # unsigned
+    world.tick()
+    assert world.command("approve", "--sign-key", str(mallory_key))[0] == 0  # not allowed
+    world.tick()
+    assert world.phase() == Phase.AWAITING_APPROVAL.value
+    assert world.harness.weight_of("productpage-candidate") == 0
+    records = world.state()["commands"]
+    assert isinstance(records, list)
+    assert [(r["result"], r["signer"]) for r in records] == [("refused", None)] * 2
+    assert "(unsigned)" in records[0]["why"]
+    assert "(unknown key)" in records[1]["why"]
+
+    commit = git_approve(world, alice_key, tmp_path / "clone")
+    world.tick()
+    assert world.phase() == Phase.PROGRESSING.value
+    assert world.harness.weight_of("productpage-candidate") == 20
+    last = world.state()["commands"]
+    assert isinstance(last, list)
+    assert last[-1]["commit"] == commit
+    assert last[-1]["signer"] == "alice@example.com"
+    assert last[-1]["result"] == "done"
+    # git itself agrees the approval is signed by an allowed key.
+    verified = subprocess.run(
+        ["git", "--git-dir", world.harness.remote, "-c", f"gpg.ssh.allowedSignersFile={allowed}",
+         "verify-commit", commit],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+
+
+def test_the_cli_signs_as_git_does(tmp_path: Path) -> None:
+    from reconciler.gitstore.signatures import AllowedSigners  # noqa: PLC0415
+
+    key, public = keypair(tmp_path, "alice")
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f'alice@example.com namespaces="git" {public}\n')
+    gate = "  approval:\n    before: [promotion]\n    requireSigned: true\n"
+    world = World(tmp_path / "world", file=experiment(gate))
+    world.harness.restart(verifier=AllowedSigners(allowed))
+    for _ in range(12):
+        world.tick()
+        if world.phase() == Phase.AWAITING_APPROVAL.value:
+            break
+    assert world.command("approve", "--sign-key", str(key))[0] == 0
+    asked = world.git("log", "-1", "--format=%H", "reconciler-state").strip()
+    verified = subprocess.run(
+        ["git", "--git-dir", world.harness.remote, "-c", f"gpg.ssh.allowedSignersFile={allowed}",
+         "verify-commit", asked],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+    world.tick()
+    assert world.outcomes_on_main() == ["promoted"]
