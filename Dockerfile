@@ -9,10 +9,11 @@ ARG BASE_IMAGE=debian:bookworm-slim
 # --- debian-python: Debian's Python on the base; the build and the image both start here ---
 FROM ${BASE_IMAGE} AS debian-python
 # ca-certificates: the public CAs, which libgit2 (through Python's default paths) and requests
-# use for HTTPS.
+# use for HTTPS. openssh-client: ssh-keygen, which checks the SSH signatures of approvals
+# (spec.approval.requireSigned) as git verify-commit does.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates python3 \
+        ca-certificates openssh-client python3 \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log
 
