@@ -50,6 +50,9 @@ hand while the reconciler runs: it is rewritten by compare-and-swap pushes, neve
     experiments/<namespace>/<name>.json     current state of each live experiment
     archive/<namespace>/<name>/<id>.json    finished experiments (promoted, rolled back,
                                             preempted)
+    commands/<namespace>/<name>/<file>.json commands people pushed (reconciler pause,
+                                            resume, abort, promote, approve) that the
+                                            reconciler has not answered yet
 
 Each commit is one state transition; its message ends in trailers that plain git reads:
 
@@ -59,7 +62,9 @@ Each commit is one state transition; its message ends in trailers that plain git
     git show reconciler-state:experiments/<namespace>/<name>.json
 
 Trailers: Rollout-Experiment, Rollout-Id, Rollout-Phase, Rollout-Iteration,
-Rollout-Weights (version=percent,...), Rollout-Verdict. Promotion and rollback commits on
+Rollout-Weights (version=percent,...), Rollout-Verdict. A command commit (by the person who
+sent it) carries Rollout-Command; the commit that answers it Rollout-Command,
+Rollout-Command-Result (done, refused, ignored) and Rollout-Command-Commit. Promotion and rollback commits on
 the main branch carry Rollout-Id, Rollout-Outcome, Rollout-Winner and Rollout-State (the
 state commit that recorded the decision).
 """
