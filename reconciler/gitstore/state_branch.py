@@ -62,11 +62,11 @@ Each commit is one state transition; its message ends in trailers that plain git
     git show reconciler-state:experiments/<namespace>/<name>.json
 
 Trailers: Rollout-Experiment, Rollout-Id, Rollout-Phase, Rollout-Iteration,
-Rollout-Weights (version=percent,...), Rollout-Verdict. A command commit (by the person who
-sent it) carries Rollout-Command; the commit that answers it Rollout-Command,
-Rollout-Command-Result (done, refused, ignored) and Rollout-Command-Commit. Promotion and rollback commits on
-the main branch carry Rollout-Id, Rollout-Outcome, Rollout-Winner and Rollout-State (the
-state commit that recorded the decision).
+Rollout-Weights (version=percent,...), Rollout-Verdict. A command commit (by the person
+who sent it) carries Rollout-Command; the commit that answers it Rollout-Command,
+Rollout-Command-Result (done, refused, ignored) and Rollout-Command-Commit. Promotion and
+rollback commits on the main branch carry Rollout-Id, Rollout-Outcome, Rollout-Winner and
+Rollout-State (the state commit that recorded the decision).
 """
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
