@@ -17,7 +17,8 @@ from reconciler.gitstore.repo import GitEnvStore
 from reconciler.ports import Heads
 
 
-def _fetch(options: dict[str, Any], scratch: Path) -> tuple[GitEnvStore, Heads]:
+def fetch_store(options: dict[str, Any], scratch: Path) -> tuple[GitEnvStore, Heads]:
+    """Open the Env repo named by ``repo_options``' values and fetch both branches."""
     try:
         store = open_store(options, scratch)
     except ReconcilerError as exc:
@@ -47,7 +48,7 @@ def _verdicts(row: Row) -> str:
 def history(experiment: str, output: str, **options: Any) -> None:  # noqa: ANN401
     """Every recorded transition of EXPERIMENT (namespace/name, or an id with @run)."""
     with tempfile.TemporaryDirectory(prefix="reconciler-history-") as scratch:
-        store, heads = _fetch(options, Path(scratch))
+        store, heads = fetch_store(options, Path(scratch))
         rows = read_history(store, heads.state, experiment) if heads.state else []
     if output == "json":
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
@@ -100,7 +101,7 @@ def recover(dry_run: bool, output: str, **options: Any) -> None:  # noqa: ANN401
             "to run by hand. Add --dry-run to see it."
         )
     with tempfile.TemporaryDirectory(prefix="reconciler-recover-") as scratch:
-        store, heads = _fetch(options, Path(scratch))
+        store, heads = fetch_store(options, Path(scratch))
         steps = recovery_plan(store, heads.main, heads.state)
     if output == "json":
         click.echo(
