@@ -4,7 +4,9 @@ It also lists the problems of main's experiment and Metric files (what the loop 
 reports), and any file on the state branch that is not a state document.
 
 From Git alone it says what each experiment records: its weights, whether they were
-confirmed on the cluster (``applied``, and when), and whether it is held. With
+confirmed on the cluster (``applied``, and when), whether it is held, paused or awaiting
+an approval (which gate, since when, when it times out), and the last command it
+answered. With
 ``--kubeconfig`` it also reads the weights the cluster carries now (one request per kind
 and namespace, as the loop does) and says, per live experiment, whether they are the
 recorded ones, and if not what the cluster holds and who wrote it.
@@ -21,7 +23,7 @@ from typing import Any
 
 import click
 
-from reconciler import config
+from reconciler import config, live_view
 from reconciler.cli.repo_options import fetch_heads, open_store, repo_options
 from reconciler.cli.settings import settings_from
 from reconciler.cluster.client import KubeSettings, connect
@@ -30,9 +32,11 @@ from reconciler.config.options import KUBERNETES
 from reconciler.controller.discovery import Discovery
 from reconciler.controller.isolation import describe
 from reconciler.engine import traffic
+from reconciler.engine.control import CommandRecord
 from reconciler.engine.state import ExperimentState, from_json
 from reconciler.errors import ReconcilerError
 from reconciler.gitstore.state_branch import ARCHIVE_DIR, LIVE_DIR
+from reconciler.live_view import Observed
 from reconciler.ports import Cluster, EnvStore
 
 
@@ -101,6 +105,51 @@ def _row(state: ExperimentState, *, archived: bool, now: float) -> dict[str, Any
         "archived": archived,
         "needs": _needs(state) if not archived else {},
         "observed": None,
+        "paused": _paused(state),
+        "gate": _gate(state, now),
+        "last_command": _command(state.commands[-1]) if state.commands else None,
+    }
+
+
+def _paused(state: ExperimentState) -> dict[str, Any] | None:
+    """Who paused the run, when, why (None: not paused)."""
+    record = state.paused
+    if record is None:
+        return None
+    return {
+        "by": record.author,
+        "since": _iso(record.time),
+        "reason": record.reason,
+        "commit": record.commit,
+    }
+
+
+def _gate(state: ExperimentState, now: float) -> dict[str, Any] | None:
+    """The approval the run waits for (None: none), and when it times out."""
+    gate = state.gate
+    if gate is None:
+        return None
+    approval = state.spec.approval
+    return {
+        "before": gate.before,
+        "winner": gate.winner,
+        "since": _iso(gate.opened_at),
+        "times_out_at": _iso(gate.opened_at + approval.timeout_seconds),
+        "on_timeout": approval.on_timeout.value,
+        "text": live_view.gate_text(state, now),
+    }
+
+
+def _command(record: CommandRecord) -> dict[str, Any]:
+    return {
+        "command": record.command,
+        "by": record.author,
+        "at": _iso(record.time),
+        "result": record.result,
+        "why": record.why,
+        "reason": record.reason,
+        "forced": record.forced,
+        "commit": record.commit,
     }
 
 
@@ -111,17 +160,32 @@ def _needs(state: ExperimentState) -> dict[str, int]:
     return {v.version: v.needs for v in state.evidence.versions if v.needs}
 
 
-def _observe(rows: list[dict[str, Any]], live: list[ExperimentState], cluster: Cluster) -> None:
-    """Add what the cluster carries to each live row."""
+def observe(live: list[ExperimentState], cluster: Cluster) -> dict[str, Observed]:
+    """What the cluster carries for each live run, by run id (one read per kind and namespace).
+
+    ``status`` and ``watch`` read it the same way the loop does.
+    """
     readings = cluster.read_weights(traffic.refs(live))
     owner = traffic.owners(live)
-    by_id = {row["id"]: row for row in rows if not row["archived"]}
+    out = {}
     for state in live:
         found = traffic.assess(state, readings, owner)
-        by_id[state.id]["observed"] = {
+        out[state.id] = Observed(
+            status=found.status,
+            weights=dict(found.seen),
+            detail=found.error or traffic.describe(found) or None,
+        )
+    return out
+
+
+def _observe(rows: list[dict[str, Any]], live: list[ExperimentState], cluster: Cluster) -> None:
+    """Add what the cluster carries to each live row."""
+    by_id = {row["id"]: row for row in rows if not row["archived"]}
+    for run, found in observe(live, cluster).items():
+        by_id[run]["observed"] = {
             "status": found.status,
-            "weights": dict(found.seen),
-            "detail": found.error or traffic.describe(found) or None,
+            "weights": dict(found.weights),
+            "detail": found.detail,
         }
 
 
@@ -189,10 +253,16 @@ def _print_table(rows: list[dict[str, Any]], *, observed: bool) -> None:
             r["id"],
             r["target"],
             r["started"] or "-",
-            _duration(r["age_seconds"]),
+            live_view.duration(r["age_seconds"]),
             r["phase"]
+            + (" (paused)" if r["paused"] else "")
+            + (f" before {r['gate']['before']}" if r["gate"] else "")
             + (" (held)" if r["held"] else "")
-            + (f" after {_duration(r['ran_seconds'])}" if r["ran_seconds"] is not None else ""),
+            + (
+                f" after {live_view.duration(r['ran_seconds'])}"
+                if r["ran_seconds"] is not None
+                else ""
+            ),
             str(r["iteration"]),
             _pairs(r["weights"]),
             (r["applied_at"] or "yes") if r["applied"] else "not yet",
@@ -208,24 +278,23 @@ def _print_table(rows: list[dict[str, Any]], *, observed: bool) -> None:
     for r in rows:
         if r["held"]:
             click.echo(f"\n{r['id']} is held: {r['held']}")
+        if r["paused"]:
+            paused = r["paused"]
+            why = f": {paused['reason']}" if paused["reason"] else ""
+            click.echo(f"\n{r['id']} is paused by {paused['by']} since {paused['since']}{why}")
+        if r["gate"]:
+            click.echo(f"\n{r['id']} is awaiting approval {r['gate']['text']}")
+        if r["last_command"]:
+            c = r["last_command"]
+            why = f" ({c['why']})" if c["why"] else ""
+            click.echo(
+                f"\n{r['id']}: last command {c['command']} by {c['by']} at {c['at']}: "
+                f"{c['result']}{why}"
+            )
         for version, more in (r.get("needs") or {}).items():
             click.echo(f"\n{r['id']}: not enough data yet: {version} needs ~{more:,} more requests")
         if r["observed"] and r["observed"]["detail"]:
             click.echo(f"\n{r['id']}: {r['observed']['detail']}")
-
-
-def _duration(seconds: int) -> str:
-    """``45s``, ``12m05s``, ``3h07m``, ``2d04h``: the two largest units."""
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
 
 
 def _pairs(weights: dict[str, int]) -> str:
