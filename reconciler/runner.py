@@ -48,6 +48,7 @@ from reconciler.gitstore.repo import GitEnvStore
 from reconciler.gitstore.signatures import AllowedSigners
 from reconciler.metrics.catalog import Catalog
 from reconciler.metrics.prometheus import PrometheusClient, PrometheusConfig, PrometheusMetrics
+from reconciler.notify import Notifier, NotifyConfig
 from reconciler.server.http import Health, HttpServer, Limits
 from reconciler.server.telemetry import InstrumentedCluster, InstrumentedMetrics, Telemetry
 from reconciler.watch import WATCHDOG_FILTER, ContentWatcher, RefsWatcher, git_dir
@@ -94,6 +95,9 @@ class Wiring:
         try:
             prometheus = PrometheusConfig.from_settings(settings.prometheus)
             target = target_from_settings(settings.gitops)
+            self.notify = NotifyConfig.from_settings(
+                settings.notify, repo=settings.repo.url, branch=settings.repo.state_branch
+            )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.metrics = PrometheusMetrics(
@@ -184,6 +188,7 @@ class Runner:
         self.health = Health(stale_after=max(60.0, 3 * self.settings.repo.interval))
         self.leases: RepoLeases | None = None
         self.wiring = Wiring(self.settings, self.telemetry, clock, self._holds)
+        self.notifier = Notifier(self.wiring.notify, on_result=self._notified)
         self.telemetry.watch_cache(lambda: (self.repo, self.wiring.store.cache_stats()))
         self.observer: Any = None
         self.http: HttpServer | None = None
@@ -196,7 +201,10 @@ class Runner:
     def run(self, *, once: bool = False) -> int:
         """Tick until stopped (or once); the exit status."""
         if once:
-            return 0 if self._tick() else 1
+            try:
+                return 0 if self._tick() else 1
+            finally:
+                self.notifier.close()
         self._start_services()
         try:
             while not self.stop.is_set():
@@ -243,6 +251,7 @@ class Runner:
             self.telemetry.tick_duration.labels(self.repo).observe(time.monotonic() - started)
             self.ticks += 1
         self._count(report)
+        self.notifier.announce(report.recorded, report.outcomes, report.errors)
         self.health.tick_succeeded(self.clock())
         self.telemetry.ticks.labels(self.repo, "ok").inc()
         return not report.errors
@@ -273,6 +282,10 @@ class Runner:
                 promoted = transition.state.phase is Phase.PROMOTED
                 outcome = "promoted" if promoted else "rolled-back"
                 self.telemetry.promotions.labels(self.repo, outcome).inc()
+
+    def _notified(self, target: str, result: str) -> None:
+        """Count one notification's result (called from the notifier's threads)."""
+        self.telemetry.notifications.labels(self.repo, target, result).inc()
 
     def _restart(self, reason: str) -> NoReturn:
         """Replace this process by a fresh run of the same command (same argv, environment).
@@ -369,6 +382,7 @@ class Runner:
                 watch.cancel()
         if self.http is not None:
             self.http.stop()
+        self.notifier.close()
 
     def _config_changed(self) -> None:
         self.reload.set()
@@ -398,3 +412,4 @@ class Runner:
         logs.configure(json=settings.log.json, level=settings.log.level)
         log.info("config_reloaded", file=str(self.sources.file))
         self.settings, self.wiring = settings, wiring
+        self.notifier.configure(wiring.notify)

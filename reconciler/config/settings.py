@@ -2,7 +2,7 @@
 
 A group is what one part of the process is built from: the Env repo (``repo``), the Git
 credentials, Prometheus, Kubernetes, the HTTP server, leader election, the GitOps operator,
-logging and the loaders' limits. Each adapter takes its group (``PrometheusConfig.
+logging, notifications and the loaders' limits. Each adapter takes its group (``PrometheusConfig.
 from_settings(settings.prometheus)``), so a setting's name, file key, default and help live
 here only. The file keys and flat names (flags, environment variables) are the ones the
 product has always read; the groups only organise them.
@@ -333,6 +333,59 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    """Who hears of each transition (``reconciler.notify``): secrets in files, never here."""
+
+    apprise_urls_file: Path | None = setting(
+        "notify_apprise_urls_file",
+        "notify.appriseUrlsFile",
+        "path",
+        "File of Apprise URLs, one a line (# comments): Slack, Microsoft Teams, Discord, Google "
+        "Chat, e-mail, json:// ... each a notification target. The URLs carry tokens: mount the "
+        "file from a Secret.",
+        default=None,
+    )
+    webhook_url: str | None = setting(
+        "notify_webhook_url",
+        "notify.webhookUrl",
+        "str",
+        "URL that each event is POSTed to as JSON, with X-Rollout-Event-Id (the state commit).",
+        default=None,
+    )
+    webhook_secret_file: Path | None = setting(
+        "notify_webhook_secret_file",
+        "notify.webhookSecretFile",
+        "path",
+        "File holding the key of the webhook's X-Rollout-Signature header (sha256=<hex>, "
+        "HMAC-SHA256 of the body, as GitHub signs); read at each send.",
+        default=None,
+    )
+    events: tuple[str, ...] = setting(
+        "notify_events",
+        "notify.events",
+        "list",
+        "Events sent (repeatable; none given: all): started, step, awaiting-approval, paused, "
+        "resumed, aborted, promoted, rolled-back, drift-corrected, outcome-push-failed.",
+        default=(),
+    )
+    timeout: float = setting(
+        "notify_timeout",
+        "notify.timeout",
+        "float",
+        "Seconds one delivery attempt may wait to connect, and for each read of the answer.",
+        default=10.0,
+    )
+    git_web_url: str | None = setting(
+        "git_web_url",
+        "gitWebURL",
+        "str",
+        "Web page of an Env repo commit, {commit} standing for its id "
+        "(https://github.com/org/env/commit/{commit}): notifications link the state commit.",
+        default=None,
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """The validated configuration: one group per concern (see each group's fields)."""
 
@@ -344,6 +397,7 @@ class Settings:
     leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
     gitops: GitOpsSettings = field(default_factory=GitOpsSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
     limits: Limits = field(default_factory=Limits)
     failpoints: tuple[str, ...] = setting(
         "failpoints",

@@ -174,6 +174,14 @@ class Telemetry:
             ["repo"],
             registry=r,
         )
+        self.notifications = Counter(
+            "reconciler_notifications_total",
+            "Notifications by target (webhook, apprise-N) and result: sent, failed (refused, "
+            "or still failing after the retries), dropped (the target's queue was full, or "
+            "still held when the process stopped).",
+            ["repo", "target", "result"],
+            registry=r,
+        )
 
     def watch_cache(self, read: Callable[[], tuple[str, CacheStats]]) -> None:
         """Export the cache figures ``read`` gives (the repo, its stats) at every scrape."""
