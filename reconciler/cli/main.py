@@ -69,12 +69,16 @@ def _register() -> None:
     from reconciler.cli.audit_cmds import history, recover  # noqa: PLC0415
     from reconciler.cli.doctor import doctor  # noqa: PLC0415
     from reconciler.cli.metrics_cmd import metrics  # noqa: PLC0415
+    from reconciler.cli.report_cmd import report  # noqa: PLC0415
     from reconciler.cli.run import run  # noqa: PLC0415
     from reconciler.cli.status import status  # noqa: PLC0415
     from reconciler.cli.try_cmd import try_  # noqa: PLC0415
     from reconciler.cli.validate import validate  # noqa: PLC0415
+    from reconciler.cli.watch_cmd import watch  # noqa: PLC0415
 
-    for command in (run, status, validate, history, recover, metrics, doctor, try_):
+    cli.add_command(watch)
+
+    for command in (run, status, validate, history, recover, metrics, doctor, try_, report):
         cli.add_command(command)
     from reconciler.cli.control_cmds import COMMANDS  # noqa: PLC0415
 

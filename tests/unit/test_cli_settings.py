@@ -17,6 +17,13 @@ NOT_THE_SETTING = {
     ("history", "cache_dir"),
     ("recover", "cache_dir"),
     ("try", "cache_dir"),
+    ("watch", "cache_dir"),
+    ("watch", "interval"),  # how often the view fetches (5 s), not the reconciler's timer
+    ("report", "cache_dir"),
+    *(
+        (verb, "cache_dir")  # the commands people send: a scratch cache too
+        for verb in ("pause", "resume", "abort", "promote", "approve")
+    ),
     ("metrics query", "namespace"),  # the experiment's ($namespace), not the Leases'
 }
 
