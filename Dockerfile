@@ -47,7 +47,11 @@ RUN /opt/build/bin/pip wheel --no-cache-dir --disable-pip-version-check --wheel-
 # - dateparser, regex, pytz, tzlocal: prometheus-api-client needs them in its utils module
 #   only, which PrometheusConnect does not import;
 # - pycparser: cffi parses C declarations with it; pygit2's compiled module has none to parse;
-# - kubernetes' own tests, and the debug information in extension modules (strip).
+# - kubernetes' own tests, and the debug information in extension modules (strip);
+# - Apprise's plugins but those of the targets the README documents (JSON, form and XML
+#   webhooks, Slack, Microsoft Teams workflows, Discord, Google Chat, e-mail), and its
+#   translations: Apprise finds plugins by listing its folder, so the others are simply
+#   unknown schemes (12 MB of 15).
 # Byte code is compiled here, as the root filesystem is read-only in the pod. The ~900
 # generated API and model modules of kubernetes.client (33 MB of source) are kept as byte code
 # only (24 MB, compileall -b, the sourceless layout Python imports as it is): kubernetes loads
@@ -61,6 +65,11 @@ RUN python3 -m venv --without-pip /opt/reconciler \
  && cd /opt/reconciler/lib/python3*/site-packages \
  && rm -r kubernetes/aio \
  && find kubernetes -name '*_test.py' -delete \
+ && find apprise/plugins -mindepth 1 -maxdepth 1 ! -name __init__.py ! -name base.py \
+        ! -name custom_json.py ! -name custom_form.py ! -name custom_xml.py ! -name slack.py \
+        ! -name workflows.py ! -name discord.py ! -name google_chat.py ! -name email \
+        -exec rm -r {} + \
+ && find apprise/i18n -mindepth 1 -maxdepth 1 ! -name '__init__.py' -exec rm -r {} + \
  && find . -name '*.so' -type f -exec sh -c 'for f; do \
         if readelf -S "$f" | grep -q "\.debug_"; then strip --strip-debug "$f" || exit; fi; \
     done' sh {} + \
