@@ -10,10 +10,15 @@ ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE} AS debian-python
 # ca-certificates: the public CAs, which libgit2 (through Python's default paths) and requests
 # use for HTTPS. openssh-client: ssh-keygen, which checks the SSH signatures of approvals
-# (spec.approval.requireSigned) as git verify-commit does.
+# (spec.approval.requireSigned) as git verify-commit does; the package's other programs (the
+# ssh client, agent, scp, sftp, the setuid ssh-keysign) are never run, and go in the same layer.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         ca-certificates openssh-client python3 \
+ && rm /usr/bin/ssh /usr/bin/slogin /usr/bin/scp /usr/bin/sftp /usr/bin/ssh-add \
+        /usr/bin/ssh-agent /usr/bin/ssh-keyscan /usr/bin/ssh-argv0 /usr/bin/ssh-copy-id \
+        /usr/lib/openssh/ssh-keysign /usr/lib/openssh/ssh-pkcs11-helper \
+        /usr/lib/openssh/ssh-sk-helper \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log
 
@@ -49,19 +54,24 @@ RUN /opt/build/bin/pip wheel --no-cache-dir --disable-pip-version-check --wheel-
 # - pycparser: cffi parses C declarations with it; pygit2's compiled module has none to parse;
 # - kubernetes' own tests, and the debug information in extension modules (strip);
 # - Apprise's plugins but those of the targets the README documents (JSON, form and XML
-#   webhooks, Slack, Microsoft Teams workflows, Discord, Google Chat, e-mail), and its
-#   translations: Apprise finds plugins by listing its folder, so the others are simply
-#   unknown schemes (12 MB of 15).
-# Byte code is compiled here, as the root filesystem is read-only in the pod. The ~900
-# generated API and model modules of kubernetes.client (33 MB of source) are kept as byte code
-# only (24 MB, compileall -b, the sourceless layout Python imports as it is): kubernetes loads
-# them lazily, on first use, and the reconciler uses none (it sends its requests through
-# ApiClient), so they cost no start-up time, and still load should anything ask for one.
+#   webhooks, Slack, Microsoft Teams workflows, Discord, Google Chat, e-mail), its
+#   translations and its theme images: Apprise finds plugins by listing its folder, so the
+#   others are simply unknown schemes (13 MB of 15);
+# - markdown-it-py and mdurl: rich needs them for rich.markdown only, which nothing imports;
+# - Pygments' lexers but Python's: rich draws a traceback (structlog's console renderer) with
+#   the lexer that Pygments picks by file name, and only Python's matches *.py (7 MB of 8);
+# - the generated API classes of kubernetes.client (CoreV1Api...): the reconciler sends every
+#   request through ApiClient and uses none of them (11 MB).
+# Byte code is compiled here, as the root filesystem is read-only in the pod. The ~850
+# generated model modules of kubernetes.client (19 MB of source) are kept as byte code only
+# (14 MB, compileall -b, the sourceless layout Python imports as it is): kubernetes loads
+# them lazily, on first use, and the reconciler uses none, so they cost no start-up time, and
+# still load should anything ask for one.
 RUN python3 -m venv --without-pip /opt/reconciler \
  && pip="/opt/build/bin/pip --python /opt/reconciler/bin/python --disable-pip-version-check" \
  && $pip install --no-cache-dir --no-index --no-compile --find-links /wheels gitops-reconciler \
  && $pip uninstall --yes aiohttp aiohttp-retry aiosignal aiohappyeyeballs frozenlist multidict \
-        yarl propcache attrs dateparser regex pytz tzlocal pycparser \
+        yarl propcache attrs dateparser regex pytz tzlocal pycparser markdown-it-py mdurl \
  && cd /opt/reconciler/lib/python3*/site-packages \
  && rm -r kubernetes/aio \
  && find kubernetes -name '*_test.py' -delete \
@@ -70,14 +80,16 @@ RUN python3 -m venv --without-pip /opt/reconciler \
         ! -name workflows.py ! -name discord.py ! -name google_chat.py ! -name email \
         -exec rm -r {} + \
  && find apprise/i18n -mindepth 1 -maxdepth 1 ! -name '__init__.py' -exec rm -r {} + \
+ && rm -r apprise/assets/themes \
+ && find pygments/lexers -mindepth 1 -maxdepth 1 ! -name __init__.py ! -name _mapping.py \
+        ! -name python.py ! -name special.py -exec rm -r {} + \
+ && find kubernetes/client/api -mindepth 1 -maxdepth 1 ! -name __init__.py -exec rm -r {} + \
  && find . -name '*.so' -type f -exec sh -c 'for f; do \
         if readelf -S "$f" | grep -q "\.debug_"; then strip --strip-debug "$f" || exit; fi; \
     done' sh {} + \
- && python3 -m compileall -q -j 0 -x '/kubernetes/client/(api|models)/(?!__init__\.py$)' . \
- && python3 -m compileall -q -j 0 -b -x '/__init__\.py$' \
-        kubernetes/client/api kubernetes/client/models \
- && find kubernetes/client/api kubernetes/client/models -maxdepth 1 -name '*.py' \
-        ! -name __init__.py -delete
+ && python3 -m compileall -q -j 0 -x '/kubernetes/client/models/(?!__init__\.py$)' . \
+ && python3 -m compileall -q -j 0 -b -x '/__init__\.py$' kubernetes/client/models \
+ && find kubernetes/client/models -maxdepth 1 -name '*.py' ! -name __init__.py -delete
 
 # --- runtime ---------------------------------------------------------------------------------
 FROM debian-python
