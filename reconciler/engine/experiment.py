@@ -111,8 +111,6 @@ def start(
         current: weights the cluster carries now, used by FixedSplit when they are valid.
     """
     initial = initial_weights(spec, current)
-    if spec.approval.gates(GateName.START):
-        return _await_start(spec, spec_blob, source_commit, now, initial)
     state = ExperimentState(
         spec=spec,
         spec_blob=spec_blob,
@@ -126,6 +124,8 @@ def start(
         reason="experiment found on main",
         applied=not initial,
     )
+    if spec.approval.gates(GateName.START):
+        return _await_start(state, now)
     actions: tuple[Action, ...] = (SetWeights(initial),) if initial else ()
     split = f", {_describe(spec, initial)}" if initial else ""
     summary = (
@@ -135,29 +135,21 @@ def start(
     return Transition(state, actions, summary)
 
 
-def _await_start(
-    spec: Experiment, spec_blob: str, source_commit: str, now: float, initial: Pairs
-) -> Transition:
+def _await_start(state: ExperimentState, now: float) -> Transition:
     """Found on main, but it waits for an approval before the candidate gets any traffic."""
+    spec = state.spec
     hold = weights.baseline_only(spec) if shifts_traffic(spec) else ()
-    planned = ", then " + _describe(spec, initial) if initial else ""
-    state = ExperimentState(
-        spec=spec,
-        spec_blob=spec_blob,
-        source_commit=source_commit,
+    planned = ", then " + _describe(spec, state.weights) if state.weights else ""
+    waiting = replace(
+        state,
         phase=Phase.AWAITING_APPROVAL,
-        iteration=0,
         weights=hold,
-        started_at=now,
-        updated_at=now,
-        last_iteration_at=now,
         reason="experiment found on main; it starts once approved (spec.approval)",
         applied=not hold,
         gate=Gate(before=GateName.START.value, opened_at=now),
     )
     actions: tuple[Action, ...] = (SetWeights(hold),) if hold else ()
-    summary = f"{short(spec)}: awaiting approval before start{planned}"
-    return Transition(state, actions, summary)
+    return Transition(waiting, actions, f"{short(spec)}: awaiting approval before start{planned}")
 
 
 def is_due(state: ExperimentState, now: float) -> bool:
