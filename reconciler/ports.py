@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from reconciler.spec.metric import MetricDefinition
-from reconciler.spec.model import ObjectRef, WeightObjRef
+from reconciler.spec.model import Load, ObjectRef, WeightObjRef
 
 DEFAULT_STATE_BRANCH = "reconciler-state"
 """The state branch's name unless the configuration names another."""
@@ -28,6 +28,8 @@ __all__ = [
     "EventSink",
     "GitOpsOperator",
     "Heads",
+    "LoadGenerator",
+    "LoadPlan",
     "MetricValue",
     "MetricsSource",
     "ObjectRef",
@@ -260,6 +262,46 @@ class MetricsSource(Protocol):
         variables: Mapping[str, str],
     ) -> MetricValue:
         """Evaluate ``metric`` for one version over the time the experiment has run."""
+        ...
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """One run the built-in load generator keeps sending requests for, and how."""
+
+    run_id: str
+    """``namespace/name@<12 hex>``: the stats of a run are kept under it."""
+    namespace: str
+    """The experiment's namespace (targets must be Services in it, unless allowed more)."""
+    load: Load
+    interval_seconds: float
+    """The experiment's iteration interval: the load is paced per iteration."""
+    payload: bytes | None = None
+    """``load.payload_file`` as read from main (None: no file, or ``load.payload``)."""
+    active: bool = True
+    """False while paused or at an approval gate: no requests, the stats kept."""
+
+
+class LoadGenerator(Protocol):
+    """The built-in load generator: HTTP load to versions, measured as Iter8's built-in metrics."""
+
+    def converge(self, plans: Mapping[str, LoadPlan]) -> dict[str, str]:
+        """Send load for exactly ``plans`` (by run id) from now on; stop and forget the others.
+
+        Never blocks on the load itself (it runs beside the loop). Returns, by run id, why a
+        plan is refused (a target that is not an allowed in-cluster Service, a cap); a
+        refused run sends nothing and its metrics have no data.
+        """
+        ...
+
+    def observe(self, run_id: str, version: str, metric: str) -> MetricValue:
+        """One Iter8 built-in metric of one version of a run.
+
+        ``metric`` is ``request-count``, ``error-count``, ``error-rate``, ``mean-latency`` or
+        ``latency-<50|75|90|95|99>th-percentile`` (milliseconds). Counted over every
+        request this process sent for the run; no data (``MetricValue`` with status
+        ``no-data``) before the first response.
+        """
         ...
 
 

@@ -201,6 +201,47 @@ class ReadinessGate:
     """Past this, counted from the start, an experiment still waiting ends with no winner."""
 
 
+@dataclass(frozen=True)
+class VersionLoad:
+    """Where the built-in load generator sends one version's requests."""
+
+    version: str
+    """A version of ``versionInfo``; another name is a pseudo version (load, no metrics)."""
+    url: str
+    """``http(s)://NAME.NAMESPACE.svc[.cluster.local][:PORT][/path]``: an in-cluster Service."""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Load:
+    """The built-in load generator's work for one experiment: requests to each version.
+
+    Read from ``spec.load`` or Iter8's ``metrics/collect`` task; measured as Iter8's
+    built-in metrics (``iter8-system/request-count``, ``error-rate``, ``mean-latency``...).
+    In every iteration each version gets ``qps`` requests a second over the iteration's
+    interval, or over ``duration_seconds`` of it, or ``requests`` requests (at ``qps``);
+    the metrics count every request since the run started loading.
+    """
+
+    versions: tuple[VersionLoad, ...] = ()
+    qps: float = 8.0
+    """Requests a second to each version (Iter8's default: 8)."""
+    duration_seconds: float | None = None
+    requests: int | None = None
+    connections: int = 4
+    """Parallel connections to each version (Iter8's default: 4)."""
+    method: str = "GET"
+    payload: str | None = None
+    """Inline body (Iter8's ``payloadStr``); POST unless ``method`` says otherwise."""
+    payload_file: str | None = None
+    """A file of the Env repo (a path from the repository root), size-capped, read from
+    main when the run starts loading (Iter8's ``payloadURL`` when it names no host)."""
+    content_type: str | None = None
+    timeout_seconds: float = 10.0
+    load_only: bool = False
+    """Send the requests, record no metrics (Iter8's ``loadOnly``)."""
+
+
 class GateName(StrEnum):
     """Where an approval gate stands (``spec.approval.before``)."""
 
@@ -250,6 +291,8 @@ class Experiment:
     gitops: GitOps = GitOps()
     readiness: ReadinessGate = ReadinessGate()
     approval: Approval = Approval()
+    load: Load | None = None
+    """The built-in load generator's work (None: this experiment sends no load)."""
     api_version: str = "reconciler/v1alpha1"
     path: str = ""
     """Repository path of the file the experiment came from."""
