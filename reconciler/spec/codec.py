@@ -20,6 +20,7 @@ from reconciler.spec.model import (
     Experiment,
     GateName,
     GitOps,
+    Load,
     Objective,
     ObjectRef,
     OnTimeout,
@@ -29,6 +30,7 @@ from reconciler.spec.model import (
     SetEdit,
     TestingPattern,
     Version,
+    VersionLoad,
     WeightObjRef,
     Weights,
 )
@@ -84,6 +86,7 @@ def to_data(exp: Experiment) -> dict[str, Any]:
                 for o in exp.readiness.objects
             ],
         },
+        "load": None if exp.load is None else _load_data(exp.load),
         "approval": {
             "before": [g.value for g in exp.approval.before],
             "timeoutSeconds": exp.approval.timeout_seconds,
@@ -149,8 +152,47 @@ def from_data(data: dict[str, Any]) -> Experiment:
             timeout_seconds=data["readiness"]["timeoutSeconds"],
         ),
         approval=_approval(data.get("approval")),
+        load=_load(data["load"]) if data.get("load") else None,
         api_version=data["apiVersion"],
         path=data["path"],
+    )
+
+
+def _load_data(load: Load) -> dict[str, Any]:
+    return {
+        "versions": [
+            {"name": v.version, "url": v.url, "headers": [list(h) for h in v.headers], "qps": v.qps}
+            for v in load.versions
+        ],
+        "qps": load.qps,
+        "durationSeconds": load.duration_seconds,
+        "requests": load.requests,
+        "connections": load.connections,
+        "method": load.method,
+        "payload": load.payload,
+        "payloadFile": load.payload_file,
+        "contentType": load.content_type,
+        "timeoutSeconds": load.timeout_seconds,
+        "loadOnly": load.load_only,
+    }
+
+
+def _load(data: dict[str, Any]) -> Load:
+    return Load(
+        versions=tuple(
+            VersionLoad(v["name"], v["url"], tuple((k, h) for k, h in v["headers"]), v["qps"])
+            for v in data["versions"]
+        ),
+        qps=data["qps"],
+        duration_seconds=data["durationSeconds"],
+        requests=data["requests"],
+        connections=data["connections"],
+        method=data["method"],
+        payload=data["payload"],
+        payload_file=data["payloadFile"],
+        content_type=data["contentType"],
+        timeout_seconds=data["timeoutSeconds"],
+        load_only=data["loadOnly"],
     )
 
 

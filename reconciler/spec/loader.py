@@ -12,15 +12,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.errors import Location
 from reconciler.spec import fieldpath
 from reconciler.spec.criteria_reader import CriteriaReader
-from reconciler.spec.gitops_reader import GitOpsReader
 from reconciler.spec.limits import Limits
+from reconciler.spec.load_reader import BUILTIN_LOAD_METRICS, LoadReader
 from reconciler.spec.model import (
     Approval,
     Criteria,
@@ -28,6 +28,7 @@ from reconciler.spec.model import (
     Duration,
     Experiment,
     GitOps,
+    Load,
     ObjectRef,
     ReadinessGate,
     TestingPattern,
@@ -144,7 +145,7 @@ def load_experiments(
     return LoadResult(tuple(experiments), tuple(problems), tuple(references))
 
 
-class _Reader(CriteriaReader, GitOpsReader):
+class _Reader(CriteriaReader, LoadReader):
     """Reads one Experiment document, recording problems with their locations."""
 
     def __init__(self, path: str, repo_path: str) -> None:
@@ -179,7 +180,7 @@ class _Reader(CriteriaReader, GitOpsReader):
                 )
         known = {"target", "strategy", "criteria", "duration", "versionInfo"}
         if api_version == OWN_API_VERSION:
-            known.update({"gitops", "readiness", "approval"})
+            known.update({"gitops", "readiness", "approval", "load"})
         self._unknown(spec, "spec", known)
         # Each section is read on its own, so one error per section shows at once, not only
         # the first of the document; the rules that tie sections together need them all.
@@ -207,8 +208,10 @@ class _Reader(CriteriaReader, GitOpsReader):
         approval = (
             self._section(lambda: self._approval(spec)) if "approval" in known else Approval()
         )
+        load = self._section(lambda: self._load(spec, namespace, own="load" in known))
         if (
             approval is None
+            or load is None
             or strategy is None
             or version_info is None
             or versions is None
@@ -234,12 +237,39 @@ class _Reader(CriteriaReader, GitOpsReader):
             gitops=gitops,
             readiness=readiness,
             approval=approval,
+            load=load or None,
             api_version=api_version,
             path=self.repo_path,
             locations=self.locations,
         )
         self._check_pattern(experiment, spec, version_info)
         return experiment
+
+    def _load(self, spec: CommentedMap, namespace: str, *, own: bool) -> Load | Literal[False]:
+        """The built-in load (False when none: None is the section's failure)."""
+        strategy = spec.get("strategy")
+        actions = strategy.get("actions") if isinstance(strategy, CommentedMap) else None
+        collect = None
+        if isinstance(actions, CommentedMap):
+            collect = self._collect_load(actions, namespace, self._at(strategy, "actions"))
+        elif actions is not None:
+            self._warn(
+                self._at(strategy, "actions"),
+                "'spec.strategy.actions' is never executed (nothing in the Env repo runs as "
+                "code); describe the promotion and rollback commits in 'spec.gitops' with "
+                "apiVersion reconciler/v1alpha1",
+            )
+        written = self._own_load(spec, namespace) if own else None
+        if written is not None and collect is not None:
+            raise self._error(
+                self._at(spec, "load"),
+                "'spec.load' and a metrics/collect task both ask for load: keep one",
+            )
+        found = written or collect
+        if found is not None and not found.load_only:
+            measured = {f"iter8-system/{name}" for name in BUILTIN_LOAD_METRICS}
+            self.references = [r for r in self.references if r.metric not in measured]
+        return found or False
 
     def _references(self, criteria: Criteria, namespace: str) -> list[MetricReference]:
         named = [("spec.criteria.requestCount", criteria.request_count)]
@@ -322,13 +352,6 @@ class _Reader(CriteriaReader, GitOpsReader):
         self._unknown(
             strategy, "spec.strategy", {"testingPattern", "deploymentPattern", "weights", "actions"}
         )
-        if "actions" in strategy:
-            self._warn(
-                self._at(strategy, "actions"),
-                "'spec.strategy.actions' is never executed (nothing in the Env repo runs as "
-                "code); describe the promotion and rollback commits in 'spec.gitops' with "
-                "apiVersion reconciler/v1alpha1",
-            )
         testing = self._enum(strategy, "testingPattern", "spec.strategy", TestingPattern)
         deployment = self._enum(
             strategy, "deploymentPattern", "spec.strategy", DeploymentPattern,

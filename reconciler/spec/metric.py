@@ -18,6 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.errors import Location
 from reconciler.spec.limits import Limits
+from reconciler.spec.model import BUILTIN_LOAD_METRICS
 from reconciler.spec.reader import OWN_API_VERSION, FieldReader, join
 from reconciler.spec.template import (
     QueryTemplate,
@@ -156,7 +157,7 @@ class _Reader(FieldReader):
         except InvalidDocumentError:
             return None
 
-    def _metric(self, doc: CommentedMap) -> MetricDefinition:
+    def _metric(self, doc: CommentedMap) -> MetricDefinition | None:
         api_version = self._check_document(doc, API_VERSIONS)
         self.strict = self.strict or api_version == OWN_API_VERSION
         iter8 = api_version == "iter8.tools/v2alpha2"
@@ -178,6 +179,9 @@ class _Reader(FieldReader):
                 f"{excerpt(namespace)}",
             )
         spec = self._map(doc, "spec", "", required=True)
+        if iter8 and str(spec.get("provider", "")).lower() == "iter8":
+            self._builtin_load(spec, name)
+            return None
         known = {"description", "type", "units", "sampleSize"}
         known |= (
             {"params", "provider", "jqExpression", "mock", *_UNUSED_ITER8} if iter8 else {"query"}
@@ -211,6 +215,20 @@ class _Reader(FieldReader):
             path=self.path,
             location=location,
         )
+
+    def _builtin_load(self, spec: CommentedMap, name: str) -> None:
+        """An Iter8 ``provider: iter8`` document (Iter8's install ships nine): nothing to load.
+
+        Those metrics are measured by the built-in load generator for experiments that send
+        load (``spec.load`` or a ``metrics/collect`` task), by their names; the document
+        defines no query, so it adds nothing to the catalog.
+        """
+        if name not in BUILTIN_LOAD_METRICS:
+            raise self._error(
+                self._at(spec, "provider"),
+                f"provider iter8 measures Iter8's built-in metrics only "
+                f"({', '.join(sorted(BUILTIN_LOAD_METRICS))}), not {excerpt(name)}",
+            )
 
     def _type(self, spec: CommentedMap) -> MetricType:
         return self._enum(spec, "type", "spec", MetricType, MetricType.GAUGE)

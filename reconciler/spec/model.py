@@ -201,6 +201,22 @@ class ReadinessGate:
     """Past this, counted from the start, an experiment still waiting ends with no winner."""
 
 
+BUILTIN_LOAD_METRICS = frozenset(
+    {
+        "request-count",
+        "error-count",
+        "error-rate",
+        "mean-latency",
+        "latency-50th-percentile",
+        "latency-75th-percentile",
+        "latency-90th-percentile",
+        "latency-95th-percentile",
+        "latency-99th-percentile",
+    }
+)
+"""Iter8's built-in metrics (namespace ``iter8-system``), measured from the built-in load."""
+
+
 @dataclass(frozen=True)
 class VersionLoad:
     """Where the built-in load generator sends one version's requests."""
@@ -210,6 +226,8 @@ class VersionLoad:
     url: str
     """``http(s)://NAME.NAMESPACE.svc[.cluster.local][:PORT][/path]``: an in-cluster Service."""
     headers: tuple[tuple[str, str], ...] = ()
+    qps: float | None = None
+    """This version's rate, when it is not the load's ``qps``."""
 
 
 @dataclass(frozen=True)
