@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reconciler.demo import scenario
 from reconciler.metrics.profile import Profile
-from reconciler.testing import DrivenClock, Harness
+from tests.integration.bookinfo import BookinfoWorld
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -23,25 +22,17 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def run_to_decision(tmp: Path, candidate: Profile) -> Harness:
-    clock = DrivenClock()
-    harness = Harness.create(
-        tmp,
-        scenario.app_commits(),
-        {"productpage-stable": Profile(), "productpage-candidate": candidate},
-        namespace="bookinfo",
-        clock=clock,
-    )
-    for _ in range(20):
-        clock.advance(1)
-        if any(t.state.phase.final for t, _ in harness.tick().recorded):
-            return harness
-    raise AssertionError("no outcome")
+def run_to_decision(tmp: Path, candidate: Profile) -> BookinfoWorld:
+    world = BookinfoWorld(tmp, candidate)
+    world.run_until_final(limit=20)
+    return world
 
 
 def test_history_lists_every_transition_with_weights_verdicts_and_metrics(tmp_path: Path) -> None:
-    harness = run_to_decision(tmp_path, Profile(error_rate=0.3))
-    result = cli("history", "bookinfo/productpage-canary", "--repo", harness.remote, "-o", "json")
+    world = run_to_decision(tmp_path, Profile(error_rate=0.3))
+    result = cli(
+        "history", "bookinfo/productpage-canary", "--repo", world.harness.remote, "-o", "json"
+    )
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert [r["phase"] for r in rows] == [
@@ -55,33 +46,27 @@ def test_history_lists_every_transition_with_weights_verdicts_and_metrics(tmp_pa
     assert rows[0]["weights"] == {"productpage-stable": 80, "productpage-candidate": 20}
     assert rows[1]["verdicts"] == {"productpage-stable": "pass", "productpage-candidate": "fail"}
     assert rows[1]["metrics"]["productpage-candidate"]["istio/error-rate"] == 0.3
-    commits = subprocess.run(
-        ["git", "--git-dir", harness.remote, "rev-list", "--reverse", "reconciler-state"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+    commits = world.git("rev-list", "--reverse", "reconciler-state").split()
     assert [r["commit"] for r in rows] == commits
 
 
 def test_recover_dry_run_says_what_a_fresh_process_would_do(tmp_path: Path) -> None:
-    harness = run_to_decision(tmp_path, Profile())
-    git = ["git", "--git-dir", harness.remote]
-    promoting = subprocess.run(
-        [*git, "rev-parse", "reconciler-state~1"], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    main = subprocess.run([*git, "rev-parse", "main"], check=True, capture_output=True, text=True)
+    world = run_to_decision(tmp_path, Profile())
+    promoting = world.git("rev-parse", "reconciler-state~1").strip()
+    main = world.git("rev-parse", "main").strip()
     # The process died after pushing the promotion, before recording it.
-    subprocess.run([*git, "update-ref", "refs/heads/reconciler-state", promoting], check=True)
-    result = cli("recover", "--dry-run", "--repo", harness.remote, "-o", "json")
+    world.git("update-ref", "refs/heads/reconciler-state", promoting)
+    result = cli("recover", "--dry-run", "--repo", world.harness.remote, "-o", "json")
     assert result.returncode == 0, result.stderr
     steps = json.loads(result.stdout)
     assert [s["action"] for s in steps] == ["set-weights", "confirm-outcome"]
     assert steps[0]["weights"] == {"productpage-stable": 100, "productpage-candidate": 0}
-    assert steps[1]["commit"] == main.stdout.strip()
+    assert steps[1]["commit"] == main
     # ... and had it died before pushing, the promotion would be pushed.
-    subprocess.run([*git, "update-ref", "refs/heads/main", "main~1"], check=True)
-    steps = json.loads(cli("recover", "--dry-run", "--repo", harness.remote, "-o", "json").stdout)
+    world.git("update-ref", "refs/heads/main", "main~1")
+    steps = json.loads(
+        cli("recover", "--dry-run", "--repo", world.harness.remote, "-o", "json").stdout
+    )
     assert steps[1] == {
         "experiment": steps[0]["experiment"],
         "action": "push-outcome",
@@ -91,17 +76,10 @@ def test_recover_dry_run_says_what_a_fresh_process_would_do(tmp_path: Path) -> N
 
 
 def test_status_and_history_say_how_many_more_requests_a_version_needs(tmp_path: Path) -> None:
-    clock = DrivenClock()
-    harness = Harness.create(
-        tmp_path,
-        scenario.app_commits(),
-        {"productpage-stable": Profile(), "productpage-candidate": Profile(error_rate=0.005)},
-        namespace="bookinfo",
-        clock=clock,
-    )
+    world = BookinfoWorld(tmp_path, Profile(error_rate=0.005))
     for _ in range(2):  # started, then one iteration: 0.5 % errors in 800 requests
-        clock.advance(1)
-        harness.tick()
+        world.tick()
+    harness = world.harness
 
     status = cli("status", "--repo", harness.remote)
     assert status.returncode == 0, status.stderr

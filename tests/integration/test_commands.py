@@ -8,23 +8,15 @@ weights.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from reconciler.cli.control_cmds import COMMANDS
-from reconciler.controller.report import TickReport
 from reconciler.demo import scenario
 from reconciler.engine.state import Phase, from_json
 from reconciler.metrics.profile import Profile
-from reconciler.testing import DrivenClock, Harness
-
-APP = "apps/bookinfo"
-KEY = "bookinfo/productpage-canary"
-ALICE = "Alice Example <alice@example.com>"
+from tests.integration.bookinfo import ALICE, KEY, BookinfoWorld
 
 
 def experiment(approval: str = "") -> bytes:
@@ -35,70 +27,8 @@ def experiment(approval: str = "") -> bytes:
     return text
 
 
-class World:
-    """An Env repo with the demo's canary, a cluster, metrics and one reconciler process."""
-
-    def __init__(
-        self, tmp: Path, *, candidate: Profile | None = None, file: bytes | None = None
-    ) -> None:
-        self.clock = DrivenClock()
-        commits = scenario.app_commits()
-        message, files = commits[-1]
-        commits[-1] = (message, {**files, f"{APP}/experiment.yaml": file or experiment()})
-        profiles = {
-            "productpage-stable": Profile(),
-            "productpage-candidate": candidate or Profile(),
-        }
-        self.harness = Harness.create(
-            tmp, commits, profiles, namespace="bookinfo", clock=self.clock
-        )
-        self.tmp = tmp
-
-    def tick(self, advance: float = 1.0) -> TickReport:
-        self.clock.advance(advance)
-        return self.harness.tick()
-
-    def git(self, *args: str) -> str:
-        return subprocess.run(
-            ["git", "--git-dir", self.harness.remote, *args],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-
-    def state(self) -> dict[str, object]:
-        loaded: dict[str, object] = json.loads(
-            self.git("show", f"reconciler-state:experiments/{KEY}.json")
-        )
-        return loaded
-
-    def phase(self) -> str:
-        return str(self.state()["phase"])
-
-    def command(self, verb: str, *args: str, author: str = ALICE) -> tuple[int, str]:
-        """Run ``reconciler VERB KEY ...`` as a person would; (exit code, output)."""
-        command = next(c for c in COMMANDS if c.name == verb)
-        result = CliRunner().invoke(
-            command,
-            [KEY, "--repo", self.harness.remote, "--author", author, *args],
-            catch_exceptions=False,
-        )
-        return result.exit_code, result.output
-
-    def pending(self) -> list[str]:
-        return [
-            line
-            for line in self.git("ls-tree", "-r", "--name-only", "reconciler-state").splitlines()
-            if line.startswith("commands/")
-        ]
-
-    def outcomes_on_main(self) -> list[str]:
-        out = self.git("log", "main", "--format=%(trailers:key=Rollout-Outcome,valueonly)")
-        return [line for line in out.splitlines() if line]
-
-
 def test_abort_rolls_back_at_once_and_the_answer_cites_the_persons_commit(tmp_path: Path) -> None:
-    world = World(tmp_path)
+    world = BookinfoWorld(tmp_path)
     for _ in range(3):
         world.tick()
     assert world.harness.weight_of("productpage-candidate") > 0
@@ -125,7 +55,7 @@ def test_abort_rolls_back_at_once_and_the_answer_cites_the_persons_commit(tmp_pa
 
 
 def test_pause_freezes_iterations_but_not_the_cluster_convergence(tmp_path: Path) -> None:
-    world = World(tmp_path)
+    world = BookinfoWorld(tmp_path)
     world.tick()
     world.tick()
     before = world.state()
@@ -157,7 +87,7 @@ def test_pause_freezes_iterations_but_not_the_cluster_convergence(tmp_path: Path
 
 
 def test_promote_refuses_a_failing_candidate_unless_forced(tmp_path: Path) -> None:
-    world = World(tmp_path, candidate=Profile(error_rate=0.2))
+    world = BookinfoWorld(tmp_path, candidate=Profile(error_rate=0.2))
     world.tick()
     world.tick()  # iteration 1: the candidate fails its error-rate objective
     assert world.command("promote")[0] == 0
@@ -176,7 +106,7 @@ def test_promote_refuses_a_failing_candidate_unless_forced(tmp_path: Path) -> No
 
 
 def test_promote_ends_a_passing_run_early(tmp_path: Path) -> None:
-    world = World(tmp_path)
+    world = BookinfoWorld(tmp_path)
     world.tick()
     world.tick()
     assert world.command("promote")[0] == 0
@@ -188,7 +118,7 @@ def test_promote_ends_a_passing_run_early(tmp_path: Path) -> None:
 
 def test_a_promotion_waits_at_its_gate_until_approved(tmp_path: Path) -> None:
     gate = "  approval:\n    before: [promotion]\n    timeoutSeconds: 600\n"
-    world = World(tmp_path, file=experiment(gate))
+    world = BookinfoWorld(tmp_path, file=experiment(gate))
     for _ in range(12):
         world.tick()
         if world.phase() == Phase.AWAITING_APPROVAL.value:
@@ -210,7 +140,7 @@ def test_a_promotion_waits_at_its_gate_until_approved(tmp_path: Path) -> None:
 
 def test_an_unanswered_gate_rolls_back_after_its_timeout(tmp_path: Path) -> None:
     gate = "  approval:\n    before: [promotion]\n    timeoutSeconds: 30\n"
-    world = World(tmp_path, file=experiment(gate))
+    world = BookinfoWorld(tmp_path, file=experiment(gate))
     for _ in range(12):
         world.tick()
         if world.phase() == Phase.AWAITING_APPROVAL.value:
@@ -222,7 +152,7 @@ def test_an_unanswered_gate_rolls_back_after_its_timeout(tmp_path: Path) -> None
 
 def test_a_start_gate_keeps_the_candidate_at_zero_until_approved(tmp_path: Path) -> None:
     gate = "  approval:\n    before: [start]\n"
-    world = World(tmp_path, file=experiment(gate))
+    world = BookinfoWorld(tmp_path, file=experiment(gate))
     world.tick()
     assert world.phase() == Phase.AWAITING_APPROVAL.value
     for _ in range(3):
@@ -236,7 +166,7 @@ def test_a_start_gate_keeps_the_candidate_at_zero_until_approved(tmp_path: Path)
 
 
 def test_commands_that_cannot_apply_are_refused_by_the_cli(tmp_path: Path) -> None:
-    world = World(tmp_path)
+    world = BookinfoWorld(tmp_path)
     code, out = world.command("abort")
     assert code == 1
     assert "has no branch 'reconciler-state'" in out  # nothing started yet
@@ -252,7 +182,7 @@ def test_commands_that_cannot_apply_are_refused_by_the_cli(tmp_path: Path) -> No
 
 
 def test_a_hand_written_command_for_another_run_is_ignored_and_said_so(tmp_path: Path) -> None:
-    world = World(tmp_path)
+    world = BookinfoWorld(tmp_path)
     world.tick()
     world.tick()
     store = world.harness.store
@@ -292,7 +222,7 @@ def test_a_hand_written_command_for_another_run_is_ignored_and_said_so(tmp_path:
 
 
 def test_a_command_acts_once_across_restarts(tmp_path: Path) -> None:
-    world = World(tmp_path)
+    world = BookinfoWorld(tmp_path)
     world.tick()
     world.tick()
     assert world.command("pause")[0] == 0
@@ -313,7 +243,7 @@ def test_a_command_acts_once_across_restarts(tmp_path: Path) -> None:
 def test_the_command_commit_is_by_the_person_and_the_answer_by_the_reconciler(
     tmp_path: Path, verb: str
 ) -> None:
-    world = World(tmp_path)
+    world = BookinfoWorld(tmp_path)
     world.tick()
     assert world.command(verb)[0] == 0
     world.tick()
@@ -341,7 +271,7 @@ def keypair(directory: Path, name: str) -> tuple[Path, str]:
     return key, key.with_suffix(".pub").read_text().strip()
 
 
-def git_approve(world: World, key: Path, workdir: Path) -> str:
+def git_approve(world: BookinfoWorld, key: Path, workdir: Path) -> str:
     """An approval made with plain git, signed by ``git commit -S`` (gpg.format=ssh)."""
     from reconciler.engine.control import command_file  # noqa: PLC0415
 
@@ -378,7 +308,7 @@ def test_a_signed_gate_counts_only_approvals_signed_by_an_allowed_key(tmp_path: 
     allowed = tmp_path / "allowed_signers"
     allowed.write_text(f'alice@example.com namespaces="git" {alice_pub}\n')
     gate = "  approval:\n    before: [start]\n    requireSigned: true\n"
-    world = World(tmp_path / "world", file=experiment(gate))
+    world = BookinfoWorld(tmp_path / "world", file=experiment(gate))
     world.harness.restart(verifier=AllowedSigners(allowed))
     world.tick()
     assert world.phase() == Phase.AWAITING_APPROVAL.value
@@ -420,7 +350,7 @@ def test_the_cli_signs_as_git_does(tmp_path: Path) -> None:
     allowed = tmp_path / "allowed_signers"
     allowed.write_text(f'alice@example.com namespaces="git" {public}\n')
     gate = "  approval:\n    before: [promotion]\n    requireSigned: true\n"
-    world = World(tmp_path / "world", file=experiment(gate))
+    world = BookinfoWorld(tmp_path / "world", file=experiment(gate))
     world.harness.restart(verifier=AllowedSigners(allowed))
     for _ in range(12):
         world.tick()

@@ -2,60 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-import pytest
-
-from reconciler.controller.loop import TickReport
 from reconciler.demo import scenario
 from reconciler.engine.state import Phase
 from reconciler.metrics.profile import Profile
-from reconciler.testing import DrivenClock, Harness
-
-APP = "apps/bookinfo"
-
-
-class World:
-    """The demo's Env repo with a driven clock, and git to look at it."""
-
-    def __init__(self, tmp: Path, candidate: Profile) -> None:
-        self.clock = DrivenClock()
-        self.harness = Harness.create(
-            tmp,
-            scenario.app_commits(),
-            {"productpage-stable": Profile(), "productpage-candidate": candidate},
-            namespace="bookinfo",
-            clock=self.clock,
-        )
-
-    def tick(self, advance: float = 1.0) -> TickReport:
-        self.clock.advance(advance)
-        return self.harness.tick()
-
-    def git(self, *args: str) -> str:
-        return subprocess.run(
-            ["git", "--git-dir", self.harness.remote, *args],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-
-    def outcomes_on_main(self) -> list[str]:
-        return self.git("log", "main", "--format=%(trailers:key=Rollout-Outcome,valueonly)").split()
-
-    def run_until_final(self, limit: int = 30) -> list[TickReport]:
-        reports = []
-        for _ in range(limit):
-            report = self.tick()
-            reports.append(report)
-            if any(t.state.phase.final for t, _ in report.recorded):
-                return reports
-        pytest.fail("the experiment did not finish")
+from tests.integration.bookinfo import APP, BookinfoWorld
 
 
 def test_broken_experiment_files_are_reported_and_the_others_carry_on(tmp_path: Path) -> None:
-    world = World(tmp_path, Profile())
+    world = BookinfoWorld(tmp_path, Profile())
     world.harness.push_main(
         "ci: two broken experiments",
         {
@@ -84,7 +40,7 @@ def test_broken_experiment_files_are_reported_and_the_others_carry_on(tmp_path: 
 def test_an_outcome_already_on_main_is_found_by_its_id_and_not_pushed_again(
     tmp_path: Path,
 ) -> None:
-    world = World(tmp_path, Profile())
+    world = BookinfoWorld(tmp_path, Profile())
     world.run_until_final()
     # Crash after the main push, before the state push: the state branch still says Promoting.
     promoting = world.git("log", "reconciler-state", "--format=%H", "--skip=1", "-1").strip()
@@ -100,7 +56,7 @@ def test_an_outcome_already_on_main_is_found_by_its_id_and_not_pushed_again(
 
 
 def test_a_decision_finished_by_a_later_process_names_its_state_commit(tmp_path: Path) -> None:
-    world = World(tmp_path, Profile())
+    world = BookinfoWorld(tmp_path, Profile())
     world.run_until_final()
     # Crash after recording the decision, before the outcome reached main.
     promoting = world.git("log", "reconciler-state", "--format=%H", "--skip=1", "-1").strip()
@@ -119,7 +75,7 @@ def test_a_decision_finished_by_a_later_process_names_its_state_commit(tmp_path:
 def test_a_fresh_process_on_a_rebuilt_cluster_reapplies_the_recorded_weights(
     tmp_path: Path,
 ) -> None:
-    world = World(tmp_path, Profile())
+    world = BookinfoWorld(tmp_path, Profile())
     for _ in range(3):
         world.tick()
     recorded = world.git(
@@ -139,7 +95,7 @@ def test_a_fresh_process_on_a_rebuilt_cluster_reapplies_the_recorded_weights(
 
 
 def test_a_newer_experiment_for_the_same_target_preempts_the_running_one(tmp_path: Path) -> None:
-    world = World(tmp_path, Profile())
+    world = BookinfoWorld(tmp_path, Profile())
     world.tick()
     world.tick()
     newer = scenario.demo_file("experiment.yaml").replace(
@@ -164,7 +120,7 @@ def test_a_newer_experiment_for_the_same_target_preempts_the_running_one(tmp_pat
 def test_a_rolled_back_candidate_is_never_started_again_from_the_same_file(
     tmp_path: Path,
 ) -> None:
-    world = World(tmp_path, Profile(error_rate=0.2))
+    world = BookinfoWorld(tmp_path, Profile(error_rate=0.2))
     world.run_until_final()
     # Someone restores the very same experiment file on main.
     world.harness.push_main(

@@ -19,18 +19,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from reconciler.cli.control_cmds import COMMANDS
 from reconciler.cli.report_cmd import report
 from reconciler.demo import scenario
 from reconciler.engine.state import HISTORY_LIMIT
 from reconciler.metrics.profile import Profile
-from reconciler.testing import DrivenClock, Harness
 from tests.browser import png_colours, render
+from tests.integration.bookinfo import ALICE, APP, CANDIDATE, KEY, STABLE, BookinfoWorld
 
-APP = "apps/bookinfo"
-KEY = "bookinfo/productpage-canary"
-STABLE, CANDIDATE = "productpage-stable", "productpage-candidate"
-ALICE = "Alice Example <alice@example.com>"
 BOB = "Bob Ops <bob@example.com>"
 HOSTILE = '<script>alert("pwned")</script> & <img src=x onerror=alert(1)>'
 METRICS = ["istio/error-rate", "istio/mean-latency", "istio/latency-p95", "istio/request-count"]
@@ -46,51 +41,16 @@ def experiment(iterations: int) -> bytes:
     )
 
 
-class World:
-    """An Env repo running the canary, people who command it, and the report command."""
+class World(BookinfoWorld):
+    """The bookinfo world running a canary of ``iterations`` iterations, and its report."""
 
     def __init__(self, tmp: Path, iterations: int, candidate: Profile) -> None:
-        self.tmp = tmp
-        self.clock = DrivenClock()
-        commits = scenario.app_commits()
-        message, files = commits[-1]
-        commits[-1] = (message, {**files, f"{APP}/experiment.yaml": experiment(iterations)})
-        self.harness = Harness.create(
-            tmp,
-            commits,
-            {STABLE: Profile(), CANDIDATE: candidate},
-            namespace="bookinfo",
-            clock=self.clock,
-        )
+        super().__init__(tmp, candidate, file=experiment(iterations))
 
-    def tick(self, advance: float = 1.0) -> None:
-        self.clock.advance(advance)
-        self.harness.tick()
-
-    def run_to_the_end(self, limit: int = 200) -> None:
-        for _ in range(limit):
-            self.clock.advance(1)
-            if any(t.state.phase.final for t, _ in self.harness.tick().recorded):
-                return
-        pytest.fail("the experiment did not finish")
-
-    def git(self, *args: str) -> str:
-        return subprocess.run(
-            ["git", "--git-dir", self.harness.remote, *args],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-
-    def command(self, verb: str, *args: str, author: str = ALICE) -> None:
-        """``reconciler VERB KEY ...`` as a person runs it."""
-        command = next(c for c in COMMANDS if c.name == verb)
-        result = CliRunner().invoke(
-            command,
-            [KEY, "--repo", self.harness.remote, "--author", author, *args],
-            catch_exceptions=False,
-        )
-        assert result.exit_code == 0, result.output
+    def command_ok(self, verb: str, *args: str, author: str = ALICE) -> None:
+        """``reconciler VERB KEY ...`` as a person runs it; it must succeed."""
+        code, out = self.command(verb, *args, author=author)
+        assert code == 0, out
 
     def report(self, name: str, *args: str) -> tuple[Path, str]:
         """``reconciler report KEY -o NAME ...``: the file it wrote and what it said."""
@@ -121,11 +81,11 @@ def promoted(tmp_path_factory: pytest.TempPathFactory) -> World:
     )
     for _ in range(4):
         world.tick()
-    world.command("pause", "--reason", HOSTILE)
+    world.command_ok("pause", "--reason", HOSTILE)
     for _ in range(3):
         world.tick(advance=5)
-    world.command("resume", "--reason", "dashboards are green again", author=BOB)
-    world.run_to_the_end()
+    world.command_ok("resume", "--reason", "dashboards are green again", author=BOB)
+    world.run_until_final(limit=200)
     return world
 
 
@@ -260,7 +220,7 @@ def test_a_rolled_back_run_shows_the_failed_verdicts_and_the_rollback_commit(
     tmp_path: Path,
 ) -> None:
     world = World(tmp_path, 12, Profile(error_rate=0.2))
-    world.run_to_the_end()
+    world.run_until_final(limit=200)
     data = world.report_json()
     assert data["phase"] == "RolledBack"
     assert data["winner"] is None
@@ -282,7 +242,7 @@ def test_without_an_id_the_live_run_is_reported_and_an_id_picks_an_older_one(
     tmp_path: Path,
 ) -> None:
     world = World(tmp_path, 12, Profile(error_rate=0.2))
-    world.run_to_the_end()
+    world.run_until_final(limit=200)
     first = world.report_json()["id"]
     # CI brings the candidate back with a changed experiment file: a new run starts.
     world.harness.push_main(
@@ -295,7 +255,7 @@ def test_without_an_id_the_live_run_is_reported_and_an_id_picks_an_older_one(
     world.harness.sync()
     world.tick()
     world.tick()
-    world.command("pause", "--reason", "look at it first")  # not answered yet: pending
+    world.command_ok("pause", "--reason", "look at it first")  # not answered yet: pending
     live = world.report_json()
     assert live["id"] != first
     assert live["phase"] == "Progressing"
@@ -341,7 +301,7 @@ def test_an_unknown_experiment_or_run_is_one_line_and_a_non_zero_exit(promoted: 
 
 def test_a_50_iteration_report_stays_small(tmp_path: Path) -> None:
     world = World(tmp_path, 50, Profile(error_rate=0.002, mean_latency_ms=60))
-    world.run_to_the_end()
+    world.run_until_final(limit=200)
     started = time.monotonic()
     page, _ = world.report("report.html")
     took = time.monotonic() - started

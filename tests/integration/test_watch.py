@@ -27,43 +27,17 @@ from reconciler.demo import scenario
 from reconciler.engine.state import ExperimentState, Phase
 from reconciler.gitstore.repo import GitEnvStore
 from reconciler.metrics.profile import Profile
-from reconciler.testing import DrivenClock, Harness
+from reconciler.testing import DrivenClock
+from tests.integration.bookinfo import APP, KEY, BookinfoWorld
 
-KEY = "bookinfo/productpage-canary"
-APP = "apps/bookinfo"
 DEADLINE = 30.0
 """Seconds any one awaited line or exit may take (a loaded machine; it takes well under 1)."""
 
 
-def world(tmp: Path, candidate: Profile) -> tuple[Harness, DrivenClock]:
-    clock = DrivenClock()
-    harness = Harness.create(
-        tmp,
-        scenario.app_commits(),
-        {"productpage-stable": Profile(), "productpage-candidate": candidate},
-        namespace="bookinfo",
-        clock=clock,
-    )
-    return harness, clock
-
-
-def tick(harness: Harness, clock: DrivenClock) -> list[ExperimentState]:
-    clock.advance(1)
-    return [t.state for t, _ in harness.tick().recorded]
-
-
-def tick_until_final(harness: Harness, clock: DrivenClock) -> ExperimentState:
-    for _ in range(30):
-        for state in tick(harness, clock):
-            if state.key == KEY and state.phase.final:
-                return state
-    pytest.fail("the experiment did not finish")
-
-
-def git(remote: str, *args: str) -> str:
-    return subprocess.run(
-        ["git", "--git-dir", remote, *args], check=True, capture_output=True, text=True
-    ).stdout
+def final_state(world: BookinfoWorld) -> ExperimentState:
+    """Tick until the run ends: its last state."""
+    last = world.run_until_final()[-1]
+    return next(t.state for t, _ in last.recorded if t.state.key == KEY and t.state.phase.final)
 
 
 class WatchProcess:
@@ -157,21 +131,21 @@ def field(text: str, name: str) -> str | None:
 def test_watch_prints_a_line_per_state_commit_and_exits_0_once_the_run_is_promoted(
     tmp_path: Path,
 ) -> None:
-    harness, clock = world(tmp_path, Profile())
-    with watching(KEY, "--repo", harness.remote, "--interval", "0.2") as watch_:
+    world = BookinfoWorld(tmp_path)
+    with watching(KEY, "--repo", world.harness.remote, "--interval", "0.2") as watch_:
         # Started before the reconciler ever ran: main names the run, nothing recorded yet.
         waiting = watch_.wait_for(lambda text: text.startswith("watch: waiting:"))
         assert waiting.endswith("has not started yet")
-        tick(harness, clock)
+        world.tick()
         started = watch_.wait_for(lambda text: not text.startswith("watch:"))
         assert (
             " Progressing iteration=0/6 weights=productpage-stable=80,productpage-candidate=20"
             in (started)
         )
-        final = tick_until_final(harness, clock)
+        final = final_state(world)
         code = watch_.finish()
     assert code == 0
-    commits = git(harness.remote, "log", "--reverse", "--format=%H", "reconciler-state").split()
+    commits = world.git("log", "--reverse", "--format=%H", "reconciler-state").split()
     printed = state_lines(watch_.lines)
     assert [field(text, "state") for text in printed] == [c[:12] for c in commits]
     assert all(text.split()[1] == final.id for text in printed)
@@ -179,7 +153,7 @@ def test_watch_prints_a_line_per_state_commit_and_exits_0_once_the_run_is_promot
     assert len(judged) == final.iteration
     assert "productpage-candidate:error-rate=0.001(<=0.01)" in judged[-1]
     assert field(printed[-1], "winner") == "productpage-candidate"
-    outcome = git(harness.remote, "rev-parse", "main").strip()
+    outcome = world.git("rev-parse", "main").strip()
     assert field(printed[-1], "outcome") == outcome[:12]
     assert watch_.lines[-1] == (
         f"watch: {final.id} ended Promoted, winner productpage-candidate, "
@@ -189,12 +163,12 @@ def test_watch_prints_a_line_per_state_commit_and_exits_0_once_the_run_is_promot
 
 
 def test_watch_exits_1_once_the_run_is_rolled_back(tmp_path: Path) -> None:
-    harness, clock = world(tmp_path, Profile(error_rate=0.2))
-    tick(harness, clock)  # already running when the watch starts
-    with watching(KEY, "--repo", harness.remote, "--interval", "0.2") as watch_:
+    world = BookinfoWorld(tmp_path, Profile(error_rate=0.2))
+    world.tick()  # already running when the watch starts
+    with watching(KEY, "--repo", world.harness.remote, "--interval", "0.2") as watch_:
         first = watch_.wait_for(lambda text: not text.startswith("watch:"))
         assert " Progressing iteration=0/6 " in first
-        final = tick_until_final(harness, clock)
+        final = final_state(world)
         code = watch_.finish()
     assert code == 1
     assert final.phase is Phase.ROLLED_BACK
@@ -206,9 +180,9 @@ def test_watch_exits_1_once_the_run_is_rolled_back(tmp_path: Path) -> None:
 
 
 def test_a_run_that_already_ended_is_shown_once_with_its_exit_code(tmp_path: Path) -> None:
-    harness, clock = world(tmp_path, Profile(error_rate=0.2))
-    final = tick_until_final(harness, clock)
-    result = run_watch(KEY, "--repo", harness.remote)
+    world = BookinfoWorld(tmp_path, Profile(error_rate=0.2))
+    final = final_state(world)
+    result = run_watch(KEY, "--repo", world.harness.remote)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert len(lines) == 2
@@ -224,11 +198,12 @@ def test_an_unreadable_repo_exits_2_not_1(tmp_path: Path) -> None:
 
 
 def test_a_failed_fetch_is_printed_once_retried_and_the_watch_goes_on(tmp_path: Path) -> None:
-    harness, loop_clock = world(tmp_path, Profile())
-    tick(harness, loop_clock)
-    remote = Path(harness.remote)
+    world = BookinfoWorld(tmp_path)
+    world.tick()
+    url = world.harness.remote
+    remote = Path(url)
     away = remote.with_name("away.git")
-    store = GitEnvStore.open(harness.remote, tmp_path / "watch-cache.git", author=("w", "w@x"))
+    store = GitEnvStore.open(url, tmp_path / "watch-cache.git", author=("w", "w@x"))
     out = io.StringIO()
     clock = DrivenClock()
     polls = iter(range(100))
@@ -241,11 +216,11 @@ def test_a_failed_fetch_is_printed_once_retried_and_the_watch_goes_on(tmp_path: 
         elif step == 3:
             away.rename(remote)
         elif step > 3:
-            tick(harness, loop_clock)
+            world.tick()
 
     code, _ = follow(
         Feed(store, key=KEY),
-        PlainOutput(out, url=harness.remote, interval=1),
+        PlainOutput(out, url=url, interval=1),
         interval=1,
         timeout=60,
         clock=clock,
@@ -254,19 +229,21 @@ def test_a_failed_fetch_is_printed_once_retried_and_the_watch_goes_on(tmp_path: 
     assert code == 0
     lines = out.getvalue().splitlines()
     failures = [text for text in lines if text.startswith("watch: cannot fetch")]
-    gone = f"{harness.remote}: no repository at {harness.remote}"
-    assert failures == [f"watch: cannot fetch {harness.remote}: {gone}; retrying every 1s"]
-    assert lines.index(failures[0]) + 1 == lines.index(f"watch: fetched {harness.remote} again")
-    commits = git(harness.remote, "log", "--reverse", "--format=%H", "reconciler-state").split()
+    gone = f"{url}: no repository at {url}"
+    assert failures == [f"watch: cannot fetch {url}: {gone}; retrying every 1s"]
+    assert lines.index(failures[0]) + 1 == lines.index(f"watch: fetched {url} again")
+    commits = world.git("log", "--reverse", "--format=%H", "reconciler-state").split()
     assert [field(text, "state") for text in state_lines(lines)[1:]] == [
         c[:12] for c in commits[1:]
     ]
 
 
 def test_a_preempted_run_ends_the_watch_with_3(tmp_path: Path) -> None:
-    harness, loop_clock = world(tmp_path, Profile())
-    tick(harness, loop_clock)
-    store = GitEnvStore.open(harness.remote, tmp_path / "watch-cache.git", author=("w", "w@x"))
+    world = BookinfoWorld(tmp_path)
+    world.tick()
+    store = GitEnvStore.open(
+        world.harness.remote, tmp_path / "watch-cache.git", author=("w", "w@x")
+    )
     out = io.StringIO()
     clock = DrivenClock()
 
@@ -275,8 +252,8 @@ def test_a_preempted_run_ends_the_watch_with_3(tmp_path: Path) -> None:
         newer = scenario.demo_file("experiment.yaml").replace(
             b"productpage-canary", b"productpage-canary-2"
         )
-        harness.push_main("ci: productpage v3 candidate", {f"{APP}/experiment-2.yaml": newer})
-        tick(harness, loop_clock)
+        world.harness.push_main("ci: productpage v3 candidate", {f"{APP}/experiment-2.yaml": newer})
+        world.tick()
 
     code, last = follow(
         Feed(store, key=KEY),
@@ -293,10 +270,10 @@ def test_a_preempted_run_ends_the_watch_with_3(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_ends_a_watch_of_everything_with_0_and_of_one_run_with_130(tmp_path: Path) -> None:
-    harness, clock = world(tmp_path, Profile())
-    tick(harness, clock)
+    world = BookinfoWorld(tmp_path)
+    world.tick()
     for args, expected in (((), 0), ((KEY,), 130)):
-        with watching(*args, "--repo", harness.remote, "--interval", "0.2") as watch_:
+        with watching(*args, "--repo", world.harness.remote, "--interval", "0.2") as watch_:
             watch_.wait_for(lambda text: " Progressing iteration=0/6 " in text)
             watch_.process.send_signal(signal.SIGINT)
             code = watch_.finish()
