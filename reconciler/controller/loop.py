@@ -23,6 +23,7 @@ from reconciler.controller import records
 from reconciler.controller.command_reader import CommandReader
 from reconciler.controller.discovery import Discovery, Scan
 from reconciler.controller.isolation import Fault, Faults, LeadershipLostError
+from reconciler.controller.load_plans import Loads
 from reconciler.controller.observe import Observer
 from reconciler.controller.outcomes import Due, Finisher, find_decision
 from reconciler.controller.report import TickReport, announce, event_object
@@ -38,6 +39,7 @@ from reconciler.ports import (
     EnvStore,
     EventSink,
     GitOpsOperator,
+    LoadGenerator,
     MetricsSource,
     SignatureVerifier,
 )
@@ -71,6 +73,7 @@ class Reconciler:
         limits: Limits | None = None,
         timer: Callable[[], float] = time.perf_counter,
         verifier: SignatureVerifier | None = None,
+        load: LoadGenerator | None = None,
     ) -> None:
         """Wire the loop to its three adapters and a clock (seconds since the epoch).
 
@@ -85,7 +88,9 @@ class Reconciler:
         when it says no, the tick stops where it is. ``events`` hears of every transition.
         ``limits`` bounds what discovery reads from main (the documented defaults when None).
         ``timer`` times the tick's phases (``TickReport.phases``). ``verifier`` checks the
-        SSH signatures of approvals (None: no approval counts as signed).
+        SSH signatures of approvals (None: no approval counts as signed). ``load`` is the
+        built-in load generator (None: an experiment that asks for load gets no data for the
+        built-in metrics it measures).
         """
         self._timer = timer
         self._sync_timeout = sync_timeout
@@ -106,6 +111,7 @@ class Reconciler:
         self._live: dict[str, ExperimentState] = {}
         """The live documents of the current tick, by key (to say what a fault is about)."""
         self._traffic = Traffic(cluster, guard=self._guard, faults=self._faults)
+        self._loads = Loads(load, store, self._faults) if load is not None else None
         self._observer = Observer(
             cluster,
             metrics,
@@ -113,6 +119,7 @@ class Reconciler:
             faults=self._faults,
             operator=operator,
             store=store,
+            loads=self._loads,
         )
         self._finisher = Finisher(
             store, self._traffic, self._faults, operator=operator, guard=self._guard,
@@ -177,6 +184,8 @@ class Reconciler:
         if states:
             self._guard("converge the cluster's weights")
         self._traffic.converge(states, self._clock())
+        if self._loads is not None:
+            self._loads.converge(states)
         mark = self._lap(report, "traffic", mark)
         recorded = self._record(scan, states, heads.state, report)
         mark = self._lap(report, "record", mark)

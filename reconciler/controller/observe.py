@@ -18,6 +18,7 @@ from dataclasses import replace
 import structlog
 
 from reconciler.controller.isolation import Faults
+from reconciler.controller.load_plans import Loads, measured_by_load
 from reconciler.controller.traffic import Traffic
 from reconciler.engine import experiment, traffic
 from reconciler.engine.planner import OffRecord, Seen
@@ -43,11 +44,15 @@ class Observer:
         faults: Faults,
         operator: GitOpsOperator | None = None,
         store: EnvStore | None = None,
+        loads: Loads | None = None,
     ) -> None:
         """Read through these ports; ``traffic`` says which weights were confirmed.
 
         ``store``: the Env repo, to accept an applied commit that came after the outcome.
+        ``loads``: the built-in load, which measures Iter8's built-in metrics of the
+        experiments that send it.
         """
+        self._loads = loads
         self._store = store
         self._cluster = cluster
         self._metrics = metrics
@@ -149,7 +154,10 @@ class Observer:
         for v in state.spec.versions:
             if v.name == version:
                 variables = dict(v.variables)
+        builtin = measured_by_load(state.spec, metric) if self._loads is not None else None
         try:
+            if builtin is not None and self._loads is not None:
+                return self._loads.observe(state, version, builtin)
             return self._metrics.observe(
                 metric,
                 version=version,
