@@ -8,6 +8,7 @@
     python hack/bench.py memory --experiments 10000  # peak RSS of a process holding them
     python hack/bench.py soak --minutes 60            # reconciler run sampled for growth
     python hack/bench.py stats --runs 1000            # the engine's decisions, calibrated?
+    python hack/bench.py load --qps 1000 --runs 100   # the built-in load: rate, added latency
 
 Each builds what it needs in a temporary directory (Env repo, ``git daemon`` and ``git
 http-backend`` on 127.0.0.1) and stops what it started; ``--quick`` runs a small version
@@ -44,7 +45,7 @@ from reconciler.spec.loader import load_experiments
 # tests already have from ``tests``, at the repository's root.
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import memory, promote, race, soak, stats, tick
+from benchlib import load, memory, promote, race, soak, stats, tick
 
 BRANCH = "reconciler-state"
 
@@ -244,6 +245,7 @@ def main() -> None:
     sta.add_argument("--runs", type=int, default=1000, help="simulated experiments a row")
     sta.add_argument("--seed", type=int, default=1)
     sta.add_argument("--quick", action="store_true", help="a few runs, for the test suite")
+    load.add_parser(sub)
     args = parser.parse_args()
     run = {
         "recovery": recovery,
@@ -253,6 +255,7 @@ def main() -> None:
         "memory": memory.run,
         "soak": soak.run,
         "stats": stats.run,
+        "load": load.run,
     }
     run[args.bench](args)
 

@@ -46,6 +46,7 @@ from reconciler.errors import ReconcilerError, TrustChangedError
 from reconciler.gitstore.credentials import Credentials, url_scheme
 from reconciler.gitstore.repo import GitEnvStore
 from reconciler.gitstore.signatures import AllowedSigners
+from reconciler.load.generator import HttpLoad
 from reconciler.metrics.catalog import Catalog
 from reconciler.metrics.prometheus import PrometheusClient, PrometheusConfig, PrometheusMetrics
 from reconciler.notify import Notifier, NotifyConfig
@@ -116,6 +117,7 @@ class Wiring:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.cluster = KubeCluster(self.kube, policy=policy)
+        self.load = HttpLoad.from_settings(settings.load, api_server_host=self.kube.server_host)
         operator = RepoHandoff(GitOpsHandoff(self.kube), target) if target else None
         self.reconciler = Reconciler(
             self.store,
@@ -134,6 +136,7 @@ class Wiring:
                 if settings.repo.allowed_signers_file
                 else None
             ),
+            load=self.load,
         )
 
 
@@ -205,6 +208,7 @@ class Runner:
                 return 0 if self._tick() else 1
             finally:
                 self.notifier.close()
+                self.wiring.load.close()
         self._start_services()
         try:
             while not self.stop.is_set():
@@ -383,6 +387,7 @@ class Runner:
         if self.http is not None:
             self.http.stop()
         self.notifier.close()
+        self.wiring.load.close()
 
     def _config_changed(self) -> None:
         self.reload.set()
@@ -411,5 +416,6 @@ class Runner:
             return
         logs.configure(json=settings.log.json, level=settings.log.level)
         log.info("config_reloaded", file=str(self.sources.file))
-        self.settings, self.wiring = settings, wiring
+        previous, self.settings, self.wiring = self.wiring, settings, wiring
+        previous.load.close()  # its runs start again from the new wiring's first tick
         self.notifier.configure(wiring.notify)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 import urllib3
@@ -233,6 +234,11 @@ class Kube:
     def close(self) -> None:
         """Release the connection pool."""
         self.api.close()
+
+    @property
+    def server_host(self) -> str | None:
+        """The API server's host (name or address), as the connection reaches it."""
+        return urlsplit(str(self.api.configuration.host)).hostname
 
     # -- objects ------------------------------------------------------------------------
 

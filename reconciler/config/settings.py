@@ -386,6 +386,57 @@ class NotifySettings:
 
 
 @dataclass(frozen=True)
+class LoadSettings:
+    """Where the built-in load (``reconciler.load``) may send, and how much at most."""
+
+    allowed_namespaces: tuple[str, ...] = setting(
+        "load_allowed_namespaces",
+        "load.allowedNamespaces",
+        "list",
+        "Namespaces whose Services an experiment's built-in load may target besides its own "
+        "('*': any; unset: only the experiment's own namespace) (repeatable).",
+        default=(),
+    )
+    max_qps_per_experiment: float = setting(
+        "load_max_qps_per_experiment",
+        "load.maxQpsPerExperiment",
+        "float",
+        "Requests a second one experiment's built-in load may send, summed over its versions.",
+        default=100.0,
+    )
+    max_qps_total: float = setting(
+        "load_max_qps_total",
+        "load.maxQpsTotal",
+        "float",
+        "Requests a second the built-in load of all experiments together may send.",
+        default=1000.0,
+    )
+    max_payload_bytes: int = setting(
+        "load_max_payload_bytes",
+        "load.maxPayloadBytes",
+        "int",
+        "Largest request body (inline or a file of the Env repo) the built-in load sends.",
+        default=1 << 20,
+    )
+    max_connections: int = setting(
+        "load_max_connections",
+        "load.maxConnections",
+        "int",
+        "Most parallel connections the built-in load opens to one version.",
+        default=16,
+    )
+    resolve: tuple[str, ...] = setting(
+        "load_resolve",
+        "load.resolve",
+        "list",
+        "NAME=HOST:PORT: send the built-in load for Service host NAME to the IP address HOST "
+        "at PORT instead of resolving it, and trust that address (for tests and air-gapped "
+        "set-ups only: the loopback and link-local checks do not apply to it) (repeatable).",
+        default=(),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """The validated configuration: one group per concern (see each group's fields)."""
 
@@ -398,6 +449,7 @@ class Settings:
     gitops: GitOpsSettings = field(default_factory=GitOpsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    load: LoadSettings = field(default_factory=LoadSettings)
     limits: Limits = field(default_factory=Limits)
     failpoints: tuple[str, ...] = setting(
         "failpoints",

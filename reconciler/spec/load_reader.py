@@ -13,19 +13,18 @@ it sends anything. A mixin of the Experiment reader (``spec.loader``), on the ``
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.errors import Location
 from reconciler.spec.gitops_reader import GitOpsReader
-from reconciler.spec.model import BUILTIN_LOAD_METRICS, Load, VersionLoad
+from reconciler.spec.model import Load, VersionLoad
+from reconciler.spec.targets import ANY_NAMESPACE, check_headers, check_method, check_target
 from reconciler.spec.yamldoc import excerpt, finite_number
 
-__all__ = ["BUILTIN_LOAD_METRICS", "LoadReader", "service_of"]
+__all__ = ["LoadReader", "go_duration"]
 
 COLLECT_TASK = "metrics/collect"
 _SERVICE = re.compile(
@@ -42,39 +41,6 @@ _COLLECT_KEYS = {
     "versions", "time", "numQueries", "qps", "connections", "loadOnly", "payloadStr",
     "payloadURL", "contentType",
 }  # fmt: skip
-_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
-
-
-def service_of(url: str) -> tuple[str, str] | str:  # noqa: PLR0911 - one return per refusal
-    """(Service name, namespace) of an in-cluster URL; otherwise why it is not one."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return f"not a URL: {exc}"
-    del port  # read for its check only
-    if parts.scheme not in {"http", "https"}:
-        return "only http:// and https:// are sent"
-    if parts.username is not None or parts.password is not None:
-        return "credentials in the URL are refused"
-    host = (parts.hostname or "").lower()
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return "an IP address is refused: name an in-cluster Service (NAME.NAMESPACE.svc)"
-    if host.replace(".", "").isdigit() or host.startswith("0x"):
-        return "a numeric host is refused: name an in-cluster Service (NAME.NAMESPACE.svc)"
-    match = _SERVICE.match(host)
-    if match is None:
-        return (
-            f"host {host!r} is not an in-cluster Service: write NAME.NAMESPACE.svc or "
-            "NAME.NAMESPACE.svc.cluster.local"
-        )
-    if match.group("name") == "kubernetes" and match.group("namespace") == "default":
-        return "the Kubernetes API server is never a load target"
-    return match.group("name"), match.group("namespace")
 
 
 def go_duration(text: str) -> float | None:
@@ -99,11 +65,9 @@ class LoadReader(GitOpsReader):
         node = self._map(spec, "load", "spec", required=True)
         self._unknown(node, where, _LOAD_KEYS)
         method = (self._str(node, "method", where) or "GET").upper()
-        if method not in _METHODS:
-            raise self._error(
-                self._at(node, "method"),
-                f"'{where}.method' must be one of {', '.join(sorted(_METHODS))}",
-            )
+        bad_method = check_method(method)
+        if bad_method is not None:
+            raise self._error(self._at(node, "method"), f"'{where}.method': {bad_method}")
         payload_file = (
             self._repo_path(node, "payloadFile", where) if "payloadFile" in node else None
         )
@@ -196,13 +160,13 @@ class LoadReader(GitOpsReader):
             self._unknown(item, at, {"name", "url", "headers", "qps"})
             name = self._req(item, "name", at)
             url = self._req(item, "url", at)
-            service = service_of(url)
-            if isinstance(service, str):
-                raise self._error(self._at(item, "url"), f"'{at}.url' {excerpt(url)}: {service}")
-            if service[1] != namespace:
+            refused = check_target(url, namespace, (ANY_NAMESPACE,))
+            if refused is not None:
+                raise self._error(self._at(item, "url"), f"'{at}.url': {refused}")
+            if check_target(url, namespace) is not None:
                 self._warn(
                     self._at(item, "url"),
-                    f"'{at}.url' is a Service of namespace {service[1]!r}, not the experiment's "
+                    f"'{at}.url' is a Service of another namespace than the experiment's "
                     f"({namespace!r}): the reconciler sends it load only when its configuration "
                     "allows that namespace (load.allowedNamespaces)",
                 )
@@ -214,6 +178,9 @@ class LoadReader(GitOpsReader):
                         self._at(headers, key), f"'{at}.headers' must map names to text"
                     )
                 pairs.append((key, str(value)))
+            bad = check_headers(pairs)
+            if bad is not None:
+                raise self._error(self._at(item, "headers"), f"'{at}.headers': {bad}")
             return VersionLoad(name, url, tuple(pairs), self._optional_positive(item, "qps", at))
 
         versions = tuple(self._each_map(seq, f"{where}.versions", one))

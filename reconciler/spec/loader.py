@@ -20,8 +20,9 @@ from reconciler.errors import Location
 from reconciler.spec import fieldpath
 from reconciler.spec.criteria_reader import CriteriaReader
 from reconciler.spec.limits import Limits
-from reconciler.spec.load_reader import BUILTIN_LOAD_METRICS, LoadReader
+from reconciler.spec.load_reader import LoadReader
 from reconciler.spec.model import (
+    BUILTIN_LOAD_METRICS,
     Approval,
     Criteria,
     DeploymentPattern,

@@ -97,3 +97,16 @@ def test_stats_prints_the_calibration_table_with_every_row_judged() -> None:
         assert 0.0 <= row["rate"] <= 1.0
         assert row["side"] in {"at most", "at least"}
     assert "scenario" in printed
+
+
+def test_load_reaches_its_rate_and_reports_the_latency_it_adds() -> None:
+    printed, result = run_bench("load")
+    assert result["bench"] == "load"
+    for series in (result["one"], result["many"]):
+        assert series["errors"] == 0
+        assert series["requests"] > 0
+        assert 0 < series["achieved_qps"] <= series["target_qps"] * 1.1
+        assert series["server_requests"] > 0
+        assert set(series["client_ms"]) == {"50", "90", "99"}
+    assert result["many"]["versions"] == 20
+    assert "added p50" in printed
