@@ -129,10 +129,27 @@ def assess(
             seen.append((version, reading.value))
         if reading.value != recorded:
             drifts.append(Drift(ref, version, recorded, reading.value, reading.writers))
+    if _removed_by_outcome(state, drifts, missing=missing):
+        return Assessment(CONVERGED, tuple(seen))
     if missing:
         return Assessment(MISSING, tuple(seen), tuple(drifts))
     status = DRIFTED if drifts else CONVERGED
     return Assessment(status, tuple(seen), tuple(drifts))
+
+
+def _removed_by_outcome(state: ExperimentState, drifts: list[Drift], *, missing: bool) -> bool:
+    """A finished run whose outcome took away what carried its weights: nothing to set.
+
+    Once the outcome commit is on main (and, with a GitOps operator, applied), main says
+    what routes traffic: an outcome may remove a route (a segment's match route) or the
+    object that carried a candidate's weight. A field that is absent then, or an object
+    that is gone, is the outcome's doing; setting it again could only fail, every tick,
+    and keep the document from being archived. A field that is there with another value
+    is still set, as for any run.
+    """
+    if not (state.phase.final and state.outcome_commit and state.sync != "waiting"):
+        return False
+    return (missing or bool(drifts)) and all(d.seen is None for d in drifts)
 
 
 def _weighted_versions(state: ExperimentState) -> list[str]:

@@ -115,3 +115,33 @@ def test_a_drift_description_names_the_object_the_field_the_value_and_the_writer
         "(written by kubectl-patch (Update, 2026-12-04T16:00:00Z))"
     )
     assert traffic.culprits(found) == ["kubectl-patch"]
+
+
+@given(st.sampled_from([None, "waiting", "synced", "timeout"]), readings, readings)
+def test_fields_an_applied_outcome_removed_are_not_set_again(
+    sync: str | None, first: WeightReading, second: WeightReading
+) -> None:
+    done = replace(
+        running(0),
+        phase=Phase.PROMOTED,
+        outcome_commit="d" * 40,
+        sync=sync,
+        weights=(("productpage-stable", 100), ("productpage-candidate", 0)),
+    )
+    found = traffic.assess(done, dict(zip(REFS, (first, second), strict=True)), {})
+    if first.error or second.error:
+        assert found.status == traffic.UNKNOWN
+        return
+    gone = [r for r, want in ((first, 100), (second, 0)) if r.value != want]
+    removed = bool(gone) and all(r.value is None for r in gone)
+    if sync != "waiting" and removed:
+        # the outcome took away the route or object: nothing to set, the run can be archived
+        assert found.status == traffic.CONVERGED
+        assert found.drifts == ()
+    elif any(r.value is not None for r in gone):
+        # a field that is there with other weights is set back, as for any run
+        assert found.status in {traffic.DRIFTED, traffic.MISSING}
+    # a running experiment's absent field is never taken for settled
+    live = traffic.assess(running(0), dict(zip(REFS, (first, second), strict=True)), {})
+    agrees = (first.value, second.value) == (100, 0) and first.exists and second.exists
+    assert (live.status == traffic.CONVERGED) == agrees
