@@ -43,8 +43,8 @@ def payload_of(plan: LoadPlan) -> bytes | None:
 
 
 def plan_qps(plan: LoadPlan) -> float:
-    """The plan's peak rate: ``qps`` to each of its versions."""
-    return plan.load.qps * len(plan.load.versions)
+    """The plan's peak rate: each version's ``qps`` (the load's, unless it names its own)."""
+    return sum(v.qps or plan.load.qps for v in plan.load.versions)
 
 
 def plan_problem(plan: LoadPlan, caps: Caps) -> str | None:  # noqa: PLR0911 - one reason each
@@ -65,9 +65,8 @@ def plan_problem(plan: LoadPlan, caps: Caps) -> str | None:  # noqa: PLR0911 - o
         return why
     if plan_qps(plan) > caps.max_qps_per_experiment:
         return (
-            f"{plan_qps(plan):g} requests a second in all ({load.qps:g} to each of "
-            f"{len(load.versions)} versions) is over load.maxQpsPerExperiment "
-            f"({caps.max_qps_per_experiment:g})"
+            f"{plan_qps(plan):g} requests a second in all (to {len(load.versions)} versions) "
+            f"is over load.maxQpsPerExperiment ({caps.max_qps_per_experiment:g})"
         )
     if load.connections > caps.max_connections:
         return (
@@ -112,8 +111,9 @@ def admit(
 
 def _numbers_problem(plan: LoadPlan) -> str | None:  # noqa: PLR0911 - one reason each
     load = plan.load
-    if not (load.qps > 0 and math.isfinite(load.qps)):
-        return f"qps must be above 0 (got {load.qps:g}; 0, Iter8's 'as fast as possible', is not)"
+    for qps in (load.qps, *(v.qps for v in load.versions if v.qps is not None)):
+        if not (qps > 0 and math.isfinite(qps)):
+            return f"qps must be above 0 (got {qps:g}; 0, Iter8's 'as fast as possible', is not)"
     if load.connections < 1:
         return f"connections must be at least 1 (got {load.connections})"
     if not (load.timeout_seconds > 0 and math.isfinite(load.timeout_seconds)):

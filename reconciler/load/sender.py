@@ -160,7 +160,7 @@ class Sender:
         self.target: Target = parse_target(version.url)
         self.timeout = load.timeout_seconds
         self.pacing = Pacing(
-            load.qps, run.plan.interval_seconds, load.duration_seconds, load.requests
+            version.qps or load.qps, run.plan.interval_seconds, load.duration_seconds, load.requests
         )
         body = payload_of(run.plan)
         method = load.method.upper()

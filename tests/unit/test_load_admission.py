@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from reconciler.load.admission import Caps, admit, payload_of, plan_problem
+from reconciler.load.admission import Caps, admit, payload_of, plan_problem, plan_qps
 from reconciler.ports import LoadPlan
 from reconciler.spec.model import Load, VersionLoad
 
@@ -79,3 +81,17 @@ def test_the_payload_file_wins_over_the_inline_payload() -> None:
     with_file = LoadPlan("r", "demo", inline.load, 10, payload=b"from the file")
     assert payload_of(with_file) == b"from the file"
     assert payload_of(plan("r")) is None
+
+
+def test_a_version_with_its_own_rate_counts_at_that_rate() -> None:
+    load = Load(
+        versions=(
+            VersionLoad("v1", "http://app-v1.shop.svc"),
+            VersionLoad("v2", "http://app-v2.shop.svc", qps=30.0),
+        ),
+        qps=8.0,
+    )
+    own = LoadPlan("shop/app@0123456789ab", "shop", load, 1.0)
+    assert plan_qps(own) == 38.0
+    zero = replace(load, versions=(VersionLoad("v1", "http://app-v1.shop.svc", qps=0.0),))
+    assert plan_problem(replace(own, load=zero), Caps()) is not None
