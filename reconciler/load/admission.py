@@ -55,11 +55,9 @@ def plan_problem(plan: LoadPlan, caps: Caps) -> str | None:  # noqa: PLR0911 - o
     names = [v.version for v in load.versions]
     if len(set(names)) != len(names):
         return "a version is named twice in the load"
-    for version in load.versions:
-        why = check_target(version.url, plan.namespace, caps.allowed_namespaces)
-        why = why or check_headers(version.headers)
-        if why:
-            return f"version {version.version}: {why}"
+    why = _targets_problem(plan, caps)
+    if why:
+        return why
     why = check_method(load.method) or _numbers_problem(plan)
     if why:
         return why
@@ -107,6 +105,20 @@ def admit(
         else:
             refused[run_id] = why
     return admitted, refused
+
+
+def _targets_problem(plan: LoadPlan, caps: Caps) -> str | None:
+    """Why a version's URL, its headers or the payload's URL may not be used."""
+    for version in plan.load.versions:
+        why = check_target(version.url, plan.namespace, caps.allowed_namespaces)
+        why = why or check_headers(version.headers)
+        if why:
+            return f"version {version.version}: {why}"
+    if plan.load.payload_url is not None:
+        why = check_target(plan.load.payload_url, plan.namespace, caps.allowed_namespaces)
+        if why:
+            return f"payloadURL: {why}"
+    return None
 
 
 def _numbers_problem(plan: LoadPlan) -> str | None:  # noqa: PLR0911 - one reason each

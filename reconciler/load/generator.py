@@ -59,7 +59,11 @@ class HttpLoad:
         self._caps = caps or Caps()
         self._lock = threading.Lock()
         self._shared = Shared(
-            resolver or SystemResolver(), frozenset(api_servers), self._refuse, self._record
+            resolver or SystemResolver(),
+            frozenset(api_servers),
+            self._refuse,
+            self._record,
+            payload_limit=self._caps.max_payload_bytes,
         )
         # guarded by _lock: what the caller sees
         self._accepted: dict[str, LoadPlan] = {}

@@ -40,6 +40,7 @@ import structlog
 from reconciler import __version__
 from reconciler.load.admission import payload_of
 from reconciler.load.pacing import Pacing
+from reconciler.load.payload import PayloadError, fetch
 from reconciler.load.resolver import Address, Resolver
 from reconciler.load.stats import VersionStats
 from reconciler.ports import LoadPlan
@@ -91,6 +92,8 @@ class Shared:
     record: Callable[[VersionStats, int | None, int], None]
     """``(stats, status, microseconds)``: one finished request (status None: no answer)."""
     tls_context: ssl.SSLContext | None = None
+    payload_limit: int = 1 << 20
+    """Bytes of a payload fetched from a ``payloadURL`` (``load.maxPayloadBytes``)."""
 
     def tls(self) -> ssl.SSLContext:
         """The one TLS context of every connection (made once: loading the CAs takes 20 ms)."""
@@ -112,6 +115,7 @@ class Run:
         if plan.active:
             self.active.set()
         self.senders: list[Sender] = []
+        self._payload: asyncio.Task[bytes] | None = None
         try:
             for version in plan.load.versions:
                 kept = None if plan.load.load_only else stats.get(version.version)
@@ -144,8 +148,32 @@ class Run:
         """Count one finished request (the generator takes its lock)."""
         self.shared.record(stats, status, micros)
 
+    async def body(self) -> bytes | None:
+        """What each request carries; a ``payloadURL`` is fetched once, for every version.
+
+        Raises:
+            PayloadError: the payload could not be fetched (the run is then refused).
+        """
+        url = self.plan.load.payload_url
+        if url is None:
+            return payload_of(self.plan)
+        if self._payload is None:
+            self._payload = asyncio.get_running_loop().create_task(
+                fetch(
+                    url,
+                    resolver=self.shared.resolver,
+                    api_servers=self.shared.api_servers,
+                    tls=self.shared.tls(),
+                    limit=self.shared.payload_limit,
+                    seconds=self.plan.load.timeout_seconds,
+                )
+            )
+        return await asyncio.shield(self._payload)
+
     async def stop(self) -> None:
         """Cancel every send and close every connection, within ``CLOSE_SECONDS``."""
+        if self._payload is not None:
+            self._payload.cancel()
         await asyncio.gather(*(s.stop() for s in self.senders), return_exceptions=True)
 
 
@@ -207,6 +235,13 @@ class Sender:
 
     async def _pace(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.run.plan.load.payload_url is not None:
+            try:
+                self.body = await self.run.body()
+            except PayloadError as exc:
+                self.refused = True
+                self.run.refuse(f"payloadURL: {exc}")
+                return
         # Each sender starts at its own phase within one send's gap, fixed by its name, so
         # that runs started together (a restart) do not all send in the same instant.
         spread = zlib.crc32(f"{self.run.run_id}/{self.version}".encode()) / 2**32

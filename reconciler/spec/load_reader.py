@@ -123,12 +123,14 @@ class LoadReader(GitOpsReader):
         self._unknown(node, at, _COLLECT_KEYS)
         payload_url = self._str(node, "payloadURL", at)
         if payload_url is not None:
-            raise self._error(
-                self._at(node, "payloadURL"),
-                f"'{at}.payloadURL' is not fetched: give the body inline as 'payloadStr', or "
-                "as a file of the Env repo with 'spec.load.payloadFile' (apiVersion "
-                "reconciler/v1alpha1)",
-            )
+            refused = check_target(payload_url, namespace, (ANY_NAMESPACE,))
+            if refused is not None:
+                raise self._error(
+                    self._at(node, "payloadURL"),
+                    f"'{at}.payloadURL': {refused}; only an in-cluster Service is fetched (or "
+                    "give the body inline as 'payloadStr', or as a file of the Env repo with "
+                    "'spec.load.payloadFile', apiVersion reconciler/v1alpha1)",
+                )
         time = self._str(node, "time", at)
         duration = go_duration(time) if time is not None else None
         if time is not None and not duration:
@@ -145,8 +147,10 @@ class LoadReader(GitOpsReader):
             duration_seconds=duration if requests is None else None,
             requests=requests if requests is not None or duration else 100,
             connections=self._int(node, "connections", at, 4, low=1, high=1024),
-            method="POST" if payload is not None else "GET",
-            payload=payload,
+            method="POST" if payload is not None or payload_url is not None else "GET",
+            # Iter8: payloadURL wins over payloadStr
+            payload=payload if payload_url is None else None,
+            payload_url=payload_url,
             content_type=self._str(node, "contentType", at),
             load_only=self._flag(node, "loadOnly", at),
         )

@@ -253,7 +253,10 @@ class Load:
     """Inline body (Iter8's ``payloadStr``); POST unless ``method`` says otherwise."""
     payload_file: str | None = None
     """A file of the Env repo (a path from the repository root), size-capped, read from
-    main when the run starts loading (Iter8's ``payloadURL`` when it names no host)."""
+    main when the run starts loading."""
+    payload_url: str | None = None
+    """Iter8's ``payloadURL``: fetched once per run from an in-cluster Service (checked as
+    the targets are), size-capped."""
     content_type: str | None = None
     timeout_seconds: float = 10.0
     load_only: bool = False

@@ -516,3 +516,46 @@ def test_a_failing_resolver_fails_its_requests_and_nothing_else(servers: dict[st
         wait_until(lambda: count(load, "v2", run="demo/broken@1") >= 5, "five failures counted")
         assert value(load, "v2", "error-rate", run="demo/broken@1") == 1.0
         wait_until(lambda: count(load, "v1") >= 5, "the other run loads")
+
+
+def test_a_payload_url_is_fetched_once_from_its_service_and_posted_to_every_version(
+    servers: dict[str, Server],
+) -> None:
+    hook = {
+        "v1.demo.svc": servers["v1"].port,
+        "v2.demo.svc": servers["v2"].port,
+        "payloads.demo.svc": servers["outside"].port,
+    }
+    with generator(hook) as load:
+        one = plan(
+            ("v1", "http://v1.demo.svc/"),
+            ("v2", "http://v2.demo.svc/"),
+            qps=10,
+            method="POST",
+            payload_url="http://payloads.demo.svc/order.json",
+        )
+        assert load.converge({RUN: one}) == {}
+        wait_until(lambda: count(load, "v1") >= 3 and count(load, "v2") >= 3, "both loaded")
+        fetched = [r for r in servers["outside"].requests if r.path == "/order.json"]
+        assert len(fetched) == 1  # once for the run, for every version
+        assert fetched[0].method == "GET"
+        for name in ("v1", "v2"):
+            posted = servers[name].requests[0]
+            assert (posted.method, posted.body) == ("POST", b"ok")  # the fetched body
+
+
+def test_a_payload_url_that_resolves_to_a_forbidden_address_refuses_the_run(
+    servers: dict[str, Server],
+) -> None:
+    hook = {"v1.demo.svc": servers["v1"].port}
+    dns = {"payloads.demo.svc": "169.254.169.254:80"}
+    with generator(hook, dns=dns) as load:
+        one = plan(("v1", "http://v1.demo.svc/"), qps=10, payload_url="http://payloads.demo.svc/p")
+        plans = {RUN: one}
+        assert load.converge(plans) == {}
+        wait_until(lambda: RUN in load.converge(plans), "the run refused after resolving")
+        assert "payloadURL" in load.converge(plans)[RUN]
+        assert "169.254.169.254" in load.converge(plans)[RUN]
+        assert servers["v1"].count == 0  # nothing was sent without its payload
+        outside = plan(("v1", "http://v1.demo.svc/"), qps=10, payload_url="http://10.0.0.1/p")
+        assert "payloadURL" in load.converge({RUN: outside})[RUN]

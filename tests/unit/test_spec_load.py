@@ -124,14 +124,24 @@ def test_other_tasks_are_never_run_and_said_so_once() -> None:
     assert "other than metrics/collect are never executed" in warnings[0]
 
 
-def test_a_payload_url_is_never_fetched() -> None:
+def test_a_payload_url_is_fetched_only_from_an_in_cluster_service() -> None:
+    inside = COLLECT.replace(
+        b"        with:\n",
+        b"        with:\n          payloadURL: http://payloads.shop.svc/order.json\n"
+        b"          payloadStr: ignored\n",
+    )
+    (experiment,) = load_experiments("e.yaml", HEAD + inside + TAIL).experiments
+    assert experiment.load is not None
+    assert experiment.load.payload_url == "http://payloads.shop.svc/order.json"
+    assert (experiment.load.method, experiment.load.payload) == ("POST", None)  # Iter8: URL wins
+    assert codec.from_data(codec.to_data(experiment)).load == experiment.load
     remote = COLLECT.replace(
         b"        with:\n", b"        with:\n          payloadURL: https://example.com/p.json\n"
     )
     result = load_experiments("e.yaml", HEAD + remote + TAIL)
     (error,) = result.errors
-    assert "'spec.strategy.actions.loop[0].with.payloadURL' is not fetched" in str(error)
-    assert "payloadStr" in str(error)
+    assert "'spec.strategy.actions.loop[0].with.payloadURL'" in str(error)
+    assert "only an in-cluster Service is fetched" in str(error)
 
 
 def test_targets_outside_the_cluster_are_refused_at_their_line() -> None:
