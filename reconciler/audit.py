@@ -19,7 +19,7 @@ from reconciler.engine import experiment
 from reconciler.engine.state import DUE, ExperimentState, from_json
 from reconciler.gitstore.state_branch import LIVE_DIR, archive_path, live_path
 from reconciler.gitstore.trailers import decode_mapping
-from reconciler.ports import EnvStore
+from reconciler.ports import CommitInfo, EnvStore
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,11 @@ def history(store: EnvStore, tip: str, key: str) -> list[Row]:
         if run and not run_id.endswith(f"@{run}"):
             continue
         state = _state_at(store, commit.id, namespace, name, run_id.partition("@")[2])
+        asked = commit.trailer(records.COMMAND)
+        if asked is not None and commit.trailer(records.PHASE) is None:
+            # a person's command (reconciler pause ...): it records no transition itself
+            rows.append(_asked(commit, asked, state.iteration if state else 0))
+            continue
         record = state.history[-1] if state and state.history else None
         current = record is not None and record.iteration == state.iteration if state else False
         rows.append(
@@ -94,6 +99,23 @@ def history(store: EnvStore, tip: str, key: str) -> list[Row]:
         )
     rows.reverse()
     return rows
+
+
+def _asked(commit: CommitInfo, verb: str, iteration: int) -> Row:
+    """The row of a person's command commit: what was asked, by whom (the subject says)."""
+    return Row(
+        time=datetime.fromtimestamp(commit.time, UTC).isoformat(),
+        commit=commit.id,
+        phase=f"asked: {verb}",
+        iteration=iteration,
+        weights={},
+        verdicts={},
+        metrics={},
+        summary=commit.subject,
+        skipped=None,
+        observed=None,
+        held=False,
+    )
 
 
 def _int(text: str | None) -> int | None:

@@ -8,11 +8,14 @@ weights.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from reconciler.cli.audit_cmds import history
 from reconciler.demo import scenario
 from reconciler.engine.state import Phase, from_json
 from reconciler.metrics.profile import Profile
@@ -366,3 +369,22 @@ def test_the_cli_signs_as_git_does(tmp_path: Path) -> None:
     assert verified.returncode == 0, verified.stderr
     world.tick()
     assert world.outcomes_on_main() == ["promoted"]
+
+
+def test_history_lists_what_was_asked_and_by_whom_beside_the_answers(tmp_path: Path) -> None:
+    world = BookinfoWorld(tmp_path)
+    world.tick()
+    world.tick()
+    assert world.command("pause", "--reason", "look at the dashboards")[0] == 0
+    world.tick()
+    result = CliRunner().invoke(history, [KEY, "--repo", world.harness.remote, "-o", "json"])
+    printed = result.stdout  # the JSON follows any log lines the test's logging printed
+    rows = json.loads(printed[printed.index("[\n") :])
+    asked = [r for r in rows if r["phase"].startswith("asked:")]
+    assert [r["phase"] for r in asked] == ["asked: pause"]
+    assert "pause asked by Alice Example" in asked[0]["summary"]
+    assert asked[0]["weights"] == {}
+    assert asked[0]["metrics"] == {}
+    answered = rows[rows.index(asked[0]) + 1]
+    assert answered["phase"] == "Progressing"
+    assert "paused by Alice Example" in answered["summary"]
