@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from reconciler.controller.isolation import Faults
-from reconciler.engine import commands
 from reconciler.engine.state import ExperimentState, Phase
 from reconciler.errors import ReconcilerError
 from reconciler.ports import EnvStore, LoadGenerator, LoadPlan, MetricValue
@@ -101,9 +100,4 @@ class Loads:
 
 def _active(state: ExperimentState) -> bool:
     """Whether the run sends requests now (not paused, held, or waiting for an approval)."""
-    return (
-        commands.running(state)
-        and state.phase is Phase.PROGRESSING
-        and state.paused is None
-        and state.held is None
-    )
+    return state.phase is Phase.PROGRESSING and state.paused is None and state.held is None

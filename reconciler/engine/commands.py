@@ -145,8 +145,6 @@ def _promote(
     winner, problem = _leader(state)
     if problem is not None and not command.force:
         return (*_refuse(state, command, f"{problem} (--force promotes anyway)", now), None)
-    if winner is None:
-        return (*_refuse(state, command, problem or "no version to promote", now), None)
     forced = problem is not None
     how = f"forced by {who} ({problem})" if forced else f"promoted by {who}"
     said = f": {command.reason}" if command.reason else ""
@@ -233,7 +231,7 @@ def _counts_as_approval(state: ExperimentState, command: Command) -> bool:
     return not state.spec.approval.require_signed or command.signer is not None
 
 
-def _leader(state: ExperimentState) -> tuple[str | None, str | None]:
+def _leader(state: ExperimentState) -> tuple[str, str | None]:
     """The version a promote ends the run with, and why it falls short of its objectives.
 
     The candidates that passed the last judged iteration, the one carrying most traffic
