@@ -11,7 +11,6 @@ carry the measured values, so ``history`` and ``report`` see them.
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import threading
 import time
@@ -104,7 +103,7 @@ class Revision:
     """A local HTTP server standing in for one Knative revision."""
 
     errors: float = 0.0
-    """Fraction of requests answered 503."""
+    """Fraction of requests answered 503, spread evenly (3 of every 10 at 0.3)."""
     delay: float = 0.0
     """Seconds each answer waits."""
     served: int = 0
@@ -119,9 +118,11 @@ def serve(revision: Revision) -> Iterator[int]:
         def do_GET(self) -> None:
             with lock:
                 revision.served += 1
+                n = revision.served
             if revision.delay:
                 time.sleep(revision.delay)
-            status = 503 if random.random() < revision.errors else 200  # noqa: S311 - a test
+            failing = int(n * revision.errors) > int((n - 1) * revision.errors)
+            status = 503 if failing else 200
             body = b"hello\n"
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
@@ -181,15 +182,26 @@ def world(tmp: Path, baseline_port: int, candidate_port: int) -> tuple[Harness, 
     return harness, load
 
 
-def run_to_the_outcome(harness: Harness, seconds: float = 60.0) -> None:
-    """Tick as a process with a 0.2 s timer would, until an outcome lands on main."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        report = harness.tick()
-        if any(t.state.phase.final for t, _ in report.recorded):
-            return
-        time.sleep(0.2)
-    pytest.fail("no outcome within the time the iterations need")
+def run_to_the_outcome(
+    tmp: Path, baseline_port: int, candidate_port: int, seconds: float = 60.0
+) -> tuple[Harness, str]:
+    """Tick as a process with a 0.2 s timer would, until an outcome lands on main.
+
+    Returns the world and the outcome's ``Rollout-Outcome``.
+    """
+    harness, load = world(tmp, baseline_port, candidate_port)
+    try:
+        deadline = time.monotonic() + seconds
+        while not any(t.state.phase.final for t, _ in harness.tick().recorded):
+            if time.monotonic() > deadline:
+                pytest.fail("no outcome within the time the iterations need")
+            time.sleep(0.2)
+    finally:
+        load.close()
+    outcome = git(
+        harness, "log", "-1", "--format=%(trailers:key=Rollout-Outcome,valueonly)", "main"
+    )
+    return harness, outcome.strip()
 
 
 def git(harness: Harness, *args: str) -> str:
@@ -209,15 +221,8 @@ def iteration_metrics(harness: Harness) -> list[dict[str, dict[str, float | None
 def test_a_healthy_candidate_is_promoted_on_built_in_metrics_alone(
     tmp_path: Path, baseline: tuple[Revision, int], candidate: tuple[Revision, int]
 ) -> None:
-    harness, load = world(tmp_path, baseline[1], candidate[1])
-    try:
-        run_to_the_outcome(harness)
-    finally:
-        load.close()
-    outcome = git(
-        harness, "log", "-1", "--format=%(trailers:key=Rollout-Outcome,valueonly)", "main"
-    )
-    assert outcome.strip() == "promoted"
+    harness, outcome = run_to_the_outcome(tmp_path, baseline[1], candidate[1])
+    assert outcome == "promoted"
     assert baseline[0].served > 100
     assert candidate[0].served > 100
     records = iteration_metrics(harness)
@@ -235,15 +240,8 @@ def test_a_candidate_answering_503s_is_rolled_back_and_never_promoted(
     tmp_path: Path, baseline: tuple[Revision, int], candidate: tuple[Revision, int]
 ) -> None:
     candidate[0].errors = 0.3
-    harness, load = world(tmp_path, baseline[1], candidate[1])
-    try:
-        run_to_the_outcome(harness)
-    finally:
-        load.close()
-    outcome = git(
-        harness, "log", "-1", "--format=%(trailers:key=Rollout-Outcome,valueonly)", "main"
-    )
-    assert outcome.strip() == "rolled-back"
+    harness, outcome = run_to_the_outcome(tmp_path, baseline[1], candidate[1])
+    assert outcome == "rolled-back"
     assert weight_at(harness.cluster, harness.refs, "sample-app-v2") == 0
     rates = [r["sample-app-v2"]["iter8-system/error-rate"] for r in iteration_metrics(harness)]
     assert rates
