@@ -30,6 +30,15 @@ def experiment(approval: str = "") -> bytes:
     return text
 
 
+def tick_until_awaiting_approval(world: BookinfoWorld, limit: int = 12) -> None:
+    """Tick until the run waits at its gate (its last iteration decided a promotion)."""
+    for _ in range(limit):
+        world.tick()
+        if world.phase() == Phase.AWAITING_APPROVAL.value:
+            return
+    pytest.fail(f"not awaiting approval after {limit} ticks: {world.phase()}")
+
+
 def test_abort_rolls_back_at_once_and_the_answer_cites_the_persons_commit(tmp_path: Path) -> None:
     world = BookinfoWorld(tmp_path)
     for _ in range(3):
@@ -122,11 +131,7 @@ def test_promote_ends_a_passing_run_early(tmp_path: Path) -> None:
 def test_a_promotion_waits_at_its_gate_until_approved(tmp_path: Path) -> None:
     gate = "  approval:\n    before: [promotion]\n    timeoutSeconds: 600\n"
     world = BookinfoWorld(tmp_path, file=experiment(gate))
-    for _ in range(12):
-        world.tick()
-        if world.phase() == Phase.AWAITING_APPROVAL.value:
-            break
-    assert world.phase() == Phase.AWAITING_APPROVAL.value
+    tick_until_awaiting_approval(world)
     held = world.harness.weight_of("productpage-candidate")
     for _ in range(5):
         world.tick(advance=10)
@@ -144,10 +149,7 @@ def test_a_promotion_waits_at_its_gate_until_approved(tmp_path: Path) -> None:
 def test_an_unanswered_gate_rolls_back_after_its_timeout(tmp_path: Path) -> None:
     gate = "  approval:\n    before: [promotion]\n    timeoutSeconds: 30\n"
     world = BookinfoWorld(tmp_path, file=experiment(gate))
-    for _ in range(12):
-        world.tick()
-        if world.phase() == Phase.AWAITING_APPROVAL.value:
-            break
+    tick_until_awaiting_approval(world)
     world.tick(advance=31)
     assert world.outcomes_on_main() == ["rolled-back"]
     assert world.harness.weight_of("productpage-candidate") == 0
@@ -355,10 +357,7 @@ def test_the_cli_signs_as_git_does(tmp_path: Path) -> None:
     gate = "  approval:\n    before: [promotion]\n    requireSigned: true\n"
     world = BookinfoWorld(tmp_path / "world", file=experiment(gate))
     world.harness.restart(verifier=AllowedSigners(allowed))
-    for _ in range(12):
-        world.tick()
-        if world.phase() == Phase.AWAITING_APPROVAL.value:
-            break
+    tick_until_awaiting_approval(world)
     assert world.command("approve", "--sign-key", str(key))[0] == 0
     asked = world.git("log", "-1", "--format=%H", "reconciler-state").strip()
     verified = subprocess.run(

@@ -21,6 +21,7 @@ from reconciler.notify.events import EventKind, events_of, kind_of, parse_kinds
 from reconciler.notify.message import Context, link, render, signature
 from reconciler.ports import Heads
 from reconciler.spec.model import Approval, GateName, OnTimeout
+from tests.unit.test_engine_commands import command as engine_command
 from tests.unit.test_engine_drift import drift
 from tests.unit.test_engine_experiment import BLOB, SPEC, Sample, observations, samples
 
@@ -37,16 +38,7 @@ def started(approval: Approval | None = None) -> engine.Transition:
 
 
 def command(state: ExperimentState, verb: str, *, force: bool = False) -> Command:
-    return Command(
-        path=f"commands/{state.key}/{verb}.json",
-        verb=verb,
-        experiment=state.key,
-        run_id=state.id,
-        commit="f" * 40,
-        author="Alice <alice@example.com>",
-        reason="looks fine",
-        force=force,
-    )
+    return engine_command(state, verb, reason="looks fine", force=force)
 
 
 def test_a_run_announces_its_start_each_iteration_and_its_promotion_once() -> None:
