@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,26 +37,29 @@ def e2e_prometheus(e2e_metrics: MetricsServer) -> Iterator[PrometheusServer]:
 
 
 @pytest.fixture
-def make_world(  # noqa: PLR0917 - pytest passes fixtures by name
-    tmp_path: Path,
+def world_options(
     kube_server: KubeServer,
     admin: Kube,
     git_daemon: GitDaemon,
     e2e_metrics: MetricsServer,
     e2e_prometheus: PrometheusServer,
-    namespace: str,
+) -> dict[str, Any]:
+    """The session's servers, as a ``World`` (or a subclass) takes them."""
+    return {
+        "kube_server": kube_server,
+        "admin": admin,
+        "git_daemon": git_daemon,
+        "metrics": e2e_metrics,
+        "prometheus": e2e_prometheus,
+    }
+
+
+@pytest.fixture
+def make_world(
+    tmp_path: Path, world_options: dict[str, Any], namespace: str
 ) -> Iterator[Callable[..., World]]:
     """``make_world(candidate=..., own_git_daemon=..., own_prometheus=...)``, once a test."""
     with one_world(
-        functools.partial(
-            World,
-            tmp_path,
-            kube_server=kube_server,
-            admin=admin,
-            git_daemon=git_daemon,
-            metrics=e2e_metrics,
-            prometheus=e2e_prometheus,
-            namespace=namespace,
-        )
+        functools.partial(World, tmp_path, namespace=namespace, **world_options)
     ) as make:
         yield make

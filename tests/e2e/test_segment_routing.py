@@ -11,15 +11,13 @@ handing the outcome to an Argo CD Application whose part the test plays: it sync
 from __future__ import annotations
 
 import functools
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reconciler.cluster.client import JSON_PATCH, MERGE_PATCH, Kube, KubeSettings, connect
+from reconciler.cluster.client import JSON_PATCH, MERGE_PATCH, KubeSettings, connect
 from reconciler.cluster.resources import ObjectRef
 from tests.e2e.envrepo import STATE
 from tests.e2e.segments import (
@@ -37,11 +35,9 @@ from tests.e2e.segments import (
     recipe_files,
     shares,
 )
+from tests.e2e.test_recipes import validate_strictly
 from tests.e2e.world import one_world
-from tests.fixtures.git import GitDaemon
-from tests.fixtures.kube import KubeServer, apply, ensure_namespace, load_yaml_text
-from tests.fixtures.prometheus import PrometheusServer
-from tests.sim.server import MetricsServer
+from tests.fixtures.kube import apply, ensure_namespace, load_yaml_text
 
 pytestmark = pytest.mark.e2e
 
@@ -53,45 +49,24 @@ DRIFT = {BASELINE: 70, CANDIDATE: 30}
 
 
 @pytest.fixture
-def make_segment_world(  # noqa: PLR0917 - pytest passes fixtures by name
-    tmp_path: Path,
-    kube_server: KubeServer,
-    admin: Kube,
-    git_daemon: GitDaemon,
-    e2e_metrics: MetricsServer,
-    e2e_prometheus: PrometheusServer,
+def make_segment_world(
+    tmp_path: Path, world_options: dict[str, Any]
 ) -> Iterator[Callable[..., SegmentWorld]]:
     """``make(variant=...)``, once a test."""
     with one_world(
-        functools.partial(
-            SegmentWorld,
-            tmp_path,
-            kube_server=kube_server,
-            admin=admin,
-            git_daemon=git_daemon,
-            metrics=e2e_metrics,
-            prometheus=e2e_prometheus,
-            namespace=NAMESPACE,
-        )
+        functools.partial(SegmentWorld, tmp_path, namespace=NAMESPACE, **world_options)
     ) as make:
         yield make
 
 
 def test_the_recipe_validates_strictly() -> None:
     files = sorted(str(p) for p in RECIPES.rglob("*.yaml"))
-    checked = subprocess.run(
-        [sys.executable, "-m", "reconciler", "validate", "--strict", *files],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert ": warning: " not in checked.stdout, checked.stdout
+    printed = validate_strictly(files)
     # Both experiment files were read as experiments: nothing, not even a note, about them
     # (every other file gets a note saying what it is instead).
     experiments = [f for f in files if f.endswith("/experiment.yaml")]
     assert len(experiments) == 2
-    assert not [f for f in experiments if f in checked.stdout], checked.stdout
+    assert not [f for f in experiments if f in printed], printed
 
 
 def synced_application(world: SegmentWorld) -> None:
