@@ -157,6 +157,16 @@ class Staging:
         self._repo.set_odb(odb)
         return packs
 
+    def add(self, kind: int, data: bytes, oid: bytes) -> None:
+        """Stage the object ``data`` of ``kind`` whose raw id, computed by the caller, is ``oid``.
+
+        For objects built outside libgit2 (``treeedit``): no existence check, no rescan of
+        the pack directory, as libgit2 makes for every object written through it. An object
+        staged twice is kept once; one already packed is staged again, and packed again
+        (harmless: a reader finds either copy).
+        """
+        self._memory.write_cb(pygit2.Oid(raw=oid), data, kind)
+
     @property
     def pending(self) -> int:
         """Objects written since the last ``pack()``."""

@@ -22,13 +22,20 @@ from reconciler.spec.repopath import split_path
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-__all__ = ["build_tree", "diff_paths", "split_path"]
+__all__ = ["Node", "build_tree", "diff_paths", "nest", "split_path"]
 
-_Node: TypeAlias = dict[str, "bytes | _Node | None"]
+Node: TypeAlias = dict[str, "bytes | Node | None"]
+"""Changes nested by directory: a name maps to new content, None (delete) or a ``Node``."""
 
 
-def _nest(changes: Mapping[str, bytes | None]) -> _Node:
-    root: _Node = {}
+def nest(changes: Mapping[str, bytes | None]) -> Node:
+    """``changes`` (path -> content) as nested directories, each path validated.
+
+    Raises:
+        ValueError: a path is invalid (see ``split_path``), runs through a file of the
+            same change set, or is both a file and a directory in it.
+    """
+    root: Node = {}
     for path, content in changes.items():
         parts = split_path(path)
         node = root
@@ -45,7 +52,7 @@ def _nest(changes: Mapping[str, bytes | None]) -> _Node:
 
 
 def _write(
-    repo: pygit2.Repository, tree: pygit2.Tree | None, node: _Node, prefix: str
+    repo: pygit2.Repository, tree: pygit2.Tree | None, node: Node, prefix: str
 ) -> pygit2.Oid | None:
     """Write ``tree`` with ``node``'s changes applied; None when the result is empty."""
     builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
@@ -77,7 +84,7 @@ def _write_subtree(
     *,
     existing: pygit2.Object | None,
     name: str,
-    node: _Node,
+    node: Node,
     path: str,
 ) -> None:
     if existing is not None and not isinstance(existing, pygit2.Tree):
@@ -100,7 +107,7 @@ def build_tree(
         ValueError: a path is invalid (see ``split_path``), is a directory, or runs
             through a file.
     """
-    written = _write(repo, base, _nest(changes), "")
+    written = _write(repo, base, nest(changes), "")
     return written if written is not None else repo.TreeBuilder().write()
 
 
