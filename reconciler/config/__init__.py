@@ -14,8 +14,10 @@ from reconciler.config.settings import (
     BY_NAME,
     FIELDS,
     LIMIT_SETTINGS,
+    PROCESS_WIDE,
     RESTART_ONLY,
     CredentialSettings,
+    FleetSettings,
     GitOpsSettings,
     KubernetesSettings,
     LeaderElectionSettings,
@@ -30,17 +32,28 @@ from reconciler.config.settings import (
     lease_timing_problem,
     restart_needed,
 )
-from reconciler.config.sources import ConfigError, build, from_environment, read_file
+from reconciler.config.sources import (
+    REPOS_KEY,
+    ConfigError,
+    build,
+    entry_settings,
+    from_environment,
+    read_file,
+    repo_key,
+)
 
 __all__ = [
     "BY_NAME",
     "ENV_PREFIX",
     "FIELDS",
     "LIMIT_SETTINGS",
+    "PROCESS_WIDE",
+    "REPOS_KEY",
     "RESTART_ONLY",
     "ConfigError",
     "CredentialSettings",
     "Field",
+    "FleetSettings",
     "GitOpsSettings",
     "KubernetesSettings",
     "LeaderElectionSettings",
@@ -54,10 +67,12 @@ __all__ = [
     "build",
     "click_options",
     "describe",
+    "entry_settings",
     "from_environment",
     "given",
     "lease_timing_problem",
     "read_file",
+    "repo_key",
     "restart_needed",
     "with_settings",
 ]

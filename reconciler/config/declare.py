@@ -18,6 +18,8 @@ from typing import Any
 ENV_PREFIX = "RECONCILER_"
 KINDS = frozenset({"str", "path", "int", "float", "bool", "list", "map"})
 _META = "setting"
+ENTRIES = "entries"
+"""Metadata marking a field of ``Settings`` that holds whole entries, not one setting."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def declared(settings_type: type) -> tuple[Field, ...]:
     """Every setting of ``settings_type``, in declaration order, groups walked."""
     found: list[Field] = []
     for top in fields(settings_type):
+        if top.metadata.get(ENTRIES):
+            continue
         if _META in top.metadata:
             found.append(_field(top, None))
             continue

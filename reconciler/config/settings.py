@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.config.declare import Field, declared, setting
+from reconciler.config.declare import ENTRIES, Field, declared, setting
 from reconciler.ports import DEFAULT_STATE_BRANCH
 from reconciler.spec.limits import Limits
 
@@ -437,6 +437,41 @@ class LoadSettings:
 
 
 @dataclass(frozen=True)
+class FleetSettings:
+    """Many Env repos in one process: its workers, its bound, and discovery from the cluster."""
+
+    workers: int = setting(
+        "fleet_workers",
+        "fleet.workers",
+        "int",
+        "Threads that tick Env repos at once; a repo whose Git server hangs holds one.",
+        default=4,
+    )
+    max_repos: int = setting(
+        "fleet_max_repos",
+        "fleet.maxRepos",
+        "int",
+        "At most this many Env repos (listed and discovered); the rest are refused and named.",
+        default=500,
+    )
+    discovery: bool = setting(
+        "discovery",
+        "discovery.enabled",
+        "bool",
+        "Serve every Argo CD Application and Flux GitRepository annotated "
+        "reconciler.gitops.io/enabled=true as an Env repo.",
+        default=False,
+    )
+    discovery_interval: float = setting(
+        "discovery_interval",
+        "discovery.interval",
+        "float",
+        "Seconds between two listings of the annotated Applications and GitRepositories.",
+        default=60.0,
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """The validated configuration: one group per concern (see each group's fields)."""
 
@@ -451,6 +486,7 @@ class Settings:
     notify: NotifySettings = field(default_factory=NotifySettings)
     load: LoadSettings = field(default_factory=LoadSettings)
     limits: Limits = field(default_factory=Limits)
+    fleet: FleetSettings = field(default_factory=FleetSettings)
     failpoints: tuple[str, ...] = setting(
         "failpoints",
         "failpoints",
@@ -460,6 +496,15 @@ class Settings:
         "after-cleanup-push.",
         default=(),
     )
+    repos: tuple[Settings, ...] = field(default=(), metadata={ENTRIES: True})
+    """The Env repos of the config file's ``repos:`` list, each with every setting resolved
+    (its entry over the global ones); empty when the process serves ``repo`` alone."""
+
+    def served(self) -> tuple[Settings, ...]:
+        """The settings of each Env repo this configuration names (discovery aside)."""
+        if self.repos:
+            return self.repos
+        return (self,) if self.repo.url else ()
 
 
 FIELDS: tuple[Field, ...] = declared(Settings)
@@ -475,7 +520,6 @@ def describe(name: str) -> str:
 
 
 RESTART_ONLY = (
-    "repo",
     "leader_election",
     "lease_duration",
     "renew_deadline",
@@ -485,9 +529,18 @@ RESTART_ONLY = (
     "http_read_timeout",
     "http_max_connections",
     "webhook_secret_file",
+    "fleet_workers",
+    "cache_dir",
 )
-"""Settings a running process cannot change: the Leases, the watch on a local repo and the
-HTTP server are made from them once. A reload that changes one is refused as a whole."""
+"""Settings a running process cannot change: the Leases, the worker pool, the caches and the
+HTTP server are made from them once. A reload that changes one is refused as a whole (the
+Env repos themselves, ``repo`` and ``repos:``, change without a restart)."""
+
+PROCESS_WIDE = frozenset(
+    {"kubeconfig", "kube_context", "namespace", "cache_dir", "failpoints"}
+    | {f.name for f in FIELDS if f.group in {"server", "leader_election", "log", "load", "fleet"}}
+)
+"""Settings of the process, not of one Env repo: an entry of ``repos:`` cannot set them."""
 
 
 def restart_needed(old: Settings, new: Settings) -> list[str]:

@@ -19,9 +19,18 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from reconciler.config.declare import Field
-from reconciler.config.settings import BY_NAME, FIELDS, Settings, lease_timing_problem
+from reconciler.config.settings import (
+    BY_NAME,
+    FIELDS,
+    PROCESS_WIDE,
+    Settings,
+    lease_timing_problem,
+)
 from reconciler.errors import PermanentError
 from reconciler.spec.weightpolicy import RuleError, policy_from_settings
+
+REPOS_KEY = "repos"
+"""The config file's list of Env repos, one entry each, shaped like the file itself."""
 
 
 class ConfigError(PermanentError):
@@ -43,8 +52,16 @@ def read_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: must be a mapping of settings")
     found: dict[str, Any] = {}
+    entries = data.pop(REPOS_KEY, None)
     known_paths = {f.file_path: f.name for f in FIELDS}
-    _collect(data, (), known_paths, found, path)
+    _collect(data, (), known_paths, found, f"config file {path}")
+    if entries is not None:
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ConfigError(
+                f"config file {path}: {REPOS_KEY} must be a list of mappings, one per Env "
+                "repo, each with at least 'repo: URL'"
+            )
+        found[REPOS_KEY] = entries
     return found
 
 
@@ -53,17 +70,17 @@ def _collect(
     prefix: tuple[str, ...],
     known: dict[tuple[str, ...], str],
     found: dict[str, Any],
-    path: Path,
+    where: str,
 ) -> None:
     for key, value in node.items():
         here = (*prefix, str(key))
         if here in known:
             found[known[here]] = value
         elif isinstance(value, dict) and any(k[: len(here)] == here for k in known):
-            _collect(value, here, known, found, path)
+            _collect(value, here, known, found, where)
         else:
             raise ConfigError(
-                f"config file {path}: unknown setting {'.'.join(here)!r} (known: "
+                f"{where}: unknown setting {'.'.join(here)!r} (known: "
                 f"{', '.join(sorted('.'.join(p) for p in known))})"
             )
 
@@ -95,20 +112,124 @@ def build(
         ("flag", flags),
     ]
     values: dict[str, Any] = {}
+    entries: list[dict[str, Any]] = []
     for source, layer in layers:
         for name, raw in layer.items():
             if raw is None or (only is not None and name not in only):
+                continue
+            if name == REPOS_KEY and source.startswith("config file"):
+                entries = raw
                 continue
             spec = BY_NAME.get(name)
             if spec is None:
                 raise ConfigError(f"{source}: unknown setting {name!r}")
             values[name] = _parse(spec, raw, source)
-    if (only is None or "repo" in only) and not values.get("repo"):
-        where = " or 'repo' in the config file" if only is None else ""
-        raise ConfigError(f"no Env repo: give --repo or RECONCILER_REPO{where}")
+    _require_repo(values, entries, only)
     settings = assemble(values)
     check(settings)
+    return _with_entries(settings, entries, f"config file {file}") if entries else settings
+
+
+def _require_repo(
+    values: Mapping[str, Any], entries: list[Any], only: Collection[str] | None
+) -> None:
+    """Refuse a configuration that names no Env repo, or names one both ways."""
+    if only is not None:
+        if "repo" in only and not values.get("repo"):
+            raise ConfigError("no Env repo: give --repo or RECONCILER_REPO")
+        return
+    if entries and values.get("repo"):
+        raise ConfigError(
+            f"both repo and {REPOS_KEY} are set: list the first repo in {REPOS_KEY} too, "
+            "and drop --repo / RECONCILER_REPO / 'repo'"
+        )
+    if not (entries or values.get("repo") or values.get("discovery")):
+        raise ConfigError(
+            "no Env repo: give --repo or RECONCILER_REPO, 'repo' or a 'repos' list in the "
+            "config file, or enable discovery (--discovery / discovery.enabled)"
+        )
+
+
+def _with_entries(settings: Settings, entries: list[Any], where: str) -> Settings:
+    """``settings`` with the Env repos of the file's ``repos:`` list, each resolved."""
+    repos = tuple(
+        entry_settings(settings, entry, f"{where}: {REPOS_KEY}[{i}]")
+        for i, entry in enumerate(entries)
+    )
+    refuse_duplicates(repos, where)
+    if len(repos) > settings.fleet.max_repos:
+        raise ConfigError(
+            f"{where}: {len(repos)} repos listed, more than fleet_max_repos "
+            f"({settings.fleet.max_repos}): raise it or split the fleet"
+        )
+    return dataclasses.replace(settings, repos=repos)
+
+
+def entry_settings(base: Settings, entry: Mapping[str, Any], where: str) -> Settings:
+    """The settings of one Env repo: ``entry`` (shaped like the config file) over ``base``.
+
+    An entry may set every setting but the process's own (``PROCESS_WIDE``); it must name
+    its ``repo``.
+
+    Raises:
+        ConfigError: an unknown or process-wide key, a value that does not parse, settings
+            that cannot work together, or no ``repo``; the message starts with ``where``.
+    """
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: must be a mapping of settings with at least 'repo: URL'")
+    known = {f.file_path: f.name for f in FIELDS if f.name not in PROCESS_WIDE}
+    for spec in FIELDS:
+        if spec.name in PROCESS_WIDE and _lookup(entry, spec.file_path) is not None:
+            raise ConfigError(
+                f"{where}: {spec.key} is a setting of the whole process, not of one repo: "
+                "set it at the top of the config file"
+            )
+    found: dict[str, Any] = {}
+    _collect(dict(entry), (), known, found, where)
+    if not str(found.get("repo") or "").strip():
+        raise ConfigError(f"{where}: no 'repo': name the Env repo's URL")
+    values = {f.name: f.value(base) for f in FIELDS}
+    for name, raw in found.items():
+        if raw is not None:
+            values[name] = _parse(BY_NAME[name], raw, where)
+    try:
+        settings = assemble(values)
+        check(settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} ({values['repo']}): {exc}") from None
     return settings
+
+
+def _lookup(node: Mapping[str, Any], path: tuple[str, ...]) -> Any:  # noqa: ANN401
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def refuse_duplicates(repos: Collection[Settings], where: str) -> None:
+    """Refuse two entries for one Env repo (each would race the other's pushes).
+
+    Raises:
+        ConfigError: naming the repo listed twice.
+    """
+    seen: set[str] = set()
+    for repo in repos:
+        key = repo_key(repo.repo.url)
+        if key in seen:
+            raise ConfigError(f"{where}: {repo.repo.url} is listed twice; keep one entry")
+        seen.add(key)
+
+
+def repo_key(url: str) -> str:
+    """How two spellings of one repo URL compare (case of the host, a trailing slash or .git)."""
+    text = url.strip().rstrip("/").removesuffix(".git")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}{slash}{path}"
 
 
 def assemble(values: Mapping[str, Any]) -> Settings:
@@ -204,6 +325,9 @@ def check(settings: Settings) -> None:
     server = settings.server
     checks: list[tuple[bool, str]] = [
         (settings.repo.interval > 0, "interval must be above 0 seconds"),
+        (settings.fleet.workers >= 1, "fleet_workers must be at least 1"),
+        (settings.fleet.max_repos >= 1, "fleet_max_repos must be at least 1"),
+        (settings.fleet.discovery_interval > 0, "discovery_interval must be above 0 seconds"),
         (settings.prometheus.timeout > 0, "prometheus_timeout must be above 0 seconds"),
         (timing is None, timing or ""),
         (
