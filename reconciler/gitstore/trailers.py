@@ -137,3 +137,20 @@ def decode_mapping(text: str) -> dict[str, str]:
             raise ValueError(f"key {key!r} repeats in {text!r}")
         result[key] = value
     return result
+
+
+def add_trailers(message: str, trailers: Sequence[tuple[str, str]]) -> str:
+    """``message`` with ``trailers`` at the end of its trailer paragraph (a new one if none).
+
+    Raises:
+        ValueError: a key or value ``format_message`` would refuse.
+    """
+    for key, value in trailers:
+        _check_key(key)
+        _check_value(key, value)
+    if not trailers:
+        return message
+    lines = "\n".join(f"{key}: {value}" for key, value in trailers)
+    text = message.rstrip("\n")
+    glue = "\n" if parse_trailers(message) else "\n\n"
+    return f"{text}{glue}{lines}\n"
