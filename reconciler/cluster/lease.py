@@ -11,7 +11,7 @@ renew stops acting on a repo before anyone else could take it over. Each tick ta
 most one free Lease, so replicas that start together spread the repos between them.
 
 Replicas that start apart are balanced too: each one writes a heartbeat into one shared
-Lease of the repo set (``<prefix>-members-<hash of the repos>``, an annotation per replica,
+Lease (``<prefix>-members``, an annotation per replica,
 so no ``list`` permission is needed) and counts the replicas whose heartbeat it saw change
 within the Lease duration. A replica takes a free Lease only while it holds fewer than its
 fair share (the repos divided by the replicas, rounded up) and hands one back (stopping
@@ -116,6 +116,8 @@ class LeaseRecord:
     renew_time: str | None
     transitions: int
     resource_version: str
+    uid: str = ""
+    """The Lease object's uid: a deleted and recreated Lease counts its terms afresh."""
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> LeaseRecord:
@@ -127,6 +129,7 @@ class LeaseRecord:
             renew_time=spec.get("renewTime"),
             transitions=int(spec.get("leaseTransitions") or 0),
             resource_version=str((obj.get("metadata") or {}).get("resourceVersion", "")),
+            uid=str((obj.get("metadata") or {}).get("uid", "")),
         )
 
     @property
@@ -162,6 +165,8 @@ def decide(record: LeaseRecord | None, me: str, observed_at: float, now: float) 
 class _Held:
     observed: tuple[tuple[str, int, str | None, int], float] | None = None
     valid_until: float = -math.inf
+    term: tuple[str, int] | None = None
+    """(uid, ``leaseTransitions``) of the Lease as we last wrote it (None: never held)."""
 
 
 @dataclass
@@ -183,9 +188,32 @@ class RepoLeases:
     """(repo, when on ``clock``) for each Lease handed back: this replica stopped acting
     on the repo then, before the Lease was freed for another."""
     _beats: int = field(default=0, init=False, repr=False)
+    _started: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._state = {repo: _Held() for repo in self.repos}
+
+    def set_repos(self, repos: Iterable[str]) -> None:
+        """Serve ``repos`` from now on: new ones are contended for, dropped ones handed back."""
+        wanted = tuple(dict.fromkeys(repos))
+        with self._lock:
+            dropped = [repo for repo in self.repos if repo not in wanted]
+        if dropped:
+            self.release(dropped)
+        with self._lock:
+            for repo in wanted:
+                self._state.setdefault(repo, _Held())
+            for repo in dropped:
+                self._state.pop(repo, None)
+            self.repos = wanted
+
+    def term(self, repo: str) -> tuple[str, int] | None:
+        """(Lease uid, our term) on ``repo`` while we may act on it (None: we may not)."""
+        with self._lock:
+            held = self._state.get(repo)
+            if held is None or self.clock() >= held.valid_until:
+                return None
+            return held.term
 
     def ref(self, repo: str) -> ObjectRef:
         """The Lease of ``repo``."""
@@ -195,7 +223,8 @@ class RepoLeases:
     def holds(self, repo: str) -> bool:
         """Whether this replica may act on ``repo`` now (its renewal is recent enough)."""
         with self._lock:
-            return self.clock() < self._state[repo].valid_until
+            held = self._state.get(repo)
+            return held is not None and self.clock() < held.valid_until
 
     def held(self) -> frozenset[str]:
         """The repos this replica may act on now."""
@@ -204,18 +233,24 @@ class RepoLeases:
     def valid_until(self, repo: str) -> float:
         """Until when (on ``clock``) this replica may act on ``repo`` (-inf: not at all)."""
         with self._lock:
-            return self._state[repo].valid_until
+            held = self._state.get(repo)
+            return -math.inf if held is None else held.valid_until
 
     def tick(self) -> frozenset[str]:
         """Renew what we hold, take a free Lease while under our share; return what we hold.
 
-        At most one Lease is taken per tick; while over our fair share, one is handed back.
+        For the first Lease duration at most one Lease is taken per tick, then as many as
+        our share lacks; while over our fair share, one is handed back.
         """
+        if self._started is None:
+            self._started = self.clock()
         share = self.fair_share()
         holding = len(self.held())
+        warmed = self.clock() - self._started >= self.settings.lease_duration
+        budget = max(1, share - holding) if warmed else 1
         taken = 0
         for repo in self._order():
-            step = self._attempt(repo, may_take=taken == 0, over_share=holding + taken >= share)
+            step = self._attempt(repo, may_take=taken < budget, over_share=holding + taken >= share)
             taken += step in {Step.CREATE, Step.TAKE}
         held = self.held()
         if len(held) > share:
@@ -255,7 +290,9 @@ class RepoLeases:
             self._leave()
         chosen = list(repos) if repos is not None else list(self.repos)
         with self._lock:
-            ours = [r for r in chosen if self._state[r].valid_until > -math.inf]
+            ours = [
+                r for r in chosen if r in self._state and self._state[r].valid_until > -math.inf
+            ]
             stopped = self.clock()
             for repo in ours:
                 self._state[repo].valid_until = -math.inf
@@ -277,9 +314,9 @@ class RepoLeases:
     def members_ref(self) -> ObjectRef:
         """The Lease that carries the heartbeats of every replica serving these repos."""
         namespace = self.settings.namespace or self.kube.namespace
-        digest = hashlib.sha256("\n".join(sorted(self.repos)).encode()).hexdigest()[:10]
-        name = f"{self.settings.name_prefix}-members-{digest}"
-        return ObjectRef(LEASE_API, "Lease", name, namespace)
+        # one per deployment (its prefix), not per repo set: replicas that see different
+        # sets for a moment (a config change, a discovery) still count each other
+        return ObjectRef(LEASE_API, "Lease", f"{self.settings.name_prefix}-members", namespace)
 
     def _heartbeat(self) -> int:
         """Write our heartbeat; return how many replicas (ourselves included) are alive.
@@ -386,26 +423,36 @@ class RepoLeases:
             log.warning("lease_attempt_failed", repo=clean_url(repo), error=str(exc))
             return Step.WAIT
         with self._lock:
-            newly = self._state[repo].valid_until <= self.clock()
-            self._state[repo].valid_until = started + self.settings.renew_deadline
+            held = self._state.get(repo)
+            if held is None:  # dropped from the set meanwhile: hand it back at once
+                return step
+            newly = held.valid_until <= self.clock()
+            held.valid_until = started + self.settings.renew_deadline
         if newly:
             log.info("lease_acquired", repo=clean_url(repo), identity=self.identity)
         return step
 
     def _observe(self, repo: str, record: LeaseRecord | None, at: float) -> float:
         with self._lock:
-            held = self._state[repo]
+            held = self._state.get(repo)
+            if held is None:  # dropped from the set meanwhile
+                return at
             if record is None:
                 held.observed = None
                 return at
             if held.observed is None or held.observed[0] != record.key:
                 held.observed = (record.key, at)
+            if record.holder == self.identity:
+                held.term = (record.uid, record.transitions)
             return held.observed[1]
 
     def _lose(self, repo: str, holder: str) -> None:
         with self._lock:
-            was_ours = self._state[repo].valid_until > -math.inf
-            self._state[repo].valid_until = -math.inf
+            held = self._state.get(repo)
+            if held is None:
+                return
+            was_ours = held.valid_until > -math.inf
+            held.valid_until = -math.inf
         if was_ours:
             log.warning("lease_lost", repo=clean_url(repo), holder=holder)
 
