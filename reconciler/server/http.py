@@ -1,10 +1,11 @@
 """The HTTP server: /metrics, /healthz, /readyz and /webhook, on one port, in a thread.
 
-``/healthz`` answers 200 while the process lives. ``/readyz`` answers 200 when the last
-tick succeeded recently (within ``stale_after`` seconds), 503 otherwise, with a JSON body
-naming the age of that tick, the last error and this replica's role for each Env repo
-(``leader``, ``follower`` or ``single`` without leader election). ``/webhook`` verifies
-GitHub and GitLab push events (``reconciler.server.webhook``) and asks for a tick; it is
+``/healthz`` answers 200 while the process lives. ``/readyz`` answers 200 when some repo's
+tick succeeded recently (``reconciler.server.health``), 503 otherwise, with a JSON body
+naming the age of that tick, the last error and, for each Env repo, this replica's role
+(``leader``, ``follower`` or ``single`` without leader election) and its own health.
+``/webhook`` verifies GitHub and GitLab push events (``reconciler.server.webhook``) and
+asks for a tick of the repos the event names (every repo when it names none); it is
 404 when no secret is configured; a delivery seen before (by its id) is answered
 "duplicate delivery" and asks for nothing. Connections are bounded in number and in time
 (``reconciler.server.connections``): slow clients cost at most ``max_connections``
@@ -20,7 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -37,50 +38,12 @@ from reconciler.server.connections import (
     SocketWriter,
     body_length,
 )
+from reconciler.server.health import Health
 from reconciler.server.telemetry import Telemetry
 
 log = structlog.get_logger("reconciler.server")
 MAX_BODY = 5 * 1024 * 1024
 """Largest webhook body read: a push event is a few KB (a few hundred KB for large pushes)."""
-
-
-@dataclass
-class Health:
-    """What /readyz reports; updated by the loop, read by the server (thread-safe)."""
-
-    stale_after: float
-    last_ok: float | None = None
-    last_error: str | None = None
-    roles: dict[str, str] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def tick_succeeded(self, now: float) -> None:
-        """Record a tick that ended well."""
-        with self._lock:
-            self.last_ok = now
-            self.last_error = None
-
-    def tick_failed(self, error: str) -> None:
-        """Record a tick that raised."""
-        with self._lock:
-            self.last_error = error
-
-    def set_role(self, repo: str, role: str) -> None:
-        """``leader``, ``follower`` or ``single`` for one Env repo."""
-        with self._lock:
-            self.roles[repo] = role
-
-    def report(self, now: float) -> tuple[bool, dict[str, Any]]:
-        """Whether the process is ready, and the details."""
-        with self._lock:
-            age = None if self.last_ok is None else round(now - self.last_ok, 3)
-            ready = age is not None and age <= self.stale_after
-            return ready, {
-                "ready": ready,
-                "lastSuccessfulTickAgeSeconds": age,
-                "lastError": self.last_error,
-                "roles": dict(self.roles),
-            }
 
 
 @dataclass(frozen=True)
@@ -108,7 +71,7 @@ class HttpServer:
         telemetry: Telemetry,
         health: Health,
         clock: Callable[[], float],
-        on_push: Callable[[], None],
+        on_push: Callable[[tuple[str, ...]], object],
         webhook_secret_file: Path | None,
         limits: Limits,
     ) -> None:
@@ -175,7 +138,7 @@ class HttpServer:
             "webhook", status=verdict.status, result=verdict.message, delivery=verdict.delivery
         )
         if verdict.tick:
-            self._on_push()
+            self._on_push(verdict.repos)
         return verdict.status, (verdict.message + "\n").encode(), "text/plain"
 
     def _serve_connection(self, sock: socket.socket, client: tuple[str, int]) -> None:

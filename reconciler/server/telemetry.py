@@ -54,35 +54,35 @@ class CacheStats(Protocol):
 
 
 class _CacheCollector(Collector):
-    """Reads the cache's figures at each scrape (a directory listing: cheap)."""
+    """Reads each repo's cache figures at each scrape (a directory listing: cheap)."""
 
     def __init__(self) -> None:
-        self.read: Callable[[], tuple[str, CacheStats]] | None = None
+        self.reads: dict[str, Callable[[], CacheStats]] = {}
+        """Bounded by the repos served: a repo no longer served is dropped (``forget``)."""
 
     def collect(self) -> Iterator[Metric]:
-        if self.read is None:
-            return
-        repo, stats = self.read()
         size = GaugeMetricFamily(
             "reconciler_git_cache_bytes", "Bytes of the Git cache's packs on disk.", labels=["repo"]
         )
-        size.add_metric([repo], stats.bytes)
         packs = GaugeMetricFamily(
             "reconciler_git_cache_packs", "Pack files in the Git cache.", labels=["repo"]
         )
-        packs.add_metric([repo], stats.packs)
         upkeep = CounterMetricFamily(
             "reconciler_git_cache_maintenance",
             "Upkeep of the Git cache by kind: merged (small packs into one), repacked "
             "(everything reachable into one pack, the rest dropped), failed.",
             labels=["repo", "kind"],
         )
-        for kind, count in (
-            ("merged", stats.merges),
-            ("repacked", stats.repacks),
-            ("failed", stats.failures),
-        ):
-            upkeep.add_metric([repo, kind], count)
+        for repo, read in sorted(dict(self.reads).items()):
+            stats = read()
+            size.add_metric([repo], stats.bytes)
+            packs.add_metric([repo], stats.packs)
+            for kind, count in (
+                ("merged", stats.merges),
+                ("repacked", stats.repacks),
+                ("failed", stats.failures),
+            ):
+                upkeep.add_metric([repo, kind], count)
         yield from (size, packs, upkeep)
 
 
@@ -174,6 +174,13 @@ class Telemetry:
             ["repo"],
             registry=r,
         )
+        self.repo_failures = Gauge(
+            "reconciler_repo_failures",
+            "Ticks in a row that failed for the repo (0: its last tick went well); from 3 on "
+            "its circuit is open and it is tried again after a backoff.",
+            ["repo"],
+            registry=r,
+        )
         self.notifications = Counter(
             "reconciler_notifications_total",
             "Notifications by target (webhook, apprise-N) and result: sent, failed (refused, "
@@ -183,9 +190,32 @@ class Telemetry:
             registry=r,
         )
 
-    def watch_cache(self, read: Callable[[], tuple[str, CacheStats]]) -> None:
-        """Export the cache figures ``read`` gives (the repo, its stats) at every scrape."""
-        self._cache.read = read
+    def watch_cache(self, repo: str, read: Callable[[], CacheStats]) -> None:
+        """Export the cache figures ``read`` gives for ``repo`` at every scrape."""
+        self._cache.reads[repo] = read
+
+    def forget(self, repo: str) -> None:
+        """Drop every series of a repo no longer served, so labels stay bounded by the fleet."""
+        self._cache.reads.pop(repo, None)
+        for metric in self._by_repo:
+            # prometheus-client lists a metric's children only through its collect()
+            for family in metric.collect():
+                stale = {
+                    tuple(sample.labels[name] for name in metric._labelnames)  # noqa: SLF001
+                    for sample in family.samples
+                    if sample.labels.get("repo") == repo
+                }
+                for labels in stale:
+                    metric.remove(*labels)
+        self._corrected = {c for c in self._corrected if c[0] != repo}
+
+    @property
+    def _by_repo(self) -> tuple[Counter | Gauge | Histogram, ...]:
+        return (
+            self.tick_phase, self.tick_duration, self.ticks, self.experiments, self.pushes,
+            self.promotions, self.weight_corrections, self.experiment_errors, self.held,
+            self.leader, self.notifications, self.repo_failures,
+        )  # fmt: skip
 
     def count_corrections(self, repo: str, corrected: Iterable[str], live: Iterable[str]) -> None:
         """Count a correction for each of ``corrected``; drop the series of the others gone.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ class Verdict:
     tick: bool = False
     delivery: str | None = None
     """The sender's delivery id, for the log (only once the request is verified)."""
+    repos: tuple[str, ...] = ()
+    """The repository URLs a verified push names (none: it names no repository)."""
 
 
 class Deliveries:
@@ -89,7 +92,41 @@ def judge(
         return verdict
     if not deliveries.first_time(delivery):
         return Verdict(200, "duplicate delivery, ignored", delivery=delivery)
-    return Verdict(verdict.status, verdict.message, verdict.tick, delivery)
+    repos = named_repos(body) if verdict.tick else ()
+    return Verdict(verdict.status, verdict.message, verdict.tick, delivery, repos)
+
+
+_URL_FIELDS = {
+    # GitHub (and Gitea, Forgejo, Gogs: the same names)
+    "repository": ("clone_url", "ssh_url", "git_url", "html_url", "url"),
+    # GitLab
+    "project": ("git_http_url", "git_ssh_url", "web_url", "http_url", "ssh_url"),
+}
+MAX_URL = 2048
+
+
+def named_repos(body: bytes) -> tuple[str, ...]:
+    """The repository URLs a push event's JSON names (bounded; none when it is not JSON).
+
+    Only called on a verified body, so its content is the Git host's; still, only a few
+    short strings are kept.
+    """
+    try:
+        event = json.loads(body)
+    except (ValueError, RecursionError):
+        return ()
+    if not isinstance(event, dict):
+        return ()
+    found: list[str] = []
+    for section, names in _URL_FIELDS.items():
+        part = event.get(section)
+        if not isinstance(part, dict):
+            continue
+        for name in names:
+            value = part.get(name)
+            if isinstance(value, str) and 0 < len(value) <= MAX_URL and value not in found:
+                found.append(value)
+    return tuple(found)
 
 
 def _github(headers: Mapping[str, str], body: bytes, secret: bytes) -> Verdict:

@@ -23,7 +23,8 @@ import pytest
 import structlog
 
 from reconciler import logs
-from reconciler.server.http import MAX_BODY, Health, HttpServer, Limits
+from reconciler.server.health import Health
+from reconciler.server.http import MAX_BODY, HttpServer, Limits
 from reconciler.server.telemetry import Telemetry
 from reconciler.testing import DrivenClock
 
@@ -42,6 +43,7 @@ class Served:
         self.telemetry = Telemetry()
         self.health = Health(stale_after=60)
         self.pushes = 0
+        self.named: list[tuple[str, ...]] = []
         self.secret = tmp / "webhook-secret"
         self.secret.write_bytes(SECRET)
         self.limits = limits
@@ -55,8 +57,9 @@ class Served:
             limits=limits,
         )
 
-    def pushed(self) -> None:
+    def pushed(self, repos: tuple[str, ...]) -> None:
         self.pushes += 1
+        self.named.append(repos)
 
     def request(
         self,

@@ -36,7 +36,7 @@ def samples(telemetry: Telemetry) -> dict[tuple[str, tuple[tuple[str, str], ...]
 
 def test_the_process_memory_descriptors_and_cache_are_exported() -> None:
     telemetry = Telemetry()
-    telemetry.watch_cache(lambda: (REPO, Stats()))
+    telemetry.watch_cache(REPO, Stats)
     found = samples(telemetry)
     assert found[("process_resident_memory_bytes", ())] > 0
     assert found[("process_open_fds", ())] > 0
@@ -45,6 +45,24 @@ def test_the_process_memory_descriptors_and_cache_are_exported() -> None:
     upkeep = "reconciler_git_cache_maintenance_total"
     assert found[(upkeep, (("kind", "merged"), ("repo", REPO)))] == 3
     assert found[(upkeep, (("kind", "repacked"), ("repo", REPO)))] == 1
+
+
+def test_a_repo_no_longer_served_leaves_no_series_and_the_others_keep_theirs() -> None:
+    telemetry = Telemetry()
+    other = "https://git.example/other.git"
+    for repo in (REPO, other):
+        telemetry.watch_cache(repo, Stats)
+        telemetry.ticks.labels(repo, "ok").inc()
+        telemetry.tick_phase.labels(repo, "fetch").observe(0.1)
+        telemetry.pushes.labels(repo, "main", "accepted").inc()
+        telemetry.count_corrections(repo, ["ns/exp"], ["ns/exp"])
+    telemetry.forget(REPO)
+    repos = {dict(labels).get("repo") for (_name, labels) in samples(telemetry)}
+    assert REPO not in repos
+    assert other in repos
+    found = samples(telemetry)
+    assert found[("reconciler_ticks_total", (("repo", other), ("result", "ok")))] == 1
+    assert found[("reconciler_git_cache_packs", (("repo", other),))] == 7
 
 
 def test_tick_phases_are_a_histogram_with_a_fixed_label_set() -> None:
