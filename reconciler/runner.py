@@ -1,29 +1,35 @@
-"""``reconciler run``: the long-running process around the loop.
+"""``reconciler run``: the long-running process around the loops of its Env repos.
 
-It builds the real adapters from the one ``Settings`` object (the Env repo through
-``GitEnvStore``, Prometheus through ``PrometheusMetrics``, Kubernetes through
-``KubeCluster``), serves /metrics, /healthz, /readyz and /webhook, and ticks the loop when
-the timer fires, when a verified push webhook arrives, or, for a local repo path, when a
-ref in it changes (``watch.RefsWatcher``). With leader election it ticks only while this
-replica holds the repo's Lease. The config file's content is watched as well
-(``watch.ContentWatcher``; reads and other files never count): a valid new one replaces
-the adapters between ticks, an invalid one is reported and the old one kept. When the CA
-the Git store trusts no longer matches the configuration (a changed setting, a rotated
-Secret), the process re-executes itself before its next fetch: libgit2 cannot forget a CA,
-a new process trusts only the configured one, and all state is in Git, so nothing is lost.
-Failpoints named in the settings exit the process hard at a step boundary (for the crash
-tests only).
+It serves every Env repo the configuration names (``repo``, or the ``repos:`` list) and,
+with discovery on, every annotated Argo CD Application and Flux GitRepository. Each repo
+has a ``RepoWorker`` (its own Git cache, Prometheus client, notifier and loop) and ticks on
+its own schedule (``fleet.schedule``) in a bounded pool of threads (``fleet.workers``), so
+a hanging Git server or a slow query holds one thread and delays no other repo; a repo that
+keeps failing is retried with backoff. Shared by all: one Kubernetes connection, one load
+generator, one metrics registry, /metrics, /healthz, /readyz and /webhook (a push wakes the
+repos it names). With leader election each repo has its Lease and is ticked only while this
+replica holds it; every commit names the replica and its Lease term
+(``controller.actor``). A timer, a verified push webhook or, for a local repo path, a ref
+change in it (``watch.RefsWatcher``) asks for a tick.
+
+The config file's content is watched (``watch.ContentWatcher``; reads and other files
+never count): a valid new one adds and removes repos and re-wires the changed ones between
+their ticks; an invalid one is reported and the old one kept. When the CA a Git store
+trusts no longer matches the configuration, the process re-executes itself before its
+next fetch: libgit2 cannot forget a CA, a new process trusts only the configured one, and
+all state is in Git, so nothing is lost. Failpoints named in the settings exit the process
+hard at a step boundary (for the crash tests only).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -33,31 +39,26 @@ from watchdog.observers import Observer
 
 from reconciler import logs
 from reconciler.cluster.client import KubeSettings, connect
-from reconciler.cluster.events import KubeEvents
-from reconciler.cluster.handoff import GitOpsHandoff, RepoHandoff, target_from_settings
-from reconciler.cluster.kube import KubeCluster
 from reconciler.cluster.lease import LeaseSettings, RepoLeases
-from reconciler.cluster.scope import weight_policy
 from reconciler.config import ConfigError, Settings, build, restart_needed
-from reconciler.controller.isolation import describe
-from reconciler.controller.loop import Reconciler, TickReport
-from reconciler.engine.state import Phase
+from reconciler.controller.actor import Actor
 from reconciler.errors import ReconcilerError, TrustChangedError
-from reconciler.gitstore.credentials import Credentials, url_scheme
-from reconciler.gitstore.repo import GitEnvStore
-from reconciler.gitstore.signatures import AllowedSigners
+from reconciler.fleet.discovery import Discoverer
+from reconciler.fleet.schedule import Schedule
+from reconciler.fleet.urls import match_key
+from reconciler.fleet.worker import FAILPOINT_EXIT, RepoWorker, Wiring
+from reconciler.gitstore.credentials import url_scheme
 from reconciler.load.generator import HttpLoad
-from reconciler.metrics.catalog import Catalog
-from reconciler.metrics.prometheus import PrometheusClient, PrometheusConfig, PrometheusMetrics
-from reconciler.notify import Notifier, NotifyConfig
-from reconciler.server.http import Health, HttpServer, Limits
-from reconciler.server.telemetry import InstrumentedCluster, InstrumentedMetrics, Telemetry
+from reconciler.load.shared import SharedLoad
+from reconciler.server.health import Health
+from reconciler.server.http import HttpServer, Limits
+from reconciler.server.telemetry import Telemetry
 from reconciler.watch import WATCHDOG_FILTER, ContentWatcher, RefsWatcher, git_dir
 
 log = structlog.get_logger("reconciler.run")
-FAILPOINT_EXIT = 70
 RESTART_FAILED_EXIT = 75
 """Exit status when re-executing failed: the supervisor starting it afresh does the same."""
+__all__ = ["FAILPOINT_EXIT", "RESTART_FAILED_EXIT", "Runner", "Sources"]
 
 
 @dataclass(frozen=True)
@@ -73,93 +74,8 @@ class Sources:
         return build(flags=self.flags, environ=self.environ, file=self.file)
 
 
-class Wiring:
-    """The adapters and the loop for one ``Settings``."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        telemetry: Telemetry,
-        clock: Callable[[], float],
-        may_act: Callable[[], bool],
-    ) -> None:
-        """Open the Env repo's cache, connect to Prometheus and Kubernetes, wire the loop."""
-        self.settings = settings
-        self.store = GitEnvStore.open(
-            settings.repo.url,
-            cache_path(settings),
-            main_branch=settings.repo.main_branch,
-            state_branch=settings.repo.state_branch,
-            author=settings.repo.author,
-            credentials=Credentials.from_settings(settings.credentials),
-        )
-        try:
-            prometheus = PrometheusConfig.from_settings(settings.prometheus)
-            target = target_from_settings(settings.gitops)
-            self.notify = NotifyConfig.from_settings(
-                settings.notify, repo=settings.repo.url, branch=settings.repo.state_branch
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        self.metrics = PrometheusMetrics(
-            # a Prometheus that keeps failing is asked again at the next tick, not sooner
-            PrometheusClient(prometheus, cooldown_seconds=settings.repo.interval),
-            Catalog(),
-        )
-        self.kube = connect(KubeSettings.from_settings(settings.kubernetes))
-        try:
-            policy = weight_policy(
-                self.kube,
-                namespaces=settings.kubernetes.weight_namespaces,
-                rules=settings.kubernetes.weight_fields,
-                target=target,
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        self.cluster = KubeCluster(self.kube, policy=policy)
-        self.load = HttpLoad.from_settings(settings.load, api_server_host=self.kube.server_host)
-        operator = RepoHandoff(GitOpsHandoff(self.kube), target) if target else None
-        self.reconciler = Reconciler(
-            self.store,
-            InstrumentedCluster(self.cluster, telemetry),
-            InstrumentedMetrics(self.metrics, telemetry),
-            clock=clock,
-            paths=settings.repo.paths,
-            failpoint=failpoint(settings.failpoints),
-            operator=operator,
-            sync_timeout=settings.gitops.sync_timeout,
-            may_act=may_act,
-            events=KubeEvents(self.kube) if settings.kubernetes.events else None,
-            limits=settings.limits,
-            verifier=(
-                AllowedSigners(settings.repo.allowed_signers_file)
-                if settings.repo.allowed_signers_file
-                else None
-            ),
-            load=self.load,
-        )
-
-
-def cache_path(settings: Settings) -> Path:
-    """A cache directory of its own for each Env repo URL."""
-    digest = hashlib.sha256(settings.repo.url.encode()).hexdigest()[:16]
-    return settings.repo.cache_dir / f"{digest}.git"
-
-
-def failpoint(names: tuple[str, ...]) -> Callable[[str], None]:
-    """A callback that exits the process hard when the loop crosses a named boundary."""
-    armed = frozenset(names)
-
-    def hit(name: str) -> None:
-        if name in armed:
-            log.warning("failpoint_hit", failpoint=name)
-            os._exit(FAILPOINT_EXIT)
-
-    return hit
-
-
 class Runner:
-    """Ticks the loop on events until stopped."""
+    """Ticks the loops of the Env repos on events until stopped."""
 
     def __init__(
         self,
@@ -168,13 +84,16 @@ class Runner:
         clock: Callable[[], float] = time.time,
         stop: threading.Event | None = None,
     ) -> None:
-        """Validate the settings and build everything; nothing runs before ``run``."""
+        """Validate the settings and build every listed repo's worker; nothing runs yet.
+
+        Raises:
+            ConfigError: a setting, or a listed repo's, cannot work.
+        """
         self.sources = sources
         # Made before the file is loaded: a change in between is then reloaded, not missed.
         self.config_watch = (
             ContentWatcher(sources.file, self._config_changed) if sources.file else None
         )
-        self.refs_watch: RefsWatcher | None = None
         self.settings = sources.settings()
         logs.configure(json=self.settings.log.json, level=self.settings.log.level)
         self.clock = clock
@@ -186,110 +105,132 @@ class Runner:
         self.config_rejected = 0
         """Config file changes refused (invalid): the old settings stayed."""
         self.ticks = 0
-        """Ticks run, whatever their outcome (``reconciler_ticks_total`` by result)."""
+        """Ticks run, all repos together, whatever their outcome."""
+        self.identity = f"{socket.gethostname()}-{os.getpid()}"
         self.telemetry = Telemetry()
         self.health = Health(stale_after=max(60.0, 3 * self.settings.repo.interval))
         self.leases: RepoLeases | None = None
-        self.wiring = Wiring(self.settings, self.telemetry, clock, self._holds)
-        self.notifier = Notifier(self.wiring.notify, on_result=self._notified)
-        self.telemetry.watch_cache(lambda: (self.repo, self.wiring.store.cache_stats()))
+        self.kube_settings = KubeSettings.from_settings(self.settings.kubernetes)
+        self.kube = connect(self.kube_settings)
+        self.load = SharedLoad(
+            HttpLoad.from_settings(self.settings.load, api_server_host=self.kube.server_host)
+        )
+        self.workers: dict[str, RepoWorker] = {}
+        self.refs_watches: dict[str, RefsWatcher] = {}
+        self._watch_handles: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._schedule = Schedule()
+        self._pending: dict[str, Settings] = {}
+        """Changed settings of repos that were ticking when they changed: applied after."""
         self.observer: Any = None
         self.http: HttpServer | None = None
+        self.discoverer = Discoverer.from_settings(self.settings, self.kube)
+        self._serve(list(self.settings.served()), strict=True)
 
     @property
     def repo(self) -> str:
-        """The Env repo, as the settings name it (userinfo is never in settings)."""
-        return self.wiring.store.url
+        """The first Env repo served ('' for none): the repo, for a process serving one."""
+        return next(iter(self.workers), "")
+
+    @property
+    def refs_watch(self) -> RefsWatcher | None:
+        """The watch on the first local repo served, if any."""
+        return next(iter(self.refs_watches.values()), None)
 
     def run(self, *, once: bool = False) -> int:
-        """Tick until stopped (or once); the exit status."""
+        """Tick until stopped (or every repo once); the exit status."""
         if once:
             try:
-                return 0 if self._tick() else 1
+                self._discover_now()
+                results = [self._tick(repo) for repo in list(self.workers)]
+                return 0 if results and all(results) else 1
             finally:
-                self.notifier.close()
-                self.wiring.load.close()
+                self._close_workers()
         self._start_services()
         try:
-            while not self.stop.is_set():
-                self.wake.wait(timeout=self.settings.repo.interval)
-                self.wake.clear()
-                if self.stop.is_set():
-                    break
-                self._maybe_reload()
-                if self._may_act():
-                    self._tick()
+            with ThreadPoolExecutor(
+                max_workers=self.settings.fleet.workers, thread_name_prefix="repo"
+            ) as pool:
+                while not self.stop.is_set():
+                    self._maybe_reload()
+                    self._apply_discovered()
+                    self._dispatch(pool)
+                    with self._lock:
+                        wait = self._schedule.next_wait(time.monotonic())
+                    self.wake.wait(timeout=min(wait, 1.0))
+                    self.wake.clear()
         finally:
             self._stop_services()
         return 0
 
     def request_tick(self) -> None:
-        """Tick as soon as possible (a webhook or a ref change)."""
+        """Tick every repo as soon as possible (a ref change, a test)."""
+        now = time.monotonic()
+        with self._lock:
+            for repo in self.workers:
+                self._schedule.wake(repo, now)
         self.wake.set()
 
-    # -- one tick -------------------------------------------------------------------
+    def wake_repos(self, urls: tuple[str, ...]) -> int:
+        """Tick the repos ``urls`` name (a push webhook; none named: every repo); how many."""
+        if not urls:
+            self.request_tick()
+            return len(self.workers)
+        named = {match_key(url) for url in urls}
+        now = time.monotonic()
+        woken = 0
+        with self._lock:
+            for repo in self.workers:
+                if match_key(repo) in named and self._schedule.wake(repo, now):
+                    woken += 1
+        log.info("webhook_woke", repos=woken)
+        self.wake.set()
+        return woken
 
-    def _tick(self) -> bool:
-        started = time.monotonic()
+    # -- ticks ----------------------------------------------------------------------
+
+    def _dispatch(self, pool: ThreadPoolExecutor) -> None:
+        """Hand every due repo this replica may act on to a free worker thread."""
+        now = time.monotonic()
+        with self._lock:
+            due = self._schedule.due(now)
+        if not self.workers:
+            self.health.idle(self.clock())
+        for repo in due:
+            if not self._may_act(repo):
+                with self._lock:
+                    self._schedule.postpone(repo, now)
+                continue
+            with self._lock:
+                self._schedule.start(repo)
+            pool.submit(self._tick_in_pool, repo)
+
+    def _tick_in_pool(self, repo: str) -> None:
+        ok = False
         try:
-            report = self.wiring.reconciler.tick()
+            ok = self._tick(repo)
+        finally:
+            now = time.monotonic()
+            with self._lock:
+                self._schedule.finish(repo, now, ok=ok)
+                failures = self._schedule.failures(repo)
+                retry_in = self._schedule.retry_in(repo, now)
+            if not ok and repo in self.workers:
+                self.telemetry.repo_failures.labels(repo).set(failures)
+                self.health.set_backoff(repo, failures, retry_in)
+            self.wake.set()
+
+    def _tick(self, repo: str) -> bool:
+        worker = self.workers.get(repo)
+        if worker is None:
+            return False
+        try:
+            ok = worker.tick()
         except TrustChangedError as exc:
             self._restart(str(exc))
-        except ReconcilerError as exc:
-            self.telemetry.ticks.labels(self.repo, "error").inc()
-            self.health.tick_failed(str(exc))
-            log.error("tick_failed", repo=self.repo, error=str(exc))
-            return False
-        except Exception as exc:  # invariant 9: the process never exits on content
-            self.telemetry.ticks.labels(self.repo, "error").inc()
-            self.health.tick_failed(f"internal error: {describe(exc)}")
-            log.error(
-                "tick_failed",
-                repo=self.repo,
-                error=describe(exc),
-                bug="an internal error, please report it; the next tick tries again",
-                exc_info=exc,
-            )
-            return False
-        finally:
-            self.telemetry.tick_duration.labels(self.repo).observe(time.monotonic() - started)
+        with self._lock:
             self.ticks += 1
-        self._count(report)
-        self.notifier.announce(report.recorded, report.outcomes, report.errors)
-        self.health.tick_succeeded(self.clock())
-        self.telemetry.ticks.labels(self.repo, "ok").inc()
-        return not report.errors
-
-    def _count(self, report: TickReport) -> None:
-        for phase in (
-            Phase.PROGRESSING, Phase.AWAITING_APPROVAL, Phase.PROMOTING, Phase.ROLLING_BACK,
-        ):  # fmt: skip
-            live = report.live.get(phase.value, 0)
-            self.telemetry.experiments.labels(self.repo, phase.value).set(live)
-        for branch, attempts in report.pushes:
-            self.telemetry.pushes.labels(self.repo, branch, "accepted").inc()
-            if attempts > 1:
-                self.telemetry.pushes.labels(self.repo, branch, "conflict").inc(attempts - 1)
-        for fault in report.faults:
-            self.telemetry.experiment_errors.labels(self.repo, fault.subject).inc()
-        for problem in report.problems:
-            if problem.severity == "error":
-                self.telemetry.experiment_errors.labels(self.repo, problem.location.file).inc()
-        self.telemetry.count_corrections(
-            self.repo, (key for key, _what in report.corrections), report.experiments
-        )
-        for step, seconds in report.phases.items():
-            self.telemetry.tick_phase.labels(self.repo, step).observe(seconds)
-        self.telemetry.held.labels(self.repo).set(report.held)
-        for transition, _commit in report.recorded:
-            if transition.state.phase.final and transition.state.outcome_commit:
-                promoted = transition.state.phase is Phase.PROMOTED
-                outcome = "promoted" if promoted else "rolled-back"
-                self.telemetry.promotions.labels(self.repo, outcome).inc()
-
-    def _notified(self, target: str, result: str) -> None:
-        """Count one notification's result (called from the notifier's threads)."""
-        self.telemetry.notifications.labels(self.repo, target, result).inc()
+        return ok
 
     def _restart(self, reason: str) -> NoReturn:
         """Replace this process by a fresh run of the same command (same argv, environment).
@@ -297,7 +238,7 @@ class Runner:
         Only a new process trusts exactly the configured CA (``TrustChangedError``). The HTTP
         port and the watches are released first, so the new process can take them.
         """
-        log.warning("trust_changed_restarting", repo=self.repo, reason=reason)
+        log.warning("trust_changed_restarting", reason=reason)
         self._stop_services()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -306,26 +247,136 @@ class Runner:
         try:
             os.execv(sys.executable, argv)  # noqa: S606 - the same program, again
         except OSError as exc:
-            log.error("restart_failed", repo=self.repo, error=str(exc))
+            log.error("restart_failed", error=str(exc))
             sys.stderr.flush()
             os._exit(RESTART_FAILED_EXIT)
 
+    # -- which repos, and who acts on them -------------------------------------------
+
+    def _serve(self, wanted: list[Settings], *, strict: bool) -> None:
+        """Serve exactly ``wanted``: start new repos, re-wire changed ones, stop the rest.
+
+        Raises:
+            ConfigError: with ``strict``, a repo that cannot be wired (nothing changes).
+        """
+        by_url = {settings.repo.url: settings for settings in wanted}
+        fresh: dict[str, Wiring] = {}
+        for url, settings in by_url.items():
+            current = self.workers.get(url)
+            if current is not None and current.settings == settings:
+                continue
+            try:
+                fresh[url] = self._wire(settings)
+            except ReconcilerError as exc:
+                if strict:
+                    raise
+                log.error("repo_refused", repo=url, error=str(exc))
+                self.health.tick_failed(str(exc), url)
+        for url in [u for u in self.workers if u not in by_url]:
+            self._drop(url)
+        now = time.monotonic()
+        for url, wiring in fresh.items():
+            worker = self.workers.get(url)
+            if worker is None:
+                self.workers[url] = RepoWorker(
+                    wiring, telemetry=self.telemetry, health=self.health, clock=self.clock
+                )
+                self._watch_local(url)
+                log.info("repo_served", repo=url)
+            else:
+                with self._lock:
+                    running = self._schedule.running(url)
+                if running:
+                    self._pending[url] = wiring.settings
+                else:
+                    worker.rewire(wiring)
+            with self._lock:
+                self._schedule.add(url, wiring.settings.repo.interval, now)
+        if self.leases is not None:
+            self.leases.set_repos(self.workers)
+
+    def _wire(self, settings: Settings) -> Wiring:
+        url = settings.repo.url
+        lease_term = None
+        if self.settings.leader_election.enabled:
+
+            def lease_term() -> tuple[str, int] | None:
+                return self.leases.term(url) if self.leases is not None else None
+
+        return Wiring(
+            settings,
+            kube=self.kube,
+            load=self.load,
+            telemetry=self.telemetry,
+            clock=self.clock,
+            may_act=lambda: self._holds(url),
+            actor=Actor(self.identity, lease_term),
+        )
+
+    def _drop(self, url: str) -> None:
+        worker = self.workers.pop(url)
+        with self._lock:
+            self._schedule.remove(url)
+        self._pending.pop(url, None)
+        handle = self._watch_handles.pop(url, None)
+        if handle is not None and self.observer is not None:
+            self.observer.unschedule(handle)
+        watch = self.refs_watches.pop(url, None)
+        if watch is not None:
+            watch.cancel()
+        worker.close()
+        self.load.forget(url)
+        self.telemetry.forget(url)
+        self.health.forget(url)
+        log.info("repo_dropped", repo=url)
+
+    def _holds(self, repo: str) -> bool:
+        """Whether this replica may act on ``repo`` now (always, without leader election)."""
+        return self.leases is None or self.leases.holds(repo)
+
+    def _may_act(self, repo: str) -> bool:
+        if self.leases is None:
+            self.health.set_role(repo, "single")
+            return True
+        holds = self.leases.holds(repo)
+        self.health.set_role(repo, "leader" if holds else "follower")
+        self.telemetry.leader.labels(repo).set(1 if holds else 0)
+        if not holds:  # standing by is this replica's job now: it is ready for it
+            self.health.tick_succeeded(self.clock(), repo)
+        return holds
+
+    def _leases_changed(self, held: frozenset[str]) -> None:
+        """Tick the repos this replica now holds at once."""
+        now = time.monotonic()
+        with self._lock:
+            for repo in held:
+                self._schedule.wake(repo, now)
+        self.wake.set()
+
     # -- services -------------------------------------------------------------------
 
-    def _holds(self) -> bool:
-        """Whether this replica may act on the repo now (always, without leader election)."""
-        return self.leases is None or self.leases.holds(self.settings.repo.url)
+    def _watch_local(self, url: str) -> None:
+        """Tick a local repo when one of its refs changes (not on reads)."""
+        if url_scheme(url) != "file":
+            return
+        repo = Path(url.removeprefix("file://"))
+        if not repo.is_dir():
+            return
+        # Ref writes only: this process's own fetches read the repo, and a tick on a read
+        # would start the next fetch, a storm.
 
-    def _may_act(self) -> bool:
-        if self.leases is None:
-            self.health.set_role(self.repo, "single")
-            return True
-        holds = self.leases.holds(self.settings.repo.url)
-        self.health.set_role(self.repo, "leader" if holds else "follower")
-        self.telemetry.leader.labels(self.repo).set(1 if holds else 0)
-        if not holds:  # standing by is this replica's job now: it is ready for it
-            self.health.tick_succeeded(self.clock())
-        return holds
+        def changed() -> None:
+            self.wake_repos((url,))
+
+        self.refs_watches[url] = RefsWatcher(git_dir(repo), changed)
+        if self.observer is not None:
+            self._schedule_watch(url)
+
+    def _schedule_watch(self, url: str) -> None:
+        watch = self.refs_watches[url]
+        self._watch_handles[url] = self.observer.schedule(
+            watch, str(watch.git_dir), recursive=True, event_filter=WATCHDOG_FILTER
+        )
 
     def _start_services(self) -> None:
         host, port = self.settings.server.address
@@ -334,24 +385,14 @@ class Runner:
             telemetry=self.telemetry,
             health=self.health,
             clock=self.clock,
-            on_push=self.request_tick,
+            on_push=self.wake_repos,
             webhook_secret_file=self.settings.server.webhook_secret_file,
             limits=Limits.from_settings(self.settings.server),
         )
         self.http.start()
         self.observer = Observer()
-        if url_scheme(self.settings.repo.url) == "file":
-            repo = Path(self.settings.repo.url.removeprefix("file://"))
-            if repo.is_dir():
-                # Ref writes only: this process's own fetches read the repo, and a tick on
-                # a read would start the next fetch, a storm.
-                self.refs_watch = RefsWatcher(git_dir(repo), self.request_tick)
-                self.observer.schedule(
-                    self.refs_watch,
-                    str(self.refs_watch.git_dir),
-                    recursive=True,
-                    event_filter=WATCHDOG_FILTER,
-                )
+        for url in self.refs_watches:
+            self._schedule_watch(url)
         if self.config_watch is not None:
             self.observer.schedule(
                 self.config_watch,
@@ -359,41 +400,50 @@ class Runner:
                 recursive=False,
                 event_filter=WATCHDOG_FILTER,
             )
-        if self.refs_watch is not None or self.config_watch is not None:
-            self.observer.start()
+        self.observer.start()
         if self.settings.leader_election.enabled:
             self.leases = RepoLeases(
-                self.wiring.kube,
-                (self.settings.repo.url,),
-                identity=f"{socket.gethostname()}-{os.getpid()}",
+                self.kube,
+                tuple(self.workers),
+                identity=self.identity,
                 settings=LeaseSettings.from_settings(
                     self.settings.leader_election, self.settings.kubernetes.namespace
                 ),
             )
             threading.Thread(
                 target=self.leases.run,
-                args=(self.stop, lambda _held: self.request_tick()),
+                args=(self.stop, self._leases_changed),
                 daemon=True,
+                name="leases",
             ).start()
+        if self.discoverer is not None:
+            self.discoverer.start(self.stop, self.wake)
         self.request_tick()
 
     def _stop_services(self) -> None:
         if self.observer is not None and self.observer.is_alive():
             self.observer.stop()
             self.observer.join(timeout=5)
-        for watch in (self.refs_watch, self.config_watch):
+        for watch in (*self.refs_watches.values(), self.config_watch):
             if watch is not None:
                 watch.cancel()
         if self.http is not None:
             self.http.stop()
-        self.notifier.close()
-        self.wiring.load.close()
+        self._close_workers()
+
+    def _close_workers(self) -> None:
+        for worker in self.workers.values():
+            worker.close()
+        self.load.close()
+
+    # -- configuration and discovery --------------------------------------------------
 
     def _config_changed(self) -> None:
         self.reload.set()
         self.request_tick()
 
     def _maybe_reload(self) -> None:
+        self._apply_pending()
         if not self.reload.is_set():
             return
         self.reload.clear()
@@ -406,16 +456,54 @@ class Runner:
             if fixed:
                 raise ConfigError(
                     f"{', '.join(fixed)} changed: that takes a restart (the Leases, the HTTP "
-                    "server and the repo's watch are made once); nothing of this change is "
+                    "server and the worker pool are made once); nothing of this change is "
                     "applied, restart the process to apply it"
                 )
-            wiring = Wiring(settings, self.telemetry, self.clock, self._holds)
+            if KubeSettings.from_settings(settings.kubernetes) != self.kube_settings:
+                raise ConfigError(
+                    "the Kubernetes connection (kubeconfig / context) changed: that takes a "
+                    "restart; nothing of this change is applied"
+                )
+            previous = self.settings
+            self.settings = settings
+            wanted = list(settings.served())
+            if self.discoverer is not None:
+                wanted = self.discoverer.merge(settings, wanted)
+            try:
+                self._serve(wanted, strict=True)
+            except ReconcilerError:
+                self.settings = previous
+                raise
         except ReconcilerError as exc:
             self.config_rejected += 1
             log.error("config_rejected", file=str(self.sources.file), error=str(exc))
             return
         logs.configure(json=settings.log.json, level=settings.log.level)
-        log.info("config_reloaded", file=str(self.sources.file))
-        previous, self.settings, self.wiring = self.wiring, settings, wiring
-        previous.load.close()  # its runs start again from the new wiring's first tick
-        self.notifier.configure(wiring.notify)
+        log.info("config_reloaded", file=str(self.sources.file), repos=len(self.workers))
+
+    def _apply_pending(self) -> None:
+        """Re-wire the repos whose settings changed while they were ticking."""
+        for url, settings in list(self._pending.items()):
+            with self._lock:
+                busy = self._schedule.running(url)
+            if busy:
+                continue
+            del self._pending[url]
+            worker = self.workers.get(url)
+            if worker is not None:
+                try:
+                    worker.rewire(self._wire(settings))
+                except ReconcilerError as exc:
+                    log.error("repo_refused", repo=url, error=str(exc))
+
+    def _discover_now(self) -> None:
+        """List the annotated objects once, in this thread (``run --once``)."""
+        if self.discoverer is not None:
+            self.discoverer.discover()
+            self._apply_discovered()
+
+    def _apply_discovered(self) -> None:
+        """Serve what the last discovery found, when it found something new."""
+        if self.discoverer is not None and self.discoverer.changed():
+            listed = list(self.settings.served())
+            self._serve(self.discoverer.merge(self.settings, listed), strict=False)
