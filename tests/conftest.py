@@ -9,6 +9,12 @@ session server (``xdist_group``) stay on one worker, so it starts once.
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
+
+# Speed is measured by the benchmarks under hack/, never by a test: a property test that
+# runs slowly beside a compiling Go build or two busy xdist workers has not failed.
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 pytest_plugins = [
     "tests.fixtures.git",

@@ -22,8 +22,11 @@ NAMESPACES = {
     "argocd": "argocd",
     "flux": "flux-system",
     "cluster-wide": "gitops-reconciler",
+    "fleet": "gitops-reconciler",
 }
 LAYOUTS = list(NAMESPACES)
+ONE_REPO_LAYOUTS = [layout for layout in LAYOUTS if layout != "fleet"]
+"""Layouts whose config file names one Env repo at its top level (the fleet lists them)."""
 TRAFFIC_BINDING = ("gitops-reconciler/binding", "traffic-namespace")
 EXAMPLE_APP_NAMESPACE = "bookinfo"
 """The namespace ../core/traffic-namespaces.yaml binds, and the examples deploy into."""
@@ -45,6 +48,12 @@ OVERLAY_RULES = {
     "flux": {
         ("source.toolkit.fluxcd.io", "gitrepositories"): {"get", "patch"},
         ("kustomize.toolkit.fluxcd.io", "kustomizations"): {"get", "patch"},
+    },
+    "fleet": {
+        # discovery: annotated Applications and GitRepositories anywhere, Secrets by name
+        ("argoproj.io", "applications"): {"get", "list", "watch"},
+        ("source.toolkit.fluxcd.io", "gitrepositories"): {"get", "list", "watch"},
+        ("", "secrets"): {"get"},
     },
 }
 
@@ -176,7 +185,7 @@ def _weight_namespaces_as_deployed(objects: list[dict[str, Any]], settings: Sett
     return {found}
 
 
-@pytest.mark.parametrize("overlay", LAYOUTS)
+@pytest.mark.parametrize("overlay", ONE_REPO_LAYOUTS)
 def test_the_configmap_is_a_config_file_that_reconciler_run_accepts(
     overlay: str, tmp_path: Path
 ) -> None:
@@ -204,3 +213,44 @@ def test_the_configmap_is_a_config_file_that_reconciler_run_accepts(
         assert settings.gitops.argocd_application == "argocd/env"
     if overlay == "flux":
         assert settings.gitops.flux_kustomization == "flux-system/env"
+
+
+def test_fleet_runs_three_replicas_under_a_budget_and_reads_secrets_only_by_name() -> None:
+    objects = render("fleet")
+    assert _one(objects, "Deployment")["spec"]["replicas"] == 3
+    budget = _one(objects, "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 2
+    pod_labels = _one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    secret_rules = [
+        (obj["kind"], obj["metadata"].get("namespace"), rule["verbs"])
+        for obj in objects
+        if obj["kind"] in {"Role", "ClusterRole"}
+        for rule in obj["rules"]
+        if "secrets" in rule["resources"]
+    ]
+    assert secret_rules == [("Role", "gitops-reconciler", ["get"])]
+
+
+def test_fleet_configmap_lists_env_repos_and_enables_discovery_and_leader_election(
+    tmp_path: Path,
+) -> None:
+    objects = render("fleet")
+    path = tmp_path / "config.yaml"
+    path.write_text(_one(objects, "ConfigMap")["data"]["config.yaml"])
+    container = _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    environ = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    settings = build(flags={}, environ={"RECONCILER_NAMESPACE": "x", **environ}, file=path)
+    assert [(r.repo.url, r.repo.main_branch) for r in settings.served()] == [
+        ("https://github.com/example/env.git", "main"),
+        ("ssh://git@github.com/example/platform-env.git", "main"),
+    ]
+    https, ssh = settings.served()
+    assert https.credentials.token_file == Path("/etc/reconciler/git/token")
+    assert ssh.credentials.ssh_key_file == Path("/etc/reconciler/git/ssh-privatekey")
+    assert ssh.credentials.known_hosts_file == Path("/etc/reconciler/git/known_hosts")
+    assert settings.fleet.discovery
+    assert settings.leader_election.enabled
+    assert set(settings.kubernetes.weight_namespaces) == {
+        o["metadata"]["namespace"] for o in _traffic_bindings(objects)
+    }
