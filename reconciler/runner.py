@@ -4,13 +4,13 @@ It serves every Env repo the configuration names (``repo``, or the ``repos:`` li
 with discovery on, every annotated Argo CD Application and Flux GitRepository. Each repo
 has a ``RepoWorker`` (its own Git cache, Prometheus client, notifier and loop) and ticks on
 its own schedule (``fleet.schedule``) in a bounded pool of threads (``fleet.workers``), so
-a hanging Git server or a slow query holds one thread and delays no other repo; a repo that
-keeps failing is retried with backoff. Shared by all: one Kubernetes connection, one load
-generator, one metrics registry, /metrics, /healthz, /readyz and /webhook (a push wakes the
-repos it names). With leader election each repo has its Lease and is ticked only while this
-replica holds it; every commit names the replica and its Lease term
-(``controller.actor``). A timer, a verified push webhook or, for a local repo path, a ref
-change in it (``watch.RefsWatcher``) asks for a tick.
+a hanging Git server (for ``git_timeout`` seconds at most) or a slow query holds one thread
+and delays no other repo; a repo that keeps failing is retried with backoff. Shared by
+all: one Kubernetes connection, one load generator, one metrics registry, /metrics,
+/healthz, /readyz and /webhook (a push wakes the repos it names). With leader election
+each repo has its Lease and is ticked only while this replica holds it; every commit names
+the replica and its Lease term (``controller.actor``). A timer, a verified push webhook
+or, for a local repo path, a ref change in it (``watch.RefsWatcher``) asks for a tick.
 
 The config file's content is watched (``watch.ContentWatcher``; reads and other files
 never count): a valid new one adds and removes repos and re-wires the changed ones between
@@ -48,6 +48,7 @@ from reconciler.fleet.schedule import Schedule
 from reconciler.fleet.urls import match_key
 from reconciler.fleet.worker import FAILPOINT_EXIT, RepoWorker, Wiring
 from reconciler.gitstore.credentials import url_scheme
+from reconciler.gitstore.repo import bound_network
 from reconciler.load.generator import HttpLoad
 from reconciler.load.shared import SharedLoad
 from reconciler.server.health import Health
@@ -125,6 +126,7 @@ class Runner:
         self.observer: Any = None
         self.http: HttpServer | None = None
         self.discoverer = Discoverer.from_settings(self.settings, self.kube)
+        bound_network(self.settings.fleet.git_timeout)
         self._serve(list(self.settings.served()), strict=True)
 
     @property
@@ -479,6 +481,7 @@ class Runner:
             log.error("config_rejected", file=str(self.sources.file), error=str(exc))
             return
         logs.configure(json=settings.log.json, level=settings.log.level)
+        bound_network(settings.fleet.git_timeout)
         log.info("config_reloaded", file=str(self.sources.file), repos=len(self.workers))
 
     def _apply_pending(self) -> None:

@@ -454,6 +454,15 @@ class FleetSettings:
         "At most this many Env repos (listed and discovered); the rest are refused and named.",
         default=500,
     )
+    git_timeout: float = setting(
+        "git_timeout",
+        "gitTimeout",
+        "float",
+        "Seconds a Git server may stay silent (connecting, or in a fetch or push) before the "
+        "operation fails and is retried at the repo's next tick: a hanging server holds a "
+        "worker no longer than this.",
+        default=30.0,
+    )
     discovery: bool = setting(
         "discovery",
         "discovery.enabled",

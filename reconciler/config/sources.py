@@ -328,6 +328,7 @@ def check(settings: Settings) -> None:
         (settings.fleet.workers >= 1, "fleet_workers must be at least 1"),
         (settings.fleet.max_repos >= 1, "fleet_max_repos must be at least 1"),
         (settings.fleet.discovery_interval > 0, "discovery_interval must be above 0 seconds"),
+        (settings.fleet.git_timeout > 0, "git_timeout must be above 0 seconds"),
         (settings.prometheus.timeout > 0, "prometheus_timeout must be above 0 seconds"),
         (timing is None, timing or ""),
         (

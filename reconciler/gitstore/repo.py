@@ -155,6 +155,8 @@ class GitEnvStore:
         check_usable(credentials, url)
         stored, _ = split_login(url)
         bound_memory()
+        if pygit2.settings.server_timeout == 0:  # not set by the process (bound_network)
+            bound_network()
         repo = _open_cache(Path(cache_dir))
         if REMOTE in repo.remotes.names():
             if repo.remotes[REMOTE].url != stored:
@@ -548,6 +550,22 @@ every new commit's whole tree, and looks up each subtree of each directory it en
 ``experiments/`` holding 100 namespaces of 100 documents (trees of 4 to 5 KiB), the push of
 a 3,000-transition tick parsed the same trees again and again (3.5 s; 1.4 s once cached,
 ``hack/bench.py tick``). ``CACHED_BYTES`` still bounds the cache."""
+
+
+NETWORK_TIMEOUT = 30.0
+"""Seconds a Git server may stay silent before an operation fails (libgit2's default: no
+limit, so a server that accepts and never answers held a tick, and a fleet's worker,
+forever). The runner sets its ``git_timeout`` setting instead (``bound_network``)."""
+
+
+def bound_network(seconds: float = NETWORK_TIMEOUT) -> None:
+    """Fail a connection, or a read or write in a fetch or push, silent for ``seconds``.
+
+    Process-wide in libgit2, for every transport (git, HTTP(S), SSH).
+    """
+    milliseconds = max(1, round(seconds * 1000))
+    pygit2.settings.server_connect_timeout = milliseconds
+    pygit2.settings.server_timeout = milliseconds
 
 
 def bound_memory() -> None:
