@@ -35,6 +35,8 @@ class Schedule:
     def __init__(self) -> None:
         """No repo yet."""
         self._slots: dict[str, _Slot] = {}
+        self._leaving: set[str] = set()
+        """Repos removed while a worker still ticks them (forgotten when that tick ends)."""
 
     def __contains__(self, repo: object) -> bool:
         """Whether ``repo`` is scheduled."""
@@ -43,14 +45,20 @@ class Schedule:
     def add(self, repo: str, interval: float, now: float) -> None:
         """Schedule ``repo`` every ``interval`` seconds, its first tick now (kept if known)."""
         slot = self._slots.get(repo)
-        if slot is None:
+        if repo in self._leaving:
+            # Served again while its last tick runs: not handed out twice, due right after.
+            self._leaving.discard(repo)
+            self._slots[repo] = _Slot(interval, now, running=True, again=True)
+        elif slot is None:
             self._slots[repo] = _Slot(interval, now)
         else:
             slot.interval = interval
 
     def remove(self, repo: str) -> None:
-        """Forget ``repo``."""
-        self._slots.pop(repo, None)
+        """Forget ``repo`` (a tick of it that still runs is awaited, not repeated)."""
+        slot = self._slots.pop(repo, None)
+        if slot is not None and slot.running:
+            self._leaving.add(repo)
 
     def wake(self, repo: str, now: float) -> bool:
         """Tick ``repo`` as soon as a worker is free; False while its circuit is open."""
@@ -80,6 +88,9 @@ class Schedule:
 
     def finish(self, repo: str, now: float, *, ok: bool) -> None:
         """``repo``'s tick ended (``ok``: it went well); when it is due next follows."""
+        if repo in self._leaving:
+            self._leaving.discard(repo)
+            return
         slot = self._slots.get(repo)
         if slot is None:
             return
