@@ -64,7 +64,7 @@ class Actor:
 def parse_term(value: str | None) -> tuple[str, int] | None:
     """``uid/N`` as (uid, N) (None: absent or not that shape)."""
     uid, sep, number = (value or "").rpartition("/")
-    return (uid, int(number)) if sep and number.isdigit() else None
+    return (uid, int(number)) if sep and number.isascii() and number.isdigit() else None
 
 
 class StampedStore:
