@@ -88,12 +88,12 @@ def judge(
         delivery = lowered.get("idempotency-key") or lowered.get("x-gitlab-event-uuid")
     else:
         return Verdict(401, "missing signature (X-Hub-Signature-256 or X-Gitlab-Token)")
-    if verdict.status >= 400 or not delivery:  # noqa: PLR2004 - refused: remember nothing
+    if verdict.status >= 400:  # noqa: PLR2004 - refused: remember nothing
         return verdict
-    if not deliveries.first_time(delivery):
+    if delivery and not deliveries.first_time(delivery):
         return Verdict(200, "duplicate delivery, ignored", delivery=delivery)
     repos = named_repos(body) if verdict.tick else ()
-    return Verdict(verdict.status, verdict.message, verdict.tick, delivery, repos)
+    return Verdict(verdict.status, verdict.message, verdict.tick, delivery or None, repos)
 
 
 _URL_FIELDS = {
