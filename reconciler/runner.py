@@ -40,12 +40,11 @@ from watchdog.observers import Observer
 from reconciler import logs
 from reconciler.cluster.client import KubeSettings, connect
 from reconciler.cluster.lease import LeaseSettings, RepoLeases
-from reconciler.config import ConfigError, Settings, build, restart_needed
+from reconciler.config import ConfigError, Settings, build, repo_key, restart_needed
 from reconciler.controller.actor import Actor
 from reconciler.errors import ReconcilerError, TrustChangedError
 from reconciler.fleet.discovery import Discoverer
 from reconciler.fleet.schedule import Schedule
-from reconciler.fleet.urls import match_key
 from reconciler.fleet.worker import FAILPOINT_EXIT, RepoWorker, Wiring
 from reconciler.gitstore.credentials import url_scheme
 from reconciler.gitstore.repo import bound_network
@@ -178,12 +177,12 @@ class Runner:
         if not urls:
             self.request_tick()
             return len(self.workers)
-        named = {match_key(url) for url in urls}
+        named = {repo_key(url) for url in urls}
         now = time.monotonic()
         woken = 0
         with self._lock:
             for repo in self.workers:
-                if match_key(repo) in named and self._schedule.wake(repo, now):
+                if repo_key(repo) in named and self._schedule.wake(repo, now):
                     woken += 1
         log.info("webhook_woke", repos=woken)
         self.wake.set()

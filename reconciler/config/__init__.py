@@ -10,6 +10,7 @@ group (``PrometheusConfig.from_settings(settings.prometheus)``).
 
 from reconciler.config.declare import ENV_PREFIX, Field
 from reconciler.config.options import click_options, given, with_settings
+from reconciler.config.repourl import repo_key
 from reconciler.config.settings import (
     BY_NAME,
     FIELDS,
@@ -39,7 +40,6 @@ from reconciler.config.sources import (
     entry_settings,
     from_environment,
     read_file,
-    repo_key,
 )
 
 __all__ = [

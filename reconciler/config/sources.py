@@ -19,6 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from reconciler.config.declare import Field
+from reconciler.config.repourl import repo_key
 from reconciler.config.settings import (
     BY_NAME,
     FIELDS,
@@ -220,16 +221,6 @@ def refuse_duplicates(repos: Collection[Settings], where: str) -> None:
         if key in seen:
             raise ConfigError(f"{where}: {repo.repo.url} is listed twice; keep one entry")
         seen.add(key)
-
-
-def repo_key(url: str) -> str:
-    """How two spellings of one repo URL compare (case of the host, a trailing slash or .git)."""
-    text = url.strip().rstrip("/").removesuffix(".git")
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        return text
-    host, slash, path = rest.partition("/")
-    return f"{scheme.lower()}://{host.lower()}{slash}{path}"
 
 
 def assemble(values: Mapping[str, Any]) -> Settings:
