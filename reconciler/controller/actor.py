@@ -7,10 +7,11 @@ the loop writes carries ``Rollout-Actor`` (the replica) and, under leader electi
 the terms of one Lease never go down and each term has one actor. (A Lease deleted and
 made again, as in a rebuilt cluster, has a new uid and counts from 0.)
 
-The terms also fence: before each push attempt on the state branch, the tip's own term is
-read. A replica whose Lease was taken over (it has not noticed yet: a paused process, a
-partitioned node) finds a newer term of the same Lease at the tip and stops, instead of
-re-planning on it after its compare-and-swap push was refused. A newer actor's write is
+The terms also fence: before each push attempt on the state branch, the last term written
+by this Lease is read from the tip back (passing over commands, which carry none). A
+replica whose Lease was taken over (it has not noticed yet: a paused process, a partitioned
+node) finds a newer term of the same Lease there and stops, instead of re-planning on it
+after its compare-and-swap push was refused. A newer actor's write is
 never overwritten (CAS) and never followed by a stale one (the fence).
 """
 
@@ -33,6 +34,9 @@ from reconciler.ports import (
 
 ACTOR = "Rollout-Actor"
 LEASE_TERM = "Rollout-Lease-Term"
+FENCE_DEPTH = 64
+"""State commits looked back through for the last term of our Lease (people's commands in
+between carry none); bounded so a long run of commands costs a bounded walk."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ class StampedStore:
         return self._inner.origin(tip, path, limit=limit)
 
     def update_branch(self, branch: str, plan: Plan, *, fresh: bool = False) -> UpdateResult:
-        """``plan``'s commits, each stamped; on the state branch, fenced by the tip's term.
+        """``plan``'s commits, each stamped; on the state branch, fenced by the last term on it.
 
         Raises:
             LeadershipLostError: the Lease is no longer ours, or a newer term wrote the tip.
@@ -129,11 +133,10 @@ class StampedStore:
             trailers = self._actor.trailers()
             ours = parse_term(dict(trailers).get(LEASE_TERM))
             if fenced and tip is not None and ours is not None:
-                info = next(iter(self._inner.log(tip)), None)
-                theirs = parse_term(info.trailer(LEASE_TERM) if info is not None else None)
-                if theirs is not None and theirs[0] == ours[0] and theirs[1] > ours[1]:
+                theirs = self._last_term(tip, ours[0])
+                if theirs is not None and theirs[1] > ours[1]:
                     raise LeadershipLostError(
-                        f"not writing: the state branch's tip was written under Lease term "
+                        f"not writing: the state branch was last written under Lease term "
                         f"{theirs[1]}, newer than ours ({ours[1]}); another replica acts now"
                     )
             return [
@@ -144,3 +147,18 @@ class StampedStore:
             ]
 
         return self._inner.update_branch(branch, stamped, fresh=fresh)
+
+    def _last_term(self, tip: str, uid: str) -> tuple[str, int] | None:
+        """The term of Lease ``uid`` that wrote last, up to ``FENCE_DEPTH`` commits back.
+
+        Commits without a term (a person's command, a replica without leader election) are
+        passed over: a command pushed after the new holder's commit must not let a stale
+        holder write again.
+        """
+        for depth, info in enumerate(self._inner.log(tip)):
+            if depth >= FENCE_DEPTH:
+                return None
+            term = parse_term(info.trailer(LEASE_TERM))
+            if term is not None and term[0] == uid:
+                return term
+        return None

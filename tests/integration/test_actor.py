@@ -151,6 +151,18 @@ def test_an_older_term_of_the_same_lease_may_not_follow_a_newer_one(
     assert (info.trailer(ACTOR), info.trailer(LEASE_TERM)) == ("new", "uid/5")
 
 
+def test_a_persons_command_after_the_newer_term_does_not_let_the_older_one_write(
+    remote: Path, tmp_path: Path
+) -> None:
+    replica(remote, tmp_path, "new", ("uid", 5)).update_branch(STATE, writing("state/a.json"))
+    # a person pauses the run: a commit of theirs, with no term, on top of the newer holder's
+    command = commit_files(remote, {"commands/pause": "x\n"}, message="pause", branch=STATE)
+    stale = replica(remote, tmp_path, "old", ("uid", 4))
+    with pytest.raises(LeadershipLostError, match=r"term 5, newer than ours \(4\)"):
+        stale.update_branch(STATE, writing("state/a.json", "stale"), fresh=True)
+    assert rev_parse(remote, STATE) == command
+
+
 @pytest.mark.parametrize(
     "term",
     [("uid", 5), ("uid", 6), ("recreated-uid", 0), ("recreated-uid", 1)],
