@@ -105,15 +105,63 @@ def wait_for(condition: Callable[[], bool], timeout: float) -> float:
 
 
 def _replica(
-    kube: Kube, name: str, namespace: str, windows: dict[str, list[Window]], lock: threading.Lock
+    kube: Kube,
+    name: str,
+    namespace: str,
+    windows: dict[str, list[Window]],
+    lock: threading.Lock,
+    *,
+    timing: LeaseSettings = FAST,
 ) -> Replica:
     settings = LeaseSettings(
-        lease_duration=FAST.lease_duration,
-        renew_deadline=FAST.renew_deadline,
-        retry_period=FAST.retry_period,
+        lease_duration=timing.lease_duration,
+        renew_deadline=timing.renew_deadline,
+        retry_period=timing.retry_period,
         namespace=namespace,
     )
-    return Replica(RepoLeases(kube, REPOS, name, settings), windows, lock)
+    return Replica(RepoLeases(kube, tuple(windows), name, settings), windows, lock)
+
+
+FLEET = tuple(f"https://git.example/team-{i:02d}/env.git" for i in range(30))
+FLEET_TIMING = LeaseSettings(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
+
+
+def test_three_replicas_share_thirty_repos_and_the_survivors_of_a_kill_take_its_ten_at_once(
+    kube_server: KubeServer, namespace: str
+) -> None:
+    """Taking one free Lease per retry period, ten repos would take five seconds more."""
+    windows: dict[str, list[Window]] = {repo: [] for repo in FLEET}
+    lock = threading.Lock()
+    connections = [kube_server.connect() for _ in range(3)]
+    replicas = [
+        _replica(kube, f"replica-{i}", namespace, windows, lock, timing=FLEET_TIMING)
+        for i, kube in enumerate(connections)
+    ]
+    try:
+        for replica in replicas:
+            replica.start()
+        wait_for(lambda: all(len(r.leases.held()) == 10 for r in replicas), 30)
+        assert frozenset().union(*(r.leases.held() for r in replicas)) == set(FLEET)
+        victim, survivors = replicas[0], replicas[1:]
+        theirs = victim.leases.held()
+        killed_at = victim.halt(crash=True)  # kill -9: nothing handed back, its Leases expire
+
+        def taken() -> bool:
+            return theirs <= frozenset().union(*(r.leases.held() for r in survivors))
+
+        wait_for(taken, FLEET_TIMING.lease_duration + 5)
+        took = time.monotonic() - killed_at
+        # expiry is seen up to a retry period late; a second for the round's 30 requests
+        bound = FLEET_TIMING.lease_duration + FLEET_TIMING.retry_period + 1.0
+        assert took < bound, f"the survivors took {took:.2f} s for the killed replica's repos"
+        wait_for(lambda: all(len(r.leases.held()) == 15 for r in survivors), 5)
+    finally:
+        for replica in replicas:
+            if not replica.stop.is_set():
+                replica.halt()
+        for kube in connections:
+            kube.close()
+    assert_one_actor_at_a_time(windows, replicas)
 
 
 def test_each_repo_has_one_actor_and_a_stopped_replicas_repos_move_within_the_lease_duration(
