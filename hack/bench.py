@@ -9,6 +9,7 @@
     python hack/bench.py soak --minutes 60            # reconciler run sampled for growth
     python hack/bench.py stats --runs 1000            # the engine's decisions, calibrated?
     python hack/bench.py load --qps 1000 --runs 100   # the built-in load: rate, added latency
+    python hack/bench.py fleet --repos 100            # one process, many Env repos; take-over
 
 Each builds what it needs in a temporary directory (Env repo, ``git daemon`` and ``git
 http-backend`` on 127.0.0.1) and stops what it started; ``--quick`` runs a small version
@@ -45,7 +46,7 @@ from reconciler.spec.loader import load_experiments
 # tests already have from ``tests``, at the repository's root.
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import load, memory, promote, race, soak, stats, tick
+from benchlib import fleet, load, memory, promote, race, soak, stats, tick
 
 BRANCH = "reconciler-state"
 
@@ -246,6 +247,7 @@ def main() -> None:
     sta.add_argument("--seed", type=int, default=1)
     sta.add_argument("--quick", action="store_true", help="a few runs, for the test suite")
     load.add_parser(sub)
+    fleet.add_parser(sub)
     args = parser.parse_args()
     run = {
         "recovery": recovery,
@@ -256,6 +258,7 @@ def main() -> None:
         "soak": soak.run,
         "stats": stats.run,
         "load": load.run,
+        "fleet": fleet.run,
     }
     run[args.bench](args)
 

@@ -66,6 +66,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+def quantiles(values: Sequence[float]) -> dict[str, float]:
+    """The median, 95th percentile (nearest rank) and max of ``values`` (NaN for none)."""
+    return {
+        "p50": percentile(values, 0.5),
+        "p95": percentile(values, 0.95),
+        "max": max(values, default=math.nan),
+    }
+
+
 def spread(values: Sequence[float]) -> dict[str, float]:
     """Median, min and max of ``values``."""
     if not values:

@@ -9,7 +9,9 @@ Both branches are written with ``git fast-import``, so 10,000 experiments take s
 documents come from the template's, with the names and the blob id replaced (parsing and
 stepping 10,000 experiments would take minutes). The blob ids are those of the files on
 main, so discovery pairs them up. ``served`` builds it in a temporary directory and serves
-it with ``git daemon`` for as long as a benchmark needs it.
+it with ``git daemon`` for as long as a benchmark needs it. ``build`` also takes another
+namespace prefix (many Env repos, each with namespaces of its own), start time (a process
+on the real clock) and interval.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchlib.app import fast_import, weight_refs
 from benchlib.common import git, git_env
@@ -104,10 +107,10 @@ class Member:
         return f"apps/{self.namespace}/{self.name}/experiment.yaml"
 
 
-def members(count: int, per_namespace: int) -> Iterator[Member]:
-    """The world's experiments: ``per_namespace`` to a namespace."""
+def members(count: int, per_namespace: int, prefix: str = "team") -> Iterator[Member]:
+    """The world's experiments: ``per_namespace`` to a namespace named ``<prefix>-NNNN``."""
     for i in range(count):
-        yield Member(f"team-{i // per_namespace:04d}", f"app-{i:05d}")
+        yield Member(f"{prefix}-{i // per_namespace:04d}", f"app-{i:05d}")
 
 
 def blob_id(data: bytes) -> str:
@@ -115,20 +118,32 @@ def blob_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
-def _file(member: Member) -> bytes:
+def _file(member: Member, interval: int = INTERVAL) -> bytes:
     return TEMPLATE.format(
         name=member.name,
         namespace=member.namespace,
-        interval=INTERVAL,
+        interval=interval,
         **weight_refs(member.namespace, member.name),
     ).encode()
 
 
-def build(env: Mapping[str, str], repo: Path, count: int, per_namespace: int) -> None:
-    """A bare Env repo at ``repo`` with ``count`` running experiments, all due after STARTED."""
+def build(
+    env: Mapping[str, str],
+    repo: Path,
+    count: int,
+    per_namespace: int,
+    *,
+    prefix: str = "team",
+    started: float = STARTED,
+    interval: int = INTERVAL,
+) -> None:
+    """A bare Env repo at ``repo`` with ``count`` running experiments, all due after ``started``.
+
+    Experiments iterate every ``interval`` seconds, in namespaces ``<prefix>-NNNN``.
+    """
     git(env, "init", "--quiet", "--bare", "--initial-branch=main", repo)
-    world = list(members(count, per_namespace))
-    files = {m.path: _file(m) for m in world}
+    world = list(members(count, per_namespace, prefix))
+    files = {m.path: _file(m, interval) for m in world}
     fast_import(env, repo, "main", [(f"{count} apps, each with a canary experiment", files)])
     main = git(env, "--git-dir", repo, "rev-parse", "main")
     first = world[0]
@@ -136,7 +151,7 @@ def build(env: Mapping[str, str], repo: Path, count: int, per_namespace: int) ->
     if not loaded.experiments:
         raise SystemExit(f"bench: the world's experiment does not load: {loaded.problems}")
     template_blob = blob_id(files[first.path])
-    templates = _aged(loaded.experiments[0], template_blob, main)
+    templates = _aged(loaded.experiments[0], template_blob, main, started, interval)
     documents = {README_PATH: README_TEXT.encode()}
     for i, member in enumerate(world):
         document = (
@@ -159,15 +174,17 @@ _OBSERVED = {
 }
 
 
-def _aged(spec: Experiment, blob: str, main: str) -> list[bytes]:
-    """The state documents of ``spec`` at iterations 0 to AGES - 1, the last at STARTED."""
+def _aged(
+    spec: Experiment, blob: str, main: str, started: float = STARTED, interval: int = INTERVAL
+) -> list[bytes]:
+    """The state documents of ``spec`` at iterations 0 to AGES - 1, the last at ``started``."""
     observed = _OBSERVED
     documents = []
     for age in range(AGES):
-        began = STARTED - age * INTERVAL
+        began = started - age * interval
         state = experiment.start(spec, spec_blob=blob, source_commit=main, now=began).state
         for step in range(1, age + 1):
-            stepped = experiment.step(state, observed, began + step * INTERVAL)
+            stepped = experiment.step(state, observed, began + step * interval)
             if stepped is None or stepped.state.phase is not Phase.PROGRESSING:
                 raise SystemExit("bench: the world's experiment stopped progressing")
             state = stepped.state
@@ -231,31 +248,37 @@ def cluster(count: int, per_namespace: int) -> MemoryCluster:
     every tick and would correct it otherwise).
     """
     memory = MemoryCluster()
-    by_age = splits()
-    for i, member in enumerate(members(count, per_namespace)):
-        stable, canary = by_age[i % AGES]
-        memory.apply(
-            {
-                "apiVersion": "networking.istio.io/v1beta1",
-                "kind": "VirtualService",
-                "metadata": {"name": member.name, "namespace": member.namespace},
-                "spec": {
-                    "hosts": [member.name],
-                    "http": [
-                        {
-                            "route": [
-                                {
-                                    "destination": {"host": member.name, "subset": "stable"},
-                                    "weight": stable,
-                                },
-                                {
-                                    "destination": {"host": member.name, "subset": "canary"},
-                                    "weight": canary,
-                                },
-                            ]
-                        }
-                    ],
-                },
-            }
-        )
+    for manifest in virtual_services(count, per_namespace):
+        memory.apply(manifest)
     return memory
+
+
+def virtual_services(
+    count: int, per_namespace: int, prefix: str = "team"
+) -> Iterator[dict[str, Any]]:
+    """The VirtualService of each experiment of ``build``'s world, at its recorded split."""
+    by_age = splits()
+    for i, member in enumerate(members(count, per_namespace, prefix)):
+        stable, canary = by_age[i % AGES]
+        yield {
+            "apiVersion": "networking.istio.io/v1beta1",
+            "kind": "VirtualService",
+            "metadata": {"name": member.name, "namespace": member.namespace},
+            "spec": {
+                "hosts": [member.name],
+                "http": [
+                    {
+                        "route": [
+                            {
+                                "destination": {"host": member.name, "subset": "stable"},
+                                "weight": stable,
+                            },
+                            {
+                                "destination": {"host": member.name, "subset": "canary"},
+                                "weight": canary,
+                            },
+                        ]
+                    }
+                ],
+            },
+        }

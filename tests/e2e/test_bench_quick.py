@@ -3,7 +3,8 @@
 Figures are not asserted (the machine running the tests is busy with them); what is
 asserted is the final JSON line's shape and the benchmarks' own correctness checks: every
 promotion landed once with a one-line diff, no CI commit lost, nothing forced, one push
-per tick with one commit per transition, and nothing left running.
+per tick with one commit per transition, every repo of a fleet ticked and its Leases taken
+over after a kill, and nothing left running.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.prometheus import require_prometheus
 from tests.gitutil import require_git
 
 BENCH = Path(__file__).resolve().parents[2] / "hack" / "bench.py"
@@ -110,3 +112,33 @@ def test_load_reaches_its_rate_and_reports_the_latency_it_adds() -> None:
         assert set(series["client_ms"]) == {"50", "90", "99"}
     assert result["many"]["versions"] == 20
     assert "added p50" in printed
+
+
+def test_fleet_ticks_every_repo_in_one_process_and_survivors_take_over_a_killed_replica() -> None:
+    require_prometheus()
+    printed, result = run_bench("fleet", timeout=180.0)
+    assert result["bench"] == "fleet"
+    # every repo ticked in the window, each tick one iteration per experiment in one push
+    # (counted from the log and from /metrics samples: a tick at either end of the window
+    # may be in one count and not in the other)
+    assert result["repos_ticked"] == result["repos"] == 5
+    assert result["ticks"] >= result["repos"]
+    assert result["ticks_failed"] == 0
+    ticks, per_tick = result["ticks"], result["experiments"]
+    assert abs(result["transitions"] - ticks * per_tick) <= 2 * per_tick
+    assert abs(result["pushes"] - ticks) <= 1
+    assert result["push_errors"] == result["push_conflicts"] == 0
+    assert result["queries_per_round"] > 0
+    assert 0 < result["tick_s"]["p50"] <= result["tick_s"]["max"]
+    assert result["interval"] < result["gap_s"]["p50"] <= result["gap_s"]["max"]
+    assert result["cpu_s"] > 0
+    assert result["rss_mib"]["peak"] >= result["rss_mib"]["final"] > 0
+    # the killed replica's Leases, each held by the survivor
+    takeover = result["takeover"]
+    assert takeover["replicas"] == 2
+    assert takeover["killed_held"] >= 1
+    assert 0 < takeover["lease_s"]["min"] <= takeover["seconds"]
+    # (one may be handed back for balance at the moment they are listed)
+    assert result["repos"] - 1 <= sum(takeover["held_after"]) <= result["repos"]
+    assert set(result["goals"]) == {"memory", "interval", "takeover"}
+    assert "take-over" in printed
