@@ -110,6 +110,7 @@ class Runner:
         self.telemetry = Telemetry()
         self.health = Health(stale_after=max(60.0, 3 * self.settings.repo.interval))
         self.leases: RepoLeases | None = None
+        self._lease_thread: threading.Thread | None = None
         self.kube_settings = KubeSettings.from_settings(self.settings.kubernetes)
         self.kube = connect(self.kube_settings)
         self.load = SharedLoad(
@@ -203,7 +204,7 @@ class Runner:
                     self._schedule.postpone(repo, now)
                 continue
             with self._lock:
-                self._schedule.start(repo)
+                self._schedule.start(repo, time.monotonic())
             pool.submit(self._tick_in_pool, repo)
 
     def _tick_in_pool(self, repo: str) -> None:
@@ -411,12 +412,13 @@ class Runner:
                     self.settings.leader_election, self.settings.kubernetes.namespace
                 ),
             )
-            threading.Thread(
+            self._lease_thread = threading.Thread(
                 target=self.leases.run,
                 args=(self.stop, self._leases_changed),
                 daemon=True,
                 name="leases",
-            ).start()
+            )
+            self._lease_thread.start()
         if self.discoverer is not None:
             self.discoverer.start(self.stop, self.wake)
         self.request_tick()
@@ -431,6 +433,12 @@ class Runner:
         if self.http is not None:
             self.http.stop()
         self._close_workers()
+        if self.stop.is_set() and self._lease_thread is not None:
+            # Stopping (not re-executing): the Leases are handed back on the way out
+            # (RepoLeases.run). The thread is a daemon, so without this join the process
+            # exits first and the Leases it did not release yet wait to expire. Waiting longer
+            # than a Lease duration gains nothing: by then they have expired anyway.
+            self._lease_thread.join(timeout=self.settings.leader_election.lease_duration)
 
     def _close_workers(self) -> None:
         for worker in self.workers.values():
