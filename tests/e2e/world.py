@@ -48,6 +48,8 @@ from tests.sim.server import MetricsServer
 from tests.sim.traffic import TrafficSimulator
 
 T = TypeVar("T")
+WeightReader = Callable[[Kube, str], dict[str, int] | None]
+"""Reads the weights of the app's VirtualService in a namespace (``read_weights``)."""
 
 RATE = 3000.0
 """Requests per second across both versions: a candidate at 20 % gets 600 per second, so
@@ -68,8 +70,19 @@ _processes = itertools.count()
 class Traffic:
     """The simulator of one namespace, fed by the real VirtualService's weights."""
 
-    def __init__(self, kube: Kube, namespace: str, candidate: Profile, load: float = 0.0) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        candidate: Profile,
+        load: float = 0.0,
+        *,
+        rate: float = RATE,
+        read: WeightReader | None = None,
+    ) -> None:
+        """``read``: how the weights are read (default ``read_weights``, one GET)."""
         self._kube = kube
+        self._read = read or read_weights
         self._namespace = namespace
         self._read_at = -1.0
         self._weights: dict[str, int] = {}
@@ -78,7 +91,7 @@ class Traffic:
             self._weight_of,
             namespace=namespace,
             clock=time.monotonic,
-            requests_per_second=RATE,
+            requests_per_second=rate,
             seed=7,
             load_per_version=load,
         )
@@ -87,7 +100,7 @@ class Traffic:
         if time.monotonic() - self._read_at > POLL:  # one read per scrape, not per version
             # on an error, keep the last weights seen; the next scrape reads again
             with contextlib.suppress(ReconcilerError):
-                self._weights = read_weights(self._kube, self._namespace) or {}
+                self._weights = self._read(self._kube, self._namespace) or {}
             self._read_at = time.monotonic()
         return self._weights.get(version, 0)
 
@@ -100,8 +113,11 @@ def virtual_service(namespace: str) -> ObjectRef:
 def read_weights(kube: Kube, namespace: str) -> dict[str, int] | None:
     """The VirtualService's weights by version (None: it does not exist)."""
     obj = kube.get(virtual_service(namespace))
-    if obj is None:
-        return None
+    return None if obj is None else route_weights(obj)
+
+
+def route_weights(obj: Mapping[str, Any]) -> dict[str, int]:
+    """A VirtualService's weights by version, as the app's routes order them."""
     routes = obj["spec"]["http"][0]["route"]
     return {version: int(routes[i].get("weight", 0)) for i, version in enumerate(VERSIONS)}
 
@@ -207,15 +223,22 @@ class World:
         namespace: str,
         candidate: Profile = HEALTHY,
         load_per_version: float = 0.0,
+        rate: float = RATE,
+        traffic_weights: WeightReader | None = None,
         own_git_daemon: bool = False,
         own_prometheus: bool = False,
     ) -> None:
+        """``rate``: requests a second across both versions (``RATE`` unless a test needs
+        fewer, as one that runs many worlds at once does); ``traffic_weights``: how the
+        simulator reads the weights (default: one GET of the VirtualService per scrape)."""
         self.tmp = tmp
         self.kube_server = kube_server
         self.admin = admin
         self.namespace = namespace
         self.candidate = candidate
         self.load_per_version = load_per_version
+        self.rate = rate
+        self.traffic_weights = traffic_weights
         self.processes: list[ReconcilerProcess] = []
         self.process: ReconcilerProcess | None = None
         """The long-running process, watched by ``wait`` (None: none should be running)."""
@@ -235,6 +258,11 @@ class World:
 
     def setup(self) -> None:
         """Create the Env repo, apply main to the cluster, start traffic and Prometheus."""
+        self.build()
+        self.wait("Prometheus to have scraped this namespace's traffic twice", self.scraped)
+
+    def build(self) -> None:
+        """What ``setup`` does but wait for the first scrapes (``scraped`` says when)."""
         if self.own_git_daemon:
             repos = self.tmp / "repos"
             repos.mkdir()
@@ -244,7 +272,14 @@ class World:
         self.sync_cluster()
         sim_kube = self.kube_server.connect()
         self._closers.append(sim_kube.close)
-        self.traffic = Traffic(sim_kube, self.namespace, self.candidate, self.load_per_version)
+        self.traffic = Traffic(
+            sim_kube,
+            self.namespace,
+            self.candidate,
+            self.load_per_version,
+            rate=self.rate,
+            read=self.traffic_weights,
+        )
         self.metrics.add(self.traffic.simulator)
         self._closers.append(lambda: self.metrics.remove(self.traffic.simulator))
         if self.own_prometheus:
@@ -254,14 +289,14 @@ class World:
             )
             self._closers.append(self.prometheus.stop)
             self.prometheus_url = self.prometheus.start().url
-        self.wait("Prometheus to have scraped this namespace's traffic twice", self._scraped)
 
     def create_repo(self) -> EnvRepo:
         """The Env repo, served by the git daemon."""
         name = f"{self.namespace}.git"
         return EnvRepo.create(self.daemon.base_path / name, self.daemon.url(name))
 
-    def _scraped(self) -> bool:
+    def scraped(self) -> bool:
+        """Whether Prometheus has scraped this namespace's traffic twice."""
         selector = (
             f'istio_requests_total{{destination_workload_namespace="{self.namespace}",'
             f'destination_workload="{BASELINE}",reporter="source",response_code="200"}}'
