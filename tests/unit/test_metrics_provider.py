@@ -8,16 +8,20 @@ tests/integration/prometheus); what is checked is how answers and faults become
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reconciler.metrics.catalog import Catalog
 from reconciler.metrics.prometheus import (
+    REUSED_MAX,
     Evaluation,
+    PrometheusConfig,
     PrometheusMetrics,
     PrometheusPermanentError,
     PrometheusTemporaryError,
+    environment_session,
     first_value,
 )
 from reconciler.ports import MetricValue
@@ -203,3 +207,66 @@ def test_the_json_shape_of_an_evaluation() -> None:
         "status": "ok",
         "query": "q",
     }
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_versions_request_count_is_asked_once_a_tick_for_its_value_and_sample_sizes() -> None:
+    answers = Answers({"istio_requests_total": vector("120"), "response_code": vector("3")})
+    source = PrometheusMetrics(answers, Catalog.from_files(()), clock=Clock())
+    count = observe(source, "istio/request-count")
+    rate = observe(source, "istio/error-rate")
+    assert (count.value, rate.sample_size) == (120, 120)
+    assert len(answers.queries) == len(set(answers.queries))  # nothing asked twice
+
+
+def test_an_answer_is_asked_again_once_it_is_a_second_old() -> None:
+    clock = Clock()
+    answers = Answers({"istio_requests_total": vector("120")})
+    source = PrometheusMetrics(answers, Catalog.from_files(()), clock=clock)
+    observe(source, "istio/request-count")
+    clock.now = 0.9
+    observe(source, "istio/request-count")
+    assert len(answers.queries) == 1
+    clock.now = 1.0
+    answers.answers["istio_requests_total"] = vector("150")
+    assert observe(source, "istio/request-count").value == 150
+    assert len(answers.queries) == 2
+
+
+def test_a_failed_query_is_not_remembered() -> None:
+    answers = Answers({"istio_requests_total": raise_(PrometheusTemporaryError("down"))})
+    source = PrometheusMetrics(answers, Catalog.from_files(()), clock=Clock())
+    assert observe(source, "istio/request-count").status == "unavailable"
+    answers.answers["istio_requests_total"] = vector("7")
+    assert observe(source, "istio/request-count").value == 7
+
+
+def test_at_most_a_bounded_number_of_answers_are_kept() -> None:
+    answers = Answers({"istio_requests_total": vector("1")})
+    source = PrometheusMetrics(answers, Catalog.from_files(()), clock=Clock())
+    for version in range(REUSED_MAX + 10):
+        observe(source, "istio/request-count", version=f"v{version}")
+    assert len(source._recent) <= REUSED_MAX  # noqa: SLF001 - the bound is the point
+    observe(source, "istio/request-count", version="v0")  # the oldest went first
+    assert answers.queries[-1] == answers.queries[0]
+
+
+def test_the_environment_is_read_once_into_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "prometheus.internal")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/corp.pem")
+    proxied = environment_session(PrometheusConfig("https://prometheus.example"))
+    assert proxied.proxies.get("https") == "http://proxy.example:3128"
+    assert proxied.verify == "/etc/ssl/corp.pem"
+    assert proxied.trust_env is False  # not read again at every request
+    direct = environment_session(PrometheusConfig("https://prometheus.internal"))
+    assert "https" not in direct.proxies
+    own_ca = PrometheusConfig("https://prometheus.example", ca_file=Path("/etc/ca.pem"))
+    assert environment_session(own_ca).verify == "/etc/ca.pem"  # the setting wins

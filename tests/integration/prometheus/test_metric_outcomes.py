@@ -6,8 +6,10 @@ they only ever select series whose label is exactly that name.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -140,6 +142,11 @@ def test_prometheus_slower_than_the_timeout_is_unavailable(
     assert verdict({"istio/error-rate": evaluation.result}) != PASS
 
 
+def ticks_apart() -> Callable[[], float]:
+    """A clock ten seconds further at each look: queries asked a tick apart."""
+    return itertools.count(0.0, 10.0).__next__
+
+
 def test_a_prometheus_that_keeps_failing_is_not_asked_again_until_the_cooldown_ends(
     warmed: Traffic, proxy: FaultyProxy
 ) -> None:
@@ -151,7 +158,8 @@ def test_a_prometheus_that_keeps_failing_is_not_asked_again_until_the_cooldown_e
         trip_after=2,
         cooldown_seconds=30.0,
     )
-    metrics = PrometheusMetrics(client, Catalog())
+    # each evaluation a tick apart: no answer is reused, every one is asked of the server
+    metrics = PrometheusMetrics(client, Catalog(), clock=ticks_apart())
 
     def evaluate() -> tuple[str, str]:
         evaluation = ask(metrics, warmed)
@@ -230,7 +238,7 @@ def test_the_token_file_and_headers_reach_prometheus_and_a_new_token_is_used(
     config = PrometheusConfig(
         proxy.url, bearer_token_file=token, headers=(("X-Scope-OrgID", "team-a"),)
     )
-    metrics = PrometheusMetrics(PrometheusClient(config), Catalog())
+    metrics = PrometheusMetrics(PrometheusClient(config), Catalog(), clock=ticks_apart())
     for content in ("first", "second"):
         token.write_text(content)
         assert ask(metrics, warmed).result.status == "ok"
