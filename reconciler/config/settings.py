@@ -444,8 +444,9 @@ class FleetSettings:
         "fleet_workers",
         "fleet.workers",
         "int",
-        "Threads that tick Env repos at once; a repo whose Git server hangs holds one.",
-        default=4,
+        "Threads that tick Env repos at once; a repo whose Git server hangs holds one. "
+        "Enough keep every repo on its interval: repos x tick seconds / interval.",
+        default=8,
     )
     max_repos: int = setting(
         "fleet_max_repos",

@@ -306,7 +306,7 @@ def test_changing_the_repos_listed_needs_no_restart_but_workers_and_cache_do(
     changed = build(flags={}, environ={}, file=after)
     assert running.served() != changed.served()
     assert restart_needed(running, changed) == []
-    workers = build(flags={"fleet_workers": "8"}, environ={}, file=after)
+    workers = build(flags={"fleet_workers": "16"}, environ={}, file=after)
     assert restart_needed(running, workers) == ["--fleet-workers / fleet.workers"]
     cache = build(flags={"cache_dir": str(tmp_path / "cache")}, environ={}, file=after)
     assert restart_needed(running, cache) == ["--cache-dir / cacheDir"]
