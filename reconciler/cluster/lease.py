@@ -138,6 +138,10 @@ class LeaseRecord:
         return (self.holder, self.duration, self.renew_time, self.transitions)
 
 
+_SOONEST = 0.05
+"""Seconds at least between two rounds (and past an expiry, so it has passed when we look)."""
+
+
 class Step(Enum):
     """What a replica does with one Lease in one tick."""
 
@@ -279,10 +283,33 @@ class RepoLeases:
                 if now_held != last:
                     on_change(now_held)
                     last = now_held
-                stop.wait(self.settings.retry_period)
+                stop.wait(self.next_wait())
         finally:
             self.release()
             on_change(frozenset())
+
+    def next_wait(self) -> float:
+        """Seconds until the next round: a retry period, or less when something expires sooner.
+
+        Another replica's Lease, or heartbeat, that stops changing expires a Lease duration
+        after we saw it change; a round then, not up to a retry period later, takes over a
+        killed replica's repos (and counts it gone) within the duration and the lag of our
+        last look at it. A Lease that keeps being renewed never comes due, so a steady
+        fleet still looks once a retry period.
+        """
+        now = self.clock()
+        due = [now + self.settings.retry_period]
+        with self._lock:
+            for held in self._state.values():
+                if held.observed is not None and held.valid_until == -math.inf:
+                    (holder, duration, _renewed, _transitions), seen = held.observed
+                    if holder and holder != self.identity:
+                        due.append(seen + duration)
+            due.extend(
+                changed + self.settings.lease_duration for _value, changed in self._members.values()
+            )
+        upcoming = [at for at in due if at > now]
+        return max(_SOONEST, min(upcoming) - now + _SOONEST)
 
     def release(self, repos: Iterable[str] | None = None) -> None:
         """Stop acting on ``repos`` (default: all held, and leave), then hand them back."""
