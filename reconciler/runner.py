@@ -204,7 +204,7 @@ class Runner:
                     self._schedule.postpone(repo, now)
                 continue
             with self._lock:
-                self._schedule.start(repo, time.monotonic())
+                self._schedule.start(repo)
             pool.submit(self._tick_in_pool, repo)
 
     def _tick_in_pool(self, repo: str) -> None:

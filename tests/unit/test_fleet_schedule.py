@@ -59,8 +59,6 @@ class Runner:
     """Failed ticks in a row of each served repo."""
     woken: set[str] = field(default_factory=set)
     """Repos woken (a push) while a worker ticked them."""
-    started: dict[str, float] = field(default_factory=dict)
-    """When each repo's last tick was handed to a worker."""
 
     def apply(self, op: Op) -> None:
         getattr(self, op.kind)(op)
@@ -94,8 +92,7 @@ class Runner:
 
     def dispatch(self, _op: Op) -> None:
         for repo in self.schedule.due(self.now):
-            self.schedule.start(repo, self.now)
-            self.started[repo] = self.now
+            self.schedule.start(repo)
             self.ticking[repo] = self.ticking.get(repo, 0) + 1
 
     def finish(self, op: Op) -> None:
@@ -113,11 +110,8 @@ class Runner:
         due_now = op.repo in self.schedule.due(self.now)
         if op.repo in self.woken and failures < TRIP_AFTER:
             assert due_now  # the push during the tick is not missed
-        elif op.ok:  # a fixed rate: due an interval after the tick started
-            late = self.now >= self.started[op.repo] + self.served[op.repo]
-            assert due_now == late
         else:
-            assert not due_now  # it waits its interval, or its backoff, from the failure
+            assert not due_now  # it waits its interval, or its backoff
         if failures >= TRIP_AFTER:
             wait = Schedule.wait_after(self.served[op.repo], failures)
             assert self.schedule.retry_in(op.repo, self.now) == pytest.approx(wait, abs=1e-3)
@@ -191,13 +185,13 @@ def test_one_success_closes_the_circuit_and_the_repo_ticks_at_its_interval_again
     for _ in range(failures):
         now += schedule.next_wait(now)
         assert schedule.due(now) == ["env"]
-        schedule.start("env", now)
+        schedule.start("env")
         schedule.finish("env", now, ok=False)
     assert schedule.circuit_open("env")
     assert schedule.wake("env", now) is False  # a webhook does not shorten the backoff
     assert schedule.due(now) == []
     now += schedule.next_wait(now)
-    schedule.start("env", now)
+    schedule.start("env")
     schedule.finish("env", now, ok=True)
     assert not schedule.circuit_open("env")
     assert (schedule.failures("env"), schedule.retry_in("env", now)) == (0, None)
@@ -213,7 +207,7 @@ def test_a_failing_repo_waits_its_interval_then_doubles_up_to_five_minutes() -> 
     waits = []
     for _ in range(9):
         assert schedule.due(now) == ["env"]
-        schedule.start("env", now)
+        schedule.start("env")
         schedule.finish("env", now, ok=False)
         wait = schedule.next_wait(now)
         waits.append(wait)
@@ -229,25 +223,25 @@ def test_an_interval_longer_than_the_cap_is_kept_while_failing() -> None:
 def test_a_push_during_a_tick_makes_the_repo_due_as_soon_as_the_tick_ends() -> None:
     schedule = Schedule()
     schedule.add("env", 30, 0)
-    schedule.start("env", 0)
+    schedule.start("env")
     assert schedule.wake("env", 1) is True
     assert schedule.due(1) == []  # not while a worker holds it
     schedule.finish("env", 2, ok=True)
     assert schedule.due(2) == ["env"]
     assert schedule.next_wait(2) == 0
-    schedule.start("env", 2)
+    schedule.start("env")
     schedule.finish("env", 3, ok=True)
     assert schedule.due(3) == []  # one wake-up, one extra tick
-    assert schedule.next_wait(3) == 29  # an interval after that tick started
+    assert schedule.next_wait(3) == 30
 
 
 def test_a_push_during_the_tick_that_opens_the_circuit_waits_out_the_backoff() -> None:
     schedule = Schedule()
     schedule.add("env", 10, 0)
     for now in (0, 10):
-        schedule.start("env", now)
+        schedule.start("env")
         schedule.finish("env", now, ok=False)
-    schedule.start("env", 20)
+    schedule.start("env")
     assert schedule.wake("env", 20) is True  # the circuit is still closed
     schedule.finish("env", 20, ok=False)
     assert schedule.due(20) == []
@@ -266,12 +260,12 @@ def test_the_longest_overdue_repo_goes_first() -> None:
 def test_adding_a_served_repo_again_keeps_its_turn_and_takes_the_new_interval() -> None:
     schedule = Schedule()
     schedule.add("env", 30, 0)
-    schedule.start("env", 0)
+    schedule.start("env")
     schedule.finish("env", 0, ok=True)
     schedule.add("env", 5, 1)
     assert schedule.due(1) == []  # not ticked again because the settings were reloaded
     assert schedule.next_wait(1) == 29
-    schedule.start("env", 30)
+    schedule.start("env")
     schedule.finish("env", 30, ok=True)
     assert schedule.next_wait(30) == 5
 
@@ -289,7 +283,7 @@ def test_a_removed_repo_is_forgotten_even_when_its_tick_ends_later(running: bool
     schedule = Schedule()
     schedule.add("env", 10, 0)
     if running:
-        schedule.start("env", 0)
+        schedule.start("env")
     schedule.remove("env")
     schedule.finish("env", 1, ok=False)
     assert "env" not in schedule
@@ -302,19 +296,19 @@ def test_nothing_scheduled_or_everything_ticking_means_an_endless_wait() -> None
     schedule = Schedule()
     assert schedule.next_wait(0) == math.inf
     schedule.add("env", 10, 0)
-    schedule.start("env", 0)
+    schedule.start("env")
     assert schedule.next_wait(0) == math.inf
 
 
 def test_a_repo_dropped_and_served_again_during_its_tick_is_not_ticked_twice_at_once() -> None:
     schedule = Schedule()
     schedule.add("env", 10, 0)
-    schedule.start("env", 0)  # a worker ticks it, slowly (a Git server that hangs)
+    schedule.start("env")  # a worker ticks it, slowly (a Git server that hangs)
     schedule.remove("env")  # a reload drops it ...
     schedule.add("env", 10, 1)  # ... and the next one serves it again
     assert "env" in schedule
     assert schedule.due(1) == []  # the first tick still runs
     schedule.finish("env", 2, ok=True)
     assert schedule.due(2) == ["env"]  # served again: its first tick comes right after
-    schedule.start("env", 2)
+    schedule.start("env")
     assert schedule.due(2) == []
