@@ -236,7 +236,7 @@ class RepoWorker:
             repo, (key for key, _what in report.corrections), report.experiments
         )
         for step, seconds in report.phases.items():
-            telemetry.tick_phase.labels(repo, step).observe(seconds)
+            telemetry.tick_phase.labels(step).observe(seconds)
         telemetry.held.labels(repo).set(report.held)
         for transition, _commit in report.recorded:
             if transition.state.phase.final and transition.state.outcome_commit:

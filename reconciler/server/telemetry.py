@@ -102,8 +102,10 @@ class Telemetry:
         self.tick_phase = Histogram(
             "reconciler_tick_phase_seconds",
             "Duration of each phase of a tick (fetch, load, discover, traffic, record, act, "
-            "outcomes, archive).",
-            ["repo", "phase"],
+            "outcomes, archive), every repo together.",
+            # no repo label: 8 phases x 16 series made 12,800 of the 19,000 lines of /metrics
+            # at 100 repos (0.13 s of CPU a render); a slow repo shows in tick_duration
+            ["phase"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
@@ -212,7 +214,7 @@ class Telemetry:
     @property
     def _by_repo(self) -> tuple[Counter | Gauge | Histogram, ...]:
         return (
-            self.tick_phase, self.tick_duration, self.ticks, self.experiments, self.pushes,
+            self.tick_duration, self.ticks, self.experiments, self.pushes,
             self.promotions, self.weight_corrections, self.experiment_errors, self.held,
             self.leader, self.notifications, self.repo_failures,
         )  # fmt: skip
