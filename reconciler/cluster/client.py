@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -266,23 +266,33 @@ class Kube:
             return None
 
     def list_objects(
-        self, api_version: str, kind: str, namespace: str | None, *, page_size: int = 500
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        page_size: int = 500,
+        all_namespaces: bool = False,
     ) -> list[dict[str, Any]]:
         """Every object of ``kind`` in ``namespace`` (ours when None; all for cluster-scoped).
 
-        One LIST request per ``page_size`` objects (``limit`` and ``continue``).
+        With ``all_namespaces``, every object of a namespaced kind, across namespaces
+        (``/apis/<group>/<version>/<plural>``). One LIST request per ``page_size`` objects
+        (``limit`` and ``continue``).
         """
         resource = self.resource(api_version, kind)
-        where = (namespace or self.namespace) if resource.namespaced else None
+        if all_namespaces:
+            path, target = replace(resource, namespaced=False).path(None), resource.target()
+        else:
+            where = (namespace or self.namespace) if resource.namespaced else None
+            path, target = resource.path(where), resource.target(where)
         items: list[dict[str, Any]] = []
         token = ""
         while True:
             query = {"limit": str(page_size)}
             if token:
                 query["continue"] = token
-            answer = self.request(
-                "list", "GET", resource.path(where), target=resource.target(where), query=query
-            )
+            answer = self.request("list", "GET", path, target=target, query=query)
             items.extend(i for i in answer.get("items") or [] if isinstance(i, dict))
             token = str((answer.get("metadata") or {}).get("continue") or "")
             if not token:

@@ -24,7 +24,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,26 +112,9 @@ def list_everywhere(
         ClusterError: the list was refused (``ForbiddenError``) or got no answer.
     """
     try:
-        resource = kube.resource(api_version, kind)
-    except NotFoundError:
+        return kube.list_objects(api_version, kind, None, page_size=page_size, all_namespaces=True)
+    except NotFoundError:  # no such kind, or its CRD was deleted since discovery
         return None
-    # The collection across namespaces: /apis/<group>/<version>/<plural>.
-    path = replace(resource, namespaced=False).path(None)
-    target = resource.target()
-    items: list[dict[str, Any]] = []
-    token = ""
-    while True:
-        query = {"limit": str(page_size)}
-        if token:
-            query["continue"] = token
-        try:
-            answer = kube.request("list", "GET", path, target=target, query=query)
-        except NotFoundError:  # its CRD was deleted since discovery
-            return None
-        items.extend(i for i in answer.get("items") or [] if isinstance(i, dict))
-        token = str((answer.get("metadata") or {}).get("continue") or "")
-        if not token:
-            return items
 
 
 def secret_dir_name(secret: str) -> str:
