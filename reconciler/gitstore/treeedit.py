@@ -11,7 +11,7 @@ keeps its entries in memory, and writes each new tree (and ``commit_bytes`` each
 commit) as the exact bytes libgit2 would, hashed here and handed to the staging area: the
 ids are the ones libgit2 computes (tests compare them). Directories no change reaches are
 never read. It never writes a reference and accepts the same paths, with the same errors,
-as ``trees.build_tree``.
+as libgit2's ``TreeBuilder`` did (the tests keep that one as their reference).
 """
 
 from __future__ import annotations
@@ -160,9 +160,9 @@ class TreeEditor:
     def apply(self, changes: Mapping[str, bytes | None]) -> bytes:
         """Apply ``changes`` (path -> content, None deletes); return the new tree's raw id.
 
-        The same result as ``trees.build_tree`` on the previous tree: only the trees on the
-        changed paths are new; a directory left empty disappears; a file keeps its
-        executable bit.
+        The tree libgit2's ``TreeBuilder`` builds from the previous one (the tests compare
+        them): only the trees on the changed paths are new; a directory left empty
+        disappears; a file keeps its executable bit.
 
         Raises:
             ValueError: a path is invalid, is a directory, or runs through a file. The

@@ -13,7 +13,7 @@ from pygit2.enums import FileMode, ObjectType
 
 from reconciler.gitstore import GitEnvStore
 from reconciler.gitstore.treeedit import TreeEditor, commit_bytes, object_id
-from reconciler.gitstore.trees import build_tree
+from reconciler.gitstore.trees import Node, nest
 from reconciler.ports import CommitSpec
 from tests.gitutil import git, rev_parse, show_file
 
@@ -36,6 +36,68 @@ class _OdbSink:
 
     def add(self, kind: int, data: bytes, oid: bytes) -> None:
         assert self.repo.odb.write(kind, data).raw == oid
+
+
+# -- the reference: libgit2's TreeBuilder, one per directory on a changed path --------------
+
+
+def _write(
+    repo: pygit2.Repository, tree: pygit2.Tree | None, node: Node, prefix: str
+) -> pygit2.Oid | None:
+    """Write ``tree`` with ``node``'s changes applied; None when the result is empty."""
+    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
+    for name, change in node.items():
+        path = f"{prefix}{name}"
+        existing = tree[name] if tree is not None and name in tree else None
+        if isinstance(change, dict):
+            _write_subtree(repo, builder, existing=existing, name=name, node=change, path=path)
+            continue
+        if existing is not None and existing.type == ObjectType.TREE:
+            raise ValueError(f"{path!r} is a directory; change the files in it instead")
+        if change is None:
+            if existing is not None:
+                builder.remove(name)
+            continue
+        mode = FileMode.BLOB
+        if existing is not None and existing.filemode == FileMode.BLOB_EXECUTABLE:
+            mode = FileMode.BLOB_EXECUTABLE
+        builder.insert(name, repo.create_blob(change), mode)
+    if len(builder) == 0:
+        return None
+    return builder.write()
+
+
+def _write_subtree(
+    repo: pygit2.Repository,
+    builder: pygit2.TreeBuilder,
+    *,
+    existing: pygit2.Object | None,
+    name: str,
+    node: Node,
+    path: str,
+) -> None:
+    if existing is not None and not isinstance(existing, pygit2.Tree):
+        raise ValueError(f"cannot write under {path!r}: it is a file")
+    written = _write(repo, existing, node, f"{path}/")
+    if written is not None:
+        builder.insert(name, written, FileMode.TREE)
+    elif existing is not None:
+        builder.remove(name)
+
+
+def build_tree(
+    repo: pygit2.Repository, base: pygit2.Tree | None, changes: Mapping[str, bytes | None]
+) -> pygit2.Oid:
+    """Write the tree ``base`` becomes after ``changes`` (path -> content, None deletes).
+
+    ``base`` None starts from an empty tree. Deleting an absent path is a no-op.
+
+    Raises:
+        ValueError: a path is invalid (see ``split_path``), is a directory, or runs
+            through a file.
+    """
+    written = _write(repo, base, nest(changes), "")
+    return written if written is not None else repo.TreeBuilder().write()
 
 
 def _repo(tmp_path: Path) -> pygit2.Repository:
