@@ -20,27 +20,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import structlog
 
-from reconciler.runner import Runner, Sources
+from reconciler.runner import Runner
 from tests.fixtures.git import GitDaemon
 from tests.fixtures.kube import KubeServer
 from tests.gitutil import make_bare_repo
+from tests.integration.kube.runner_thread import run_in_thread, wait_for
 
 pytestmark = pytest.mark.integration
 
 SECRET = b"fleet-webhook-secret"
 SETTLE = 2.0
 """How long to watch a tick count stay put after a wake-up that must not reach a repo."""
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+WAIT, POLL = 20.0, 0.05
+"""How long each wait may take, and how often it looks."""
 
 
 class SilentGitServer:
@@ -108,18 +101,9 @@ def config_text(
 
 @contextmanager
 def running(config: Path) -> Iterator[Runner]:
-    runner = Runner(Sources({}, {}, config))
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: runner.http is not None, "the HTTP server")
+    with run_in_thread(config, stop_within=15.0) as runner:
+        wait_for(lambda: runner.http is not None, "the HTTP server", WAIT, POLL)
         yield runner
-    finally:
-        runner.stop.set()
-        runner.request_tick()
-        thread.join(timeout=15)
-        structlog.reset_defaults()  # the runner configured logging for the whole process
-        assert not thread.is_alive(), "the runner did not stop"
 
 
 def ticks(runner: Runner, url: str) -> int:
@@ -168,6 +152,8 @@ def test_a_hanging_git_server_holds_one_worker_and_the_other_repos_keep_ticking(
         wait_for(
             lambda: runner._schedule.circuit_open(hanging),  # noqa: SLF001 - what /readyz shows
             "the hanging repo's circuit to open",
+            WAIT,
+            POLL,
         )
         status, body = readyz(runner)
         ticked = {url: ticks(runner, url) - started[url] for url in good}
@@ -192,12 +178,17 @@ def test_a_push_webhook_wakes_only_the_repo_it_names(
     config = tmp_path / "config.yaml"
     config.write_text(config_text(tmp_path, kube_server, [named, other], interval=3600))
     with running(config) as runner:
-        wait_for(lambda: ticks(runner, named) >= 1 and ticks(runner, other) >= 1, "the first ticks")
+        wait_for(
+            lambda: ticks(runner, named) >= 1 and ticks(runner, other) >= 1,
+            "the first ticks",
+            WAIT,
+            POLL,
+        )
         before = {url: ticks(runner, url) for url in (named, other)}
         # GitHub names the repository by its https clone URL: the same repo as git://...
         status, text = push(runner, f"https://127.0.0.1/{named.rsplit('/', 1)[1]}")
         assert status == 202, text
-        wait_for(lambda: ticks(runner, named) > before[named], "the named repo's tick")
+        wait_for(lambda: ticks(runner, named) > before[named], "the named repo's tick", WAIT, POLL)
         time.sleep(SETTLE)
         after = {url: ticks(runner, url) for url in (named, other)}
     assert after[named] == before[named] + 1
@@ -211,10 +202,15 @@ def test_a_config_change_adds_and_drops_repos_and_keeps_the_others_running(
     config = tmp_path / "config.yaml"
     config.write_text(config_text(tmp_path, kube_server, [kept, dropped], interval=3600))
     with running(config) as runner:
-        wait_for(lambda: ticks(runner, kept) >= 1 and ticks(runner, dropped) >= 1, "first ticks")
+        wait_for(
+            lambda: ticks(runner, kept) >= 1 and ticks(runner, dropped) >= 1,
+            "first ticks",
+            WAIT,
+            POLL,
+        )
         worker = runner.workers[kept]
         config.write_text(config_text(tmp_path, kube_server, [kept, added], interval=3600))
-        wait_for(lambda: ticks(runner, added) >= 1, "the added repo's first tick")
+        wait_for(lambda: ticks(runner, added) >= 1, "the added repo's first tick", WAIT, POLL)
         served = set(runner.workers)
         same_worker = runner.workers[kept] is worker
         _, body = readyz(runner)

@@ -10,37 +10,26 @@ then compare the counts.
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from reconciler.demo import scenario
 from reconciler.gitstore.admin import init_bare_repository
 from reconciler.gitstore.repo import GitEnvStore
 from reconciler.ports import CommitSpec
-from reconciler.runner import Runner, Sources
+from reconciler.runner import Runner
 from reconciler.watch import SETTLE_SECONDS
 from tests.configmap import configmap_volume
 from tests.fixtures.kube import KubeServer
+from tests.integration.kube.runner_thread import run_in_thread, wait_for
 
 pytestmark = pytest.mark.integration
 
 SETTLE = 3 * SETTLE_SECONDS + 0.5
 """How long to watch a count stay put: several debounce periods and the observer's delay."""
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def state_log(remote: Path) -> list[str]:
@@ -63,21 +52,6 @@ def env(tmp_path: Path) -> Path:
     message, files = scenario.app_commits()[0]  # the app, no experiment yet
     store.update_branch("main", lambda _tip: [CommitSpec(message, files)])
     return remote
-
-
-@contextmanager
-def run_in_thread(config: Path) -> Iterator[Runner]:
-    runner = Runner(Sources({}, {}, config))
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    try:
-        yield runner
-    finally:
-        runner.stop.set()
-        runner.request_tick()
-        thread.join(timeout=10)
-        structlog.reset_defaults()  # the runner configured logging for the whole process
-        assert not thread.is_alive(), "the runner did not stop"
 
 
 @pytest.fixture
