@@ -47,7 +47,7 @@ from reconciler.fleet.discovery import Discoverer
 from reconciler.fleet.schedule import Schedule
 from reconciler.fleet.worker import FAILPOINT_EXIT, RepoWorker, Wiring
 from reconciler.gitstore.credentials import url_scheme
-from reconciler.gitstore.repo import bound_network
+from reconciler.gitstore.repo import bound_network, object_cache
 from reconciler.load.generator import HttpLoad
 from reconciler.load.shared import SharedLoad
 from reconciler.server.health import Health
@@ -108,6 +108,7 @@ class Runner:
         """Ticks run, all repos together, whatever their outcome."""
         self.identity = f"{socket.gethostname()}-{os.getpid()}"
         self.telemetry = Telemetry()
+        self.telemetry.watch_object_cache(object_cache)
         self.health = Health(stale_after=max(60.0, 3 * self.settings.repo.interval))
         self.leases: RepoLeases | None = None
         self._lease_thread: threading.Thread | None = None

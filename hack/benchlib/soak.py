@@ -110,6 +110,8 @@ class Sample:
     ticks: int
     tick_s: float
     """Sum of the ticks' durations, from /metrics."""
+    objects_mib: float
+    """libgit2's cache of parsed objects, from /metrics (part of ``anon_mib``, bounded)."""
 
 
 # -- reading the process from outside ------------------------------------------------------
@@ -170,6 +172,7 @@ def sample(process: ReconcilerProcess, cache: Path, started: float) -> Sample:
         packs=packs,
         ticks=int(process.metric("reconciler_tick_duration_seconds_count")),
         tick_s=process.metric("reconciler_tick_duration_seconds_sum"),
+        objects_mib=process.metric("reconciler_git_object_cache_bytes") / 2**20,
     )
 
 
@@ -219,6 +222,7 @@ def summarize(samples: Sequence[Sample], warmup: float, window: float) -> dict[s
         "anon_mib_per_hour": slope_per_hour([(s.t, s.anon_mib) for s in settled]),
         "file_mib_per_hour": slope_per_hour([(s.t, s.file_mib) for s in settled]),
         "cache_mb_per_hour": slope_per_hour([(s.t, s.cache_mb) for s in settled]),
+        "objects_mib_per_hour": slope_per_hour([(s.t, s.objects_mib) for s in settled]),
         "cpu_ms_per_tick_early": early * 1000,
         "cpu_ms_per_tick_late": late * 1000,
         "cpu_late_to_early": late / early if early > 0 else float("nan"),
@@ -226,6 +230,7 @@ def summarize(samples: Sequence[Sample], warmup: float, window: float) -> dict[s
         "tick_ms_late": tick_time(late_start, last) * 1000,
         "rss_mib": _span([s.rss_mib for s in settled], max(s.rss_mib for s in samples)),
         "cache_mb": _span([s.cache_mb for s in settled], max(s.cache_mb for s in samples)),
+        "objects_mib": _span([s.objects_mib for s in settled], max(s.objects_mib for s in samples)),
         "packs_max": max(s.packs for s in samples),
         "fds": {"first": first.fds, "last": last.fds, "max": max(s.fds for s in samples)},
         "threads_max": max(s.threads for s in samples),
@@ -515,15 +520,17 @@ def run(args: argparse.Namespace) -> None:
     step = max(1, len(samples) // 12)
     rows = [
         [f"{s.t / 60:.1f}", s.rss_mib, s.anon_mib, s.file_mib, s.cpu_s, s.ticks, s.fds,
-         s.threads, s.deleted_mapped, f"{s.cache_mb:.2f}", s.packs]
+         s.threads, s.deleted_mapped, f"{s.cache_mb:.2f}", s.packs, s.objects_mib]
         for s in [*samples[::step], samples[-1]]
     ]  # fmt: skip
     columns = ("min", "RSS MiB", "anon", "file", "CPU s", "ticks", "fds", "threads",
-               "deleted mapped", "cache MB", "packs")  # fmt: skip
+               "deleted mapped", "cache MB", "packs", "objects MiB")  # fmt: skip
     print(table(columns, rows))
     print(
         f"RSS {figures['rss_mib_per_hour']:.1f} MiB/hour (anon {figures['anon_mib_per_hour']:.1f},"
-        f" file {figures['file_mib_per_hour']:.1f}); cache {figures['cache_mb_per_hour']:.1f} "
+        f" file {figures['file_mib_per_hour']:.1f}, of it libgit2's object cache "
+        f"{figures['objects_mib_per_hour']:.1f}, at {figures['objects_mib']['last']:.1f} MiB "
+        f"at the end); cache {figures['cache_mb_per_hour']:.1f} "
         f"MB/hour (max {figures['cache_mb']['max']:.2f} MB, {figures['packs_max']} packs max); "
         f"CPU per tick {figures['cpu_ms_per_tick_early']:.1f} -> "
         f"{figures['cpu_ms_per_tick_late']:.1f} ms ({figures['cpu_late_to_early']:.2f}x); "

@@ -576,6 +576,12 @@ def bound_memory() -> None:
     pygit2.settings.mwindow_file_limit = OPEN_PACKS
 
 
+def object_cache() -> tuple[int, int]:
+    """libgit2's cache of parsed objects now, process-wide: (bytes held, ``CACHED_BYTES``)."""
+    held, limit = pygit2.settings.cached_memory
+    return int(held), int(limit)
+
+
 def _check_branch(branch: str) -> None:
     if not branch or not pygit2.reference_is_valid_name(f"refs/heads/{branch}"):
         raise ValueError(f"invalid branch name {branch!r}")

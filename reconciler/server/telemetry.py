@@ -59,6 +59,8 @@ class _CacheCollector(Collector):
     def __init__(self) -> None:
         self.reads: dict[str, Callable[[], CacheStats]] = {}
         """Bounded by the repos served: a repo no longer served is dropped (``forget``)."""
+        self.objects: Callable[[], tuple[int, int]] | None = None
+        """The process's cache of parsed objects: (bytes held, bound)."""
 
     def collect(self) -> Iterator[Metric]:
         size = GaugeMetricFamily(
@@ -84,6 +86,18 @@ class _CacheCollector(Collector):
             ):
                 upkeep.add_metric([repo, kind], count)
         yield from (size, packs, upkeep)
+        if self.objects is not None:
+            held, limit = self.objects()
+            yield GaugeMetricFamily(
+                "reconciler_git_object_cache_bytes",
+                "Bytes of parsed Git objects libgit2 keeps in memory, every repo together.",
+                value=held,
+            )
+            yield GaugeMetricFamily(
+                "reconciler_git_object_cache_limit_bytes",
+                "The most reconciler_git_object_cache_bytes may reach.",
+                value=limit,
+            )
 
 
 class Telemetry:
@@ -195,6 +209,10 @@ class Telemetry:
     def watch_cache(self, repo: str, read: Callable[[], CacheStats]) -> None:
         """Export the cache figures ``read`` gives for ``repo`` at every scrape."""
         self._cache.reads[repo] = read
+
+    def watch_object_cache(self, read: Callable[[], tuple[int, int]]) -> None:
+        """Export what ``read`` gives (bytes held, bound) for the object cache at every scrape."""
+        self._cache.objects = read
 
     def forget(self, repo: str) -> None:
         """Drop every series of a repo no longer served, so labels stay bounded by the fleet."""

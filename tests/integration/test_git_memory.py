@@ -16,6 +16,7 @@ import pytest
 
 import reconciler
 from reconciler.gitstore import GitEnvStore
+from reconciler.gitstore.repo import CACHED_BYTES, object_cache
 from reconciler.ports import CommitSpec
 from reconciler.testing import constant
 from tests.gitutil import make_bare_repo
@@ -103,3 +104,17 @@ def test_writing_the_same_files_every_tick_keeps_no_memory(tmp_path: Path) -> No
     # lines pytest keeps are not the store's)
     assert kept == [], "\n".join(str(s) for s in kept[:5])
     store.close()
+
+
+def test_the_object_cache_holds_what_a_tick_read_within_its_bound(tmp_path: Path) -> None:
+    remote = tmp_path / "env.git"
+    files = {f"experiments/shop/app-{i:03d}.json": "{}\n" * (i + 1) for i in range(50)}
+    make_bare_repo(remote, files)
+    store = GitEnvStore.open(str(remote), tmp_path / "cache.git", author=AUTHOR)
+    tip = store.fetch().main
+    assert tip is not None
+    assert len(list(store.list_files(tip, "experiments/"))) == len(files)
+    held, limit = object_cache()
+    # the trees just walked are parsed and kept: /metrics shows them, under the bound
+    assert 0 < held <= limit
+    assert limit == CACHED_BYTES

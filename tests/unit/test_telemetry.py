@@ -91,3 +91,12 @@ def test_a_finished_experiments_corrections_are_dropped_from_metrics() -> None:
     found = samples(telemetry)
     assert (name, (("experiment", "ns/b"), ("repo", REPO))) not in found
     assert found[(name, (("experiment", "ns/a"), ("repo", REPO)))] == 2
+
+
+def test_the_object_cache_is_exported_with_its_bound() -> None:
+    telemetry = Telemetry()
+    assert ("reconciler_git_object_cache_bytes", ()) not in samples(telemetry)
+    telemetry.watch_object_cache(lambda: (4_096, 16 * 2**20))
+    found = samples(telemetry)
+    assert found[("reconciler_git_object_cache_bytes", ())] == 4_096
+    assert found[("reconciler_git_object_cache_limit_bytes", ())] == 16 * 2**20
