@@ -134,3 +134,33 @@ def test_identical_evidence_is_an_exact_tie(x: int, n: int) -> None:
     chance = stats.chances([same, same, same])
     assert chance.beats_first == (0.5, 0.5, 0.5)
     assert chance.best[0] == chance.best[1] == chance.best[2]
+
+
+@settings(max_examples=300)
+@given(
+    st.floats(1e-3, 1e6),
+    st.floats(1e-3, 1e6),
+    st.floats(1e-9, 1 - 1e-9),
+)
+def test_a_beta_quantile_is_where_the_cdf_reaches_it_even_far_in_a_tail(
+    a: float, b: float, p: float
+) -> None:
+    q = stats.beta_quantile(p, a, b)
+    assert 0.0 <= q <= 1.0
+    if 0.0 < q < 1.0:
+        # a neighbour one part in 10^9 away on each side (at least the next double)
+        # brackets p
+        below = min(q * (1 - 1e-9), math.nextafter(q, 0.0))
+        above = max(q + (1 - q) * 1e-9, math.nextafter(q, 1.0))
+        assert stats.beta_cdf(below, a, b) <= p + 1e-9
+        assert stats.beta_cdf(above, a, b) >= p - 1e-9
+
+
+def test_a_lower_bound_a_float_step_from_its_answer_is_not_pushed_to_one() -> None:
+    # Newton's last step was below the float's resolution at 0.99986: the bracket's
+    # bisection towards 1 then answered 1.0, a bound above every observed rate.
+    n = 16412
+    x = 0.9998999999999999 * n
+    low, _high = stats.clopper_pearson(x, n, 0.5)
+    assert low < x / n
+    assert abs(stats.beta_cdf(low, x, n - x + 1) - 0.5) < 1e-9
