@@ -8,7 +8,9 @@ git program itself accepts, and check that a long-running process does not pile 
 from __future__ import annotations
 
 import os
+import random
 import subprocess
+import zlib
 from pathlib import Path
 
 import pygit2
@@ -105,3 +107,32 @@ def test_many_updates_leave_a_cache_git_finds_whole_with_few_packs(tmp_path: Pat
     assert heads.main is not None
     last = PACKS_KEPT + 7
     assert reopened.read_file(heads.main, f"state/{last}.json") == f'{{"n": {last}}}\n'.encode()
+
+
+def test_a_corrupted_object_in_the_cache_fails_to_read_rather_than_read_altered(
+    tmp_path: Path,
+) -> None:
+    # libgit2 does not hash objects again as it reads them (``read_without_rehashing``):
+    # a byte changed on disk must still fail the read (zlib's checksum), never read back
+    # as other content.
+    remote = tmp_path / "env.git"
+    make_bare_repo(remote, {"README.md": "env\n"})
+    # bytes zlib cannot compress: stored as they are, so a changed byte inflates to
+    # other content, and only the stream's checksum can tell
+    content = random.Random(7).randbytes(4096)  # noqa: S311 - test data, not a secret
+    store = GitEnvStore.open(str(remote), tmp_path / "cache.git", author=AUTHOR)
+    store.fetch()
+    tip = store.update_branch("main", constant([CommitSpec("add", {"doc.json": content})])).tip
+    assert tip is not None
+    store.close()
+    compressed = zlib.compress(content, 1)
+    packs = (tmp_path / "cache.git/objects/pack").glob("*.pack")
+    holder = next(p for p in packs if compressed in p.read_bytes())
+    data = bytearray(holder.read_bytes())
+    at = data.index(compressed) + len(compressed) // 2
+    data[at] ^= 0x01
+    holder.chmod(0o644)
+    holder.write_bytes(bytes(data))
+    reopened = GitEnvStore.open(str(remote), tmp_path / "cache.git", author=AUTHOR)
+    with pytest.raises(pygit2.GitError, match="incorrect data check"):
+        reopened.read_file(tip, "doc.json")
