@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -554,3 +556,33 @@ def test_concurrent_writer_process_loses_nothing_and_nothing_is_forced(
     assert len(moves) >= 20
     for newer, older in itertools.pairwise(moves):
         assert is_ancestor(remote, older, newer), (older, newer)
+
+
+def test_a_tick_of_many_versions_of_a_document_reaches_the_server_as_deltas(
+    env_remote: str, git_daemon: GitDaemon, tmp_path: Path
+) -> None:
+    # The cache bounds libgit2's delta window (``PACK_WINDOW_BYTES``) to push faster: the
+    # versions of one document still go as deltas against each other, not whole.
+    store = open_store(env_remote, tmp_path)
+    lines = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(128)]  # 8 KiB, no repeats
+    versions = 100
+
+    def plan(_tip: str | None) -> list[CommitSpec]:
+        specs = []
+        for v in range(versions):
+            lines[v % len(lines)] = hashlib.sha256(b"version %d" % v).hexdigest()
+            specs.append(CommitSpec(f"v{v}", {"state/doc.txt": "\n".join(lines).encode()}))
+        return specs
+
+    packs = remote_dir(env_remote, git_daemon) / "objects" / "pack"
+    before = {p.name for p in packs.glob("*.pack")}
+    result = store.update_branch("main", plan)
+    assert len(result.commits) == versions
+    received = [p for p in packs.glob("*.pack") if p.name not in before]
+    assert len(received) == 1, "the server keeps the pushed pack as it came"
+    whole = versions * len(zlib.compress("\n".join(lines).encode(), 1))
+    # whole, it would be 489 KB; as deltas 50 KB, most of it the commits
+    assert received[0].stat().st_size < whole / 4
+    assert show_file(remote_dir(env_remote, git_daemon), "main", "state/doc.txt") == (
+        "\n".join(lines)
+    )
