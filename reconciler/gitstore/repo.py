@@ -76,6 +76,8 @@ class CacheStats:
     """Times everything reachable was written as one pack and the rest dropped."""
     failures: int
     """Upkeep that failed (a full volume, say): the cache was left as it was."""
+    repacking: bool = False
+    """A repack is being written, in a thread of its own, or waits to be applied."""
 
 
 class GitEnvStore:
@@ -194,7 +196,12 @@ class GitEnvStore:
         return redact_url(self._url)
 
     def close(self) -> None:
-        """Release the cache's file handles; the store is unusable afterwards."""
+        """Release the cache's file handles; the store is unusable afterwards.
+
+        A repack under way is waited for first, so that no thread writes into the cache
+        after it is closed.
+        """
+        self.wait_upkeep()
         self._trees.clear()
         self._repo.free()
 
@@ -486,16 +493,21 @@ class GitEnvStore:
         """Keep the cache's packs few and its size bounded (``Staging.repack``, ``merge``).
 
         Called after a fetch and after a push, when every object still needed is reachable
-        from the remote-tracking references (the staged ones stay in memory). A failure
-        (a full volume, say) leaves the cache as it was, only slower to read and larger:
-        logged, never raised; the next fetch or push tries again.
+        from the remote-tracking references (the staged ones stay in memory). A repack
+        runs in a thread of its own (``Staging.start_repack``) and is applied by a later
+        call once written: a tick that records 5,000 transitions sets one off, which took
+        4 to 5 s between its push and setting the weights. A failure (a full volume, say)
+        leaves the cache as it was, only slower to read and larger: logged, never raised;
+        the next fetch or push tries again.
         """
         try:
+            if self._staging.repacking:
+                self._finish_repack(wait=False)
+                if self._staging.repacking:
+                    return  # still writing: no merge under it
             if self._staging.should_repack():
                 roots = [ref.resolve().target for ref in self._repo.references.objects]
-                written = self._staging.repack([r for r in roots if isinstance(r, pygit2.Oid)])
-                self._upkeep["repacks"] += 1
-                log.info("git_cache_repacked", objects=written, bytes=self.cache_stats().bytes)
+                self._staging.start_repack([r for r in roots if isinstance(r, pygit2.Oid)])
                 return
             merged = self._staging.merge()
         except (OSError, ValueError) as exc:
@@ -506,6 +518,25 @@ class GitEnvStore:
             self._upkeep["merges"] += 1
             log.info("git_cache_packs_merged", packs=merged)
 
+    def _finish_repack(self, *, wait: bool) -> None:
+        """Apply the repack under way once written (``Staging.finish_repack``).
+
+        Raises:
+            OSError: it could not be written (the old packs all stay).
+        """
+        written = self._staging.finish_repack(wait=wait)
+        if written is not None:
+            self._upkeep["repacks"] += 1
+            log.info("git_cache_repacked", objects=written, bytes=self.cache_stats().bytes)
+
+    def wait_upkeep(self) -> None:
+        """Wait for the cache's repack under way, if any, and apply it (logged if it failed)."""
+        try:
+            self._finish_repack(wait=True)
+        except OSError as exc:
+            self._upkeep["failures"] += 1
+            log.warning("git_cache_upkeep_failed", error=str(exc), retried="after the next fetch")
+
     def cache_stats(self) -> CacheStats:
         """The cache's size and pack count now, and its upkeep so far (a directory listing)."""
         packs = self._staging.packs()
@@ -515,6 +546,7 @@ class GitEnvStore:
             merges=self._upkeep["merges"],
             repacks=self._upkeep["repacks"],
             failures=self._upkeep["failures"],
+            repacking=self._staging.repacking,
         )
 
     @contextlib.contextmanager

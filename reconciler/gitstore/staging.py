@@ -16,9 +16,11 @@ the cache holds more than ``PACKS_KEPT`` packs, ``merge()`` rewrites the smalles
 (geometrically: the recent small packs, never the base) and removes them. Whole objects
 take more room than the deltas the server sends, and objects of rejected pushes are never
 reached again, so once the packs beside the base (the last repack's pack, or the largest)
-hold ``REPACK_RATIO`` times as much as it, ``repack()`` writes what the references reach as
-one pack with deltas (``PackBuilder``) and removes every other pack: the cache stays within
-about ``1 + REPACK_RATIO`` times the repository's packed size, whatever the process's age.
+hold ``REPACK_RATIO`` times as much as it, ``start_repack()`` writes what the references
+reach as one pack with deltas (``PackBuilder``), in a thread of its own while the caller goes
+on, and ``finish_repack()`` then removes every pack there was when it started: the cache
+stays within about ``1 + REPACK_RATIO`` times the repository's packed size, whatever the
+process's age.
 This module never writes a reference; the only files it removes are packs
 whose every object (every one still reachable, for ``repack``) it has just written to a new
 pack. A process
@@ -29,8 +31,9 @@ reading the same cache directory at that moment (a CLI given the running reconci
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import overload
 
@@ -67,6 +70,13 @@ _HEX_SIZE = 40
 _BACKGROUND_FROM = 256
 """Fewer staged objects are packed after the block, in this thread: a promotion's handful
 is written in a millisecond, and a second thread would only compete with its push."""
+
+REPACK_DIR = "reconciler-repack"
+"""The directory in the cache (beside ``objects``) a repack writes its pack into, to move it
+into ``objects/pack`` by its known name once complete; Git ignores it."""
+_REPACKS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-repack")
+"""Repacks run here, one at a time in the process: each reads and delta-searches a whole
+repository, so a fleet's repos queue rather than hold as many repositories in memory."""
 
 _PACKED, _MEMORY, _LOOSE = 3, 2, 1
 """Backend priorities: libgit2 reads from the highest first and writes to the first that
@@ -138,6 +148,9 @@ class Staging:
             self._base: str | None = self._base_file.read_text().strip() or None
         except (FileNotFoundError, UnicodeDecodeError):
             self._base = None
+        self._repacking: tuple[Future[tuple[str | None, int]], list[Path]] | None = None
+        """The repack under way: its result (the pack's name, objects) and the packs it
+        replaces (those there were when it started)."""
 
     def _open(self) -> pygit2.OdbBackendPack:
         """Give the repository a new object database over the packs there are now.
@@ -234,7 +247,7 @@ class Staging:
             ValueError: a pack index could not be read (nothing is changed).
         """
         packs = self.packs()
-        if len(packs) <= PACKS_KEPT:
+        if len(packs) <= PACKS_KEPT or self._repacking is not None:
             return 0
         # The base (the last repack's pack, or the first clone's, with deltas) is never
         # merged: ``repack`` rewrites it, once the others outgrow it.
@@ -299,30 +312,59 @@ class Staging:
     def repack(self, roots: Sequence[pygit2.Oid]) -> int:
         """Write every object reachable from ``roots`` as one pack with deltas; drop the rest.
 
-        The other packs (objects no reference reaches any more, and whole copies of the
-        reachable ones) are removed once the new pack is written and libgit2 knows of it;
-        staged and loose objects are not touched. Returns the objects written (0: nothing
-        reachable, nothing changed).
+        ``start_repack`` then ``finish_repack``, waiting. Returns the objects written (0:
+        nothing reachable, nothing changed).
 
         Raises:
             OSError: the new pack could not be written (every old pack stays).
         """
+        self.start_repack(roots)
+        return self.finish_repack(wait=True) or 0
+
+    def start_repack(self, roots: Sequence[pygit2.Oid]) -> None:
+        """Start writing what ``roots`` reach as one pack, in a thread of its own.
+
+        The repack reads the packs through a repository of its own, so every object
+        ``roots`` reach must be packed already (nothing staged). Until ``finish_repack``
+        has applied it, ``merge`` does nothing (it would remove packs the repack reads);
+        new packs may come meanwhile, and stay. Nothing happens while one is under way.
+        """
+        if self._repacking is not None:
+            return
         old = [index for index, _size in self.packs()]
-        builder = pygit2.PackBuilder(self._repo)
-        for oid, path in _reachable(self._repo, roots):
-            _add_named(builder, oid, path)
-        if len(builder) == 0:
-            return 0
-        before = {index.name for index in self._pack_dir.glob("pack-*.idx")}
+        aside = Path(self._repo.path) / REPACK_DIR
         try:
-            builder.write(str(self._pack_dir))
-        except pygit2.GitError as exc:
-            raise OSError(f"cannot write the repacked cache: {exc}") from None
-        written = {index.name for index in self._pack_dir.glob("pack-*.idx")} - before
-        self._replace([index for index in old if index.name not in written])
-        if written:
-            self._remember(min(written))
-        return builder.written_objects_count
+            future = _REPACKS.submit(_write_reachable, Path(self._repo.path), aside, list(roots))
+        except RuntimeError as exc:  # the interpreter is exiting
+            raise OSError(f"cannot start a repack: {exc}") from None
+        self._repacking = (future, old)
+
+    @property
+    def repacking(self) -> bool:
+        """Whether a repack was started and not applied yet (``finish_repack``)."""
+        return self._repacking is not None
+
+    def finish_repack(self, *, wait: bool) -> int | None:
+        """Apply the repack under way once written: remove the packs it replaces.
+
+        Without ``wait``, a repack still writing is left to a later call. Returns the
+        objects it wrote, None when there was none to apply.
+
+        Raises:
+            OSError: it could not be written (every old pack stays; the next may start).
+        """
+        if self._repacking is None:
+            return None
+        future, old = self._repacking
+        if not wait and not future.done():
+            return None
+        self._repacking = None
+        name, written = future.result()
+        if name is None:
+            return 0
+        self._replace([index for index in old if index.stem != name])
+        self._remember(f"{name}.idx")
+        return written
 
     def _replace(self, removed: Sequence[Path]) -> None:
         """Let libgit2 find the new pack, remove ``removed``, then reopen the database.
@@ -368,6 +410,59 @@ class _Stored(Sequence[tuple[bytes, int, bytes]]):
         raw = self._ids[index]
         kind, data = self._odb.read(pygit2.Oid(raw=raw))[:2]
         return raw, int(kind), bytes(data)
+
+
+def _write_reachable(cache: Path, aside: Path, roots: list[pygit2.Oid]) -> tuple[str | None, int]:
+    """Pack what ``roots`` reach in the cache at ``cache``, and move the pack into it.
+
+    Runs in the repack thread with a repository of its own (a libgit2 repository is used
+    by one thread at a time). libgit2 names the pack after its content; written in
+    ``aside`` first, it is found there by that name and moved into ``objects/pack``,
+    the index last (readers find packs by their index). Returns the pack's name (None:
+    nothing reachable) and the objects written.
+
+    Raises:
+        OSError: the pack could not be written or moved, or an object could not be read.
+    """
+    shutil.rmtree(aside, ignore_errors=True)  # what a killed repack left
+    out = aside / "pack"
+    try:
+        out.mkdir(parents=True)
+        repo = _reader(cache, aside / "reader.git")
+        try:
+            builder = pygit2.PackBuilder(repo)
+            for oid, path in _reachable(repo, roots):
+                _add_named(builder, oid, path)
+            if len(builder) == 0:
+                return None, 0
+            builder.write(str(out))
+            written = builder.written_objects_count
+        finally:
+            repo.free()
+        index = next(out.glob("pack-*.idx"))
+        pack_dir = cache / "objects" / "pack"
+        for suffix in (".pack", ".rev", ".idx"):
+            part = index.with_suffix(suffix)
+            if part.exists():
+                part.replace(pack_dir / part.name)
+    except (pygit2.GitError, KeyError, StopIteration) as exc:
+        raise OSError(f"cannot write the repacked cache: {exc!r}") from None
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+    return index.stem, written
+
+
+def _reader(cache: Path, path: Path) -> pygit2.Repository:
+    """A bare repository at ``path`` that reads the cache's objects (as an alternate).
+
+    Its config is its own: the cache's bounds libgit2's delta window for the push
+    (``repo.PACK_WINDOW_BYTES``), which would cost a repack its deltas (a cache of
+    versions of 8 KiB files grew 8-fold); the repack searches as libgit2 does by default.
+    """
+    pygit2.init_repository(str(path), bare=True)
+    alternates = path / "objects" / "info" / "alternates"
+    alternates.write_text(f"{(cache / 'objects').resolve()}\n")
+    return pygit2.Repository(str(path))
 
 
 def geometric_split(sizes: Sequence[int]) -> int:

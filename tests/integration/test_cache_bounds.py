@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.gitstore import GitEnvStore
-from reconciler.gitstore.staging import PACKS_KEPT, REPACK_FROM, REPACK_RATIO
+from reconciler.gitstore.staging import PACKS_KEPT, REPACK_DIR, REPACK_FROM, REPACK_RATIO
 from reconciler.ports import CommitSpec
 from reconciler.testing import constant
 from tests.fixtures.git import GitDaemon
@@ -78,6 +78,7 @@ def test_the_cache_stays_within_a_multiple_of_the_packed_repository_and_maps_no_
         spec = CommitSpec(f"change {n}", {"log.txt": log.encode()})
         store.update_branch("main", constant([spec]))
         assert _deleted_mapped(cache) == [], f"after update {n}"
+    store.wait_upkeep()
     stats = store.cache_stats()
     packed = _packed_size(remote, tmp_path)
     store.close()
@@ -172,6 +173,7 @@ def test_updates_that_rewrite_many_files_repack_once_per_ratio_not_every_other_t
         spec = CommitSpec(f"tick {n}", {p: "".join(ls).encode() for p, ls in files.items()})
         before = store.cache_stats().repacks
         store.update_branch("main", constant([spec]))
+        store.wait_upkeep()  # the repack it set off, if any, is written and applied
         if store.cache_stats().repacks > before:
             repacked_after.append(n)
     stats = store.cache_stats()
@@ -188,3 +190,53 @@ def test_updates_that_rewrite_many_files_repack_once_per_ratio_not_every_other_t
     assert gaps == sorted(gaps), repacked_after
     assert min(gaps) >= 4, repacked_after  # at a ratio of 1: every other update
     assert stats.bytes <= (1 + REPACK_RATIO) * packed + REPACK_FROM + update_bytes, (stats, packed)
+
+
+def test_a_repack_runs_beside_the_updates_and_keeps_every_pack_written_meanwhile(
+    tmp_path: Path,
+) -> None:
+    # A tick that sets off a repack goes on to set weights without waiting for it; the
+    # packs written while it runs (later updates) hold objects it never saw, and stay.
+    remote = tmp_path / "env.git"
+    make_bare_repo(remote, {"README.md": "env\n"})
+    cache = tmp_path / "cache.git"
+    store = GitEnvStore.open(str(remote), cache, author=AUTHOR)
+    store.fetch()
+    files = {f"state/{f}.json": [_line(f * 1000 + n) for n in range(WIDE_LINES)] for f in
+             range(WIDE_FILES)}  # fmt: skip
+    pack_dir = cache / "objects" / "pack"
+
+    def update(n: int) -> None:
+        for f, lines in enumerate(files.values()):
+            lines[n % WIDE_LINES] = _line(10**6 * (n + 1) + f)
+        spec = CommitSpec(f"tick {n}", {p: "".join(ls).encode() for p, ls in files.items()})
+        store.update_branch("main", constant([spec]))
+
+    n = 0
+    while not store.cache_stats().repacking:
+        n += 1
+        assert n < WIDE_UPDATES, "the whole copies outgrow the bound: a repack must start"
+        update(n)
+    # the update that set it off returned before any pack was replaced
+    at_start = set(pack_dir.glob("pack-*.idx"))
+    assert store.cache_stats().repacks == 0
+    written_meanwhile: set[Path] = set()
+    for m in range(n + 1, n + 4):
+        before = set(pack_dir.glob("pack-*.idx"))
+        update(m)
+        if store.cache_stats().repacking:  # not applied yet: the new pack is the update's
+            written_meanwhile |= set(pack_dir.glob("pack-*.idx")) - before
+    store.wait_upkeep()
+
+    stats = store.cache_stats()
+    assert (stats.repacks, stats.repacking) == (1, False)
+    remaining = set(pack_dir.glob("pack-*.idx"))
+    assert written_meanwhile <= remaining, "a pack written during the repack was removed"
+    assert not at_start & remaining, "the packs it replaced are all gone"
+    assert not (cache / REPACK_DIR).exists()
+    git("fsck", "--connectivity-only", cwd=cache)
+    tip = store.fetch().main
+    assert tip is not None
+    for path, lines in files.items():
+        assert store.read_file(tip, path) == "".join(lines).encode()
+    store.close()
