@@ -424,8 +424,8 @@ def _write_reachable(cache: Path, aside: Path, roots: list[pygit2.Oid]) -> tuple
     Raises:
         OSError: the pack could not be written or moved, or an object could not be read.
     """
-    shutil.rmtree(aside, ignore_errors=True)  # what a killed repack left
     out = aside / "pack"
+    shutil.rmtree(out, ignore_errors=True)  # what a killed repack left
     try:
         out.mkdir(parents=True)
         repo = _reader(cache, aside / "reader.git")
@@ -448,7 +448,7 @@ def _write_reachable(cache: Path, aside: Path, roots: list[pygit2.Oid]) -> tuple
     except (pygit2.GitError, KeyError, StopIteration) as exc:
         raise OSError(f"cannot write the repacked cache: {exc!r}") from None
     finally:
-        shutil.rmtree(aside, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
     return index.stem, written
 
 
@@ -458,11 +458,22 @@ def _reader(cache: Path, path: Path) -> pygit2.Repository:
     Its config is its own: the cache's bounds libgit2's delta window for the push
     (``repo.PACK_WINDOW_BYTES``), which would cost a repack its deltas (a cache of
     versions of 8 KiB files grew 8-fold); the repack searches as libgit2 does by default.
+    It is made once and kept: each ``pygit2.init_repository`` keeps about 12 KiB for good.
     """
-    pygit2.init_repository(str(path), bare=True)
     alternates = path / "objects" / "info" / "alternates"
-    alternates.write_text(f"{(cache / 'objects').resolve()}\n")
-    return pygit2.Repository(str(path))
+    try:
+        repo = pygit2.Repository(str(path))
+    except pygit2.GitError:  # absent, or left half made by a killed process
+        shutil.rmtree(path, ignore_errors=True)
+        pygit2.init_repository(str(path), bare=True).free()
+        repo = None
+    line = f"{(cache / 'objects').resolve()}\n"
+    if repo is None or not alternates.exists() or alternates.read_text() != line:
+        if repo is not None:
+            repo.free()
+        alternates.write_text(line)
+        repo = pygit2.Repository(str(path))
+    return repo
 
 
 def geometric_split(sizes: Sequence[int]) -> int:
