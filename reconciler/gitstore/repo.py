@@ -223,9 +223,24 @@ class GitEnvStore:
             GitTemporaryError: the server or network failed, after bounded retries.
             GitPermanentError: credentials or the certificate / host key were refused.
         """
+        self._forget_parsed()
         self._remote.fetch((self._main, self._state))
         self._merge_packs()
         return Heads(main=self.tip(self._main), state=self.tip(self._state))
+
+    def _forget_parsed(self) -> None:
+        """Drop the objects libgit2 parsed for this repo so far (a tick's, at its start).
+
+        libgit2 keeps every commit and tree it parses, up to ``CACHED_BYTES`` counted as
+        raw bytes, while the memory they take is 2.5 to 4.7 times that (mallinfo2), and a
+        tick's objects are seldom read by the next: the soak's resident memory grew with
+        the cache, towards 40 to 75 MiB at that bound (``hack/bench.py soak``). Freed at each
+        fetch, the cache holds one tick's objects, which its push reads back. libgit2
+        frees the cache with the handles to the object database, which the staging area
+        gives back.
+        """
+        self._repo.free()
+        self._staging.reopen()
 
     def branches(self) -> list[str]:
         """The Env repo's branch names, as its server lists them now."""
@@ -571,8 +586,9 @@ def _walk(tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, str]]:
 
 
 CACHED_BYTES = 16 * 1024 * 1024
-"""libgit2's cache of parsed commits and trees, per repository (libgit2's default: 256 MiB,
-which a long-running process reading new commits every tick fills, never frees)."""
+"""libgit2's cache of parsed commits and trees, process-wide, in raw bytes (libgit2's
+default: 256 MiB, which a long-running process reading new commits every tick fills, never
+frees). Each store also drops its repo's share at every fetch (``_forget_parsed``)."""
 MAPPED_BYTES = 64 * 1024 * 1024
 """Pack data libgit2 keeps mapped at most (default 8 GiB); least recently used windows go."""
 OPEN_PACKS = 64

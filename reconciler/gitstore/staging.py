@@ -170,6 +170,10 @@ class Staging:
         self._repo.set_odb(odb)
         return packs
 
+    def reopen(self) -> None:
+        """Give the repository its object database again (after ``Repository.free``)."""
+        self._packs = self._open()
+
     def add(self, kind: int, data: bytes, oid: bytes) -> None:
         """Stage the object ``data`` of ``kind`` whose raw id, computed by the caller, is ``oid``.
 
