@@ -59,14 +59,20 @@ def _packed_size(repo: Path, work: Path) -> int:
     return sum(p.stat().st_size for p in (copy / "objects" / "pack").glob("pack-*.pack"))
 
 
-def test_the_cache_stays_within_a_multiple_of_the_packed_repository_and_maps_no_removed_pack(
-    tmp_path: Path,
-) -> None:
+def _opened(tmp_path: Path) -> tuple[Path, Path, GitEnvStore]:
+    """A fresh remote with one file, and a store on a fresh cache that fetched it."""
     remote = tmp_path / "env.git"
     make_bare_repo(remote, {"README.md": "env\n"})
     cache = tmp_path / "cache.git"
     store = GitEnvStore.open(str(remote), cache, author=AUTHOR)
     store.fetch()
+    return remote, cache, store
+
+
+def test_the_cache_stays_within_a_multiple_of_the_packed_repository_and_maps_no_removed_pack(
+    tmp_path: Path,
+) -> None:
+    remote, cache, store = _opened(tmp_path)
     log = ""
     written = 0
     for n in range(UPDATES):
@@ -153,6 +159,20 @@ WIDE_FILES = 120
 WIDE_LINES = 40
 
 
+class _WideFiles:
+    """``WIDE_FILES`` files of ``WIDE_LINES`` lines, each update changing a line of each."""
+
+    def __init__(self) -> None:
+        self.files = {f"state/{f}.json": [_line(f * 1000 + n) for n in range(WIDE_LINES)]
+                      for f in range(WIDE_FILES)}  # fmt: skip
+
+    def update(self, store: GitEnvStore, n: int) -> None:
+        for f, lines in enumerate(self.files.values()):
+            lines[n % WIDE_LINES] = _line(10**6 * (n + 1) + f)
+        contents = {p: "".join(ls).encode() for p, ls in self.files.items()}
+        store.update_branch("main", constant([CommitSpec(f"tick {n}", contents)]))
+
+
 def test_updates_that_rewrite_many_files_repack_once_per_ratio_not_every_other_time(
     tmp_path: Path,
 ) -> None:
@@ -160,19 +180,12 @@ def test_updates_that_rewrite_many_files_repack_once_per_ratio_not_every_other_t
     # little, so its pack (whole objects) outweighs the whole history packed with deltas.
     # The repack, whose cost grows with the history, must still wait for REPACK_RATIO
     # times the last repack's pack, not come every other update.
-    remote = tmp_path / "env.git"
-    make_bare_repo(remote, {"README.md": "env\n"})
-    store = GitEnvStore.open(str(remote), tmp_path / "cache.git", author=AUTHOR)
-    store.fetch()
-    files = {f"state/{f}.json": [_line(f * 1000 + n) for n in range(WIDE_LINES)] for f in
-             range(WIDE_FILES)}  # fmt: skip
+    remote, _cache, store = _opened(tmp_path)
+    wide = _WideFiles()
     repacked_after = []
     for n in range(WIDE_UPDATES):
-        for f, lines in enumerate(files.values()):
-            lines[n % WIDE_LINES] = _line(10**6 * (n + 1) + f)
-        spec = CommitSpec(f"tick {n}", {p: "".join(ls).encode() for p, ls in files.items()})
         before = store.cache_stats().repacks
-        store.update_branch("main", constant([spec]))
+        wide.update(store, n)
         store.wait_upkeep()  # the repack it set off, if any, is written and applied
         if store.cache_stats().repacks > before:
             repacked_after.append(n)
@@ -197,33 +210,22 @@ def test_a_repack_runs_beside_the_updates_and_keeps_every_pack_written_meanwhile
 ) -> None:
     # A tick that sets off a repack goes on to set weights without waiting for it; the
     # packs written while it runs (later updates) hold objects it never saw, and stay.
-    remote = tmp_path / "env.git"
-    make_bare_repo(remote, {"README.md": "env\n"})
-    cache = tmp_path / "cache.git"
-    store = GitEnvStore.open(str(remote), cache, author=AUTHOR)
-    store.fetch()
-    files = {f"state/{f}.json": [_line(f * 1000 + n) for n in range(WIDE_LINES)] for f in
-             range(WIDE_FILES)}  # fmt: skip
+    _remote, cache, store = _opened(tmp_path)
+    wide = _WideFiles()
     pack_dir = cache / "objects" / "pack"
-
-    def update(n: int) -> None:
-        for f, lines in enumerate(files.values()):
-            lines[n % WIDE_LINES] = _line(10**6 * (n + 1) + f)
-        spec = CommitSpec(f"tick {n}", {p: "".join(ls).encode() for p, ls in files.items()})
-        store.update_branch("main", constant([spec]))
 
     n = 0
     while not store.cache_stats().repacking:
         n += 1
         assert n < WIDE_UPDATES, "the whole copies outgrow the bound: a repack must start"
-        update(n)
+        wide.update(store, n)
     # the update that set it off returned before any pack was replaced
     at_start = set(pack_dir.glob("pack-*.idx"))
     assert store.cache_stats().repacks == 0
     written_meanwhile: set[Path] = set()
     for m in range(n + 1, n + 4):
         before = set(pack_dir.glob("pack-*.idx"))
-        update(m)
+        wide.update(store, m)
         if store.cache_stats().repacking:  # not applied yet: the new pack is the update's
             written_meanwhile |= set(pack_dir.glob("pack-*.idx")) - before
     store.wait_upkeep()
@@ -237,6 +239,6 @@ def test_a_repack_runs_beside_the_updates_and_keeps_every_pack_written_meanwhile
     git("fsck", "--connectivity-only", cwd=cache)
     tip = store.fetch().main
     assert tip is not None
-    for path, lines in files.items():
+    for path, lines in wide.files.items():
         assert store.read_file(tip, path) == "".join(lines).encode()
     store.close()
