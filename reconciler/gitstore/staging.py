@@ -31,6 +31,7 @@ reading the same cache directory at that moment (a CLI given the running reconci
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import shutil
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -77,6 +78,9 @@ into ``objects/pack`` by its known name once complete; Git ignores it."""
 _REPACKS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-repack")
 """Repacks run here, one at a time in the process: each reads and delta-searches a whole
 repository, so a fleet's repos queue rather than hold as many repositories in memory."""
+
+_LIBC = ctypes.CDLL(None)
+"""The C library the process runs on (for ``malloc_trim``, where it has one)."""
 
 _PACKED, _MEMORY, _LOOSE = 3, 2, 1
 """Backend priorities: libgit2 reads from the highest first and writes to the first that
@@ -453,7 +457,20 @@ def _write_reachable(cache: Path, aside: Path, roots: list[pygit2.Oid]) -> tuple
         raise OSError(f"cannot write the repacked cache: {exc!r}") from None
     finally:
         shutil.rmtree(out, ignore_errors=True)
+        _give_back_freed_memory()
     return index.stem, written
+
+
+def _give_back_freed_memory() -> None:
+    """Return the memory a repack freed to the system (glibc's ``malloc_trim``; elsewhere none).
+
+    A repack's delta search allocates in the repack thread's own malloc arena and frees it
+    all at the end, but glibc keeps the freed pages resident: in the soak that arena held
+    6.3 MB with 0.2 MB in use (``malloc_stats``), more after each larger repack.
+    """
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _reader(cache: Path, path: Path) -> pygit2.Repository:
