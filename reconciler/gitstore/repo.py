@@ -505,7 +505,7 @@ class GitEnvStore:
             ) from None
 
     def _merge_packs(self) -> None:
-        """Keep the cache's packs few and its size bounded (``Staging.repack``, ``merge``).
+        """Keep the cache's packs few and its size bounded (``Staging.start_repack``, ``merge``).
 
         Called after a fetch and after a push, when every object still needed is reachable
         from the remote-tracking references (the staged ones stay in memory). A repack

@@ -22,7 +22,7 @@ on, and ``finish_repack()`` then removes every pack there was when it started: t
 stays within about ``1 + REPACK_RATIO`` times the repository's packed size, whatever the
 process's age.
 This module never writes a reference; the only files it removes are packs
-whose every object (every one still reachable, for ``repack``) it has just written to a new
+whose every object (every one still reachable, for a repack) it has just written to a new
 pack. A process
 reading the same cache directory at that moment (a CLI given the running reconciler's
 ``--cache-dir``) could miss a pack: give each process a cache of its own.
@@ -258,7 +258,7 @@ class Staging:
         if len(packs) <= PACKS_KEPT or self._repacking is not None:
             return 0
         # The base (the last repack's pack, or the first clone's, with deltas) is never
-        # merged: ``repack`` rewrites it, once the others outgrow it.
+        # merged: a repack rewrites it, once the others outgrow it.
         base = self._base_of(packs)
         packs = [pack for pack in packs if pack[0] != base[0]]
         sizes = [size for _index, size in packs]
@@ -317,20 +317,12 @@ class Staging:
         rest = sum(size for _index, size in packs) - base[1]
         return rest > max(REPACK_FROM, REPACK_RATIO * base[1])
 
-    def repack(self, roots: Sequence[pygit2.Oid]) -> int:
-        """Write every object reachable from ``roots`` as one pack with deltas; drop the rest.
-
-        ``start_repack`` then ``finish_repack``, waiting. Returns the objects written (0:
-        nothing reachable, nothing changed).
-
-        Raises:
-            OSError: the new pack could not be written (every old pack stays).
-        """
-        self.start_repack(roots)
-        return self.finish_repack(wait=True) or 0
-
     def start_repack(self, roots: Sequence[pygit2.Oid]) -> None:
-        """Start writing what ``roots`` reach as one pack, in a thread of its own.
+        """Start writing what ``roots`` reach as one pack with deltas, in a thread of its own.
+
+        Once it is written, ``finish_repack`` removes the other packs (objects no reference
+        reaches any more, and whole copies of the reachable ones); staged and loose objects
+        are not touched.
 
         The repack reads the packs through a repository of its own, so every object
         ``roots`` reach must be packed already (nothing staged). Until ``finish_repack``

@@ -2,7 +2,7 @@
 
 A long-running process writes a pack per update and receives one per fetch; merging them
 (``Staging.merge``) keeps them few, and repacking what the references reach
-(``Staging.repack``) keeps the cache within about ``1 + REPACK_RATIO`` times the repository's
+(``Staging.start_repack``) keeps the cache within about ``1 + REPACK_RATIO`` times the repository's
 packed size
 instead of growing with every whole copy of a file that changes a little each commit. A
 volume that is full fails an update with a clear error and loses nothing.
