@@ -90,7 +90,8 @@ class _CacheCollector(Collector):
             held, limit = self.objects()
             yield GaugeMetricFamily(
                 "reconciler_git_object_cache_bytes",
-                "Bytes of parsed Git objects libgit2 keeps in memory, every repo together.",
+                "Raw bytes of the Git objects libgit2 keeps parsed, every repo together (what it "
+                "counts against its bound; the parsed objects take 2.5 to 4.7 times as much).",
                 value=held,
             )
             yield GaugeMetricFamily(
