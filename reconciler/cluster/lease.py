@@ -50,6 +50,8 @@ MEMBER_ANNOTATION = "gitops-reconciler.dev/member-"
 _FORGET_AFTER = 10
 """Lease durations after which a heartbeat that stopped changing is removed."""
 _LEASE_RETRY = RetryPolicy(attempts=2, initial_wait=0.1, max_wait=0.5)
+_LEAVE_ATTEMPTS = 5
+"""Reads and writes of the members Lease to take our heartbeat off, while others write it."""
 
 
 @dataclass(frozen=True)
@@ -382,16 +384,29 @@ class RepoLeases:
         return MEMBER_ANNOTATION + hashlib.sha256(self.identity.encode()).hexdigest()[:12]
 
     def _leave(self) -> None:
-        """Take our heartbeat off the members Lease, so the others recount at once."""
+        """Take our heartbeat off the members Lease, so the others recount at once.
+
+        Every replica writes its heartbeat to that one object each retry period, so our
+        write often meets a newer version: we read it again and retry. Were we to give
+        up, the others would count us alive, and leave our repos alone, for a Lease
+        duration.
+        """
         ref = self.members_ref()
-        try:
-            obj = self.kube.get(ref, retry=_LEASE_RETRY)
-            annotations = dict(((obj or {}).get("metadata") or {}).get("annotations") or {})
-            if obj is None or annotations.pop(self._member_key(), None) is None:
+        for attempt in range(1, _LEAVE_ATTEMPTS + 1):
+            try:
+                obj = self.kube.get(ref, retry=_LEASE_RETRY)
+                annotations = dict(((obj or {}).get("metadata") or {}).get("annotations") or {})
+                if obj is None or annotations.pop(self._member_key(), None) is None:
+                    return
+                self._write_members(ref, obj, annotations)
+            except ConflictError as exc:
+                if attempt == _LEAVE_ATTEMPTS:
+                    log.warning("lease_leave_failed", error=str(exc), attempts=attempt)
+            except ClusterError as exc:
+                log.warning("lease_leave_failed", error=str(exc), attempts=attempt)
                 return
-            self._write_members(ref, obj, annotations)
-        except ClusterError as exc:
-            log.warning("lease_leave_failed", error=str(exc))
+            else:
+                return
 
     def _see_members(self, annotations: Mapping[str, str], now: float) -> None:
         """Keep each heartbeat on the members Lease, with when we saw its value change."""

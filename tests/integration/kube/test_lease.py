@@ -6,10 +6,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
-from reconciler.cluster.client import Kube
+from reconciler.cluster.client import Kube, RetryPolicy
 from reconciler.cluster.lease import LeaseRecord, LeaseSettings, RepoLeases, lease_name
 from reconciler.cluster.resources import ObjectRef
 from tests.fixtures.kube import KubeServer, apply, delete
@@ -204,6 +205,57 @@ def test_each_repo_has_one_actor_and_a_stopped_replicas_repos_move_within_the_le
                 replica.halt()
         other.close()
     assert_one_actor_at_a_time(windows, replicas)
+
+
+class HeartbeatBetweenReadAndWrite(Kube):
+    """A connection that, once armed, lets another replica beat between our read and write.
+
+    Every replica writes the members Lease each retry period, so a leaving replica's
+    read-modify-write meets a newer version often; here it does every time it is armed.
+    """
+
+    def __init__(self, kube: Kube, members: ObjectRef) -> None:
+        super().__init__(kube.api, namespace=kube.namespace, retry=kube.retry)
+        self.members = members
+        self.beat_between: list[RepoLeases] = []
+
+    def get(self, ref: ObjectRef, *, retry: RetryPolicy | None = None) -> dict[str, Any] | None:
+        obj = super().get(ref, retry=retry)
+        if ref == self.members and self.beat_between:
+            self.beat_between.pop().tick()  # a real write by the other replica
+        return obj
+
+
+def test_a_leaving_replica_whose_write_meets_a_newer_heartbeat_still_leaves_at_once(
+    admin: Kube, kube_server: KubeServer, namespace: str
+) -> None:
+    settings = LeaseSettings(
+        lease_duration=30.0, renew_deadline=20.0, retry_period=0.1, namespace=namespace
+    )
+    other = kube_server.connect()
+    staying = RepoLeases(other, REPOS, "replica-b", settings)
+    racing = HeartbeatBetweenReadAndWrite(admin, staying.members_ref())
+    leaving = RepoLeases(racing, REPOS, "replica-a", settings)
+    try:
+        for _ in range(3):
+            leaving.tick()
+            staying.tick()
+        assert staying.fair_share() == 2  # counts both
+        racing.beat_between.append(staying)  # our first write in leaving conflicts
+        leaving.release()
+        assert not racing.beat_between  # the other replica did write in between
+        members = admin.get(staying.members_ref())
+        assert members is not None
+        beats = members["metadata"]["annotations"]
+        assert not any("replica-a" in value for value in beats.values())
+        # the one left counts itself alone now, not a Lease duration (30 s) later
+        assert staying.fair_share() == len(REPOS)
+        for _ in range(len(REPOS)):
+            staying.tick()
+        assert staying.held() == frozenset(REPOS)
+    finally:
+        staying.release()
+        other.close()  # racing shares admin's connection: the fixture closes it
 
 
 def test_a_replica_that_starts_later_gets_its_share_and_no_repo_ever_has_two_actors(
