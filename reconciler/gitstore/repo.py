@@ -37,7 +37,7 @@ from reconciler.gitstore.credentials import (
 )
 from reconciler.gitstore.names import held
 from reconciler.gitstore.remote import REMOTE, SCHEMES, Remote, tracking_ref
-from reconciler.gitstore.staging import Staging
+from reconciler.gitstore.staging import Staging, fix_malloc_thresholds
 from reconciler.gitstore.trailers import parse_trailers
 from reconciler.gitstore.treeedit import TreeEditor, commit_bytes, object_id
 from reconciler.gitstore.trees import diff_paths
@@ -618,7 +618,12 @@ def bound_network(seconds: float = NETWORK_TIMEOUT) -> None:
 
 
 def bound_memory() -> None:
-    """Bound libgit2's process-wide caches: parsed objects, mapped pack windows, open packs."""
+    """Bound libgit2's process-wide caches, and fix when freed memory goes back to the system.
+
+    libgit2's: parsed objects, mapped pack windows, open packs; the C library's thresholds:
+    ``staging.fix_malloc_thresholds``.
+    """
+    fix_malloc_thresholds()
     pygit2.settings.cache_max_size(CACHED_BYTES)
     pygit2.settings.cache_object_limit(ObjectType.TREE, CACHED_TREE_BYTES)
     pygit2.settings.mwindow_mapped_limit = MAPPED_BYTES
