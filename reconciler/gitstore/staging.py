@@ -459,8 +459,7 @@ def _pack_reachable(repo: pygit2.Repository, roots: list[pygit2.Oid], out: Path)
     """Write what ``roots`` reach in ``repo`` as one pack in ``out``; return its objects.
 
     The packbuilder (its object list, its delta search's buffers) is freed on return, before
-    the caller gives the freed memory back: freed after ``malloc_trim``, the repack thread's
-    arena kept it resident (2.7 MiB more over 50 repacks of a growing cache).
+    the caller gives the freed memory back (``malloc_trim``); it used to be freed after.
     """
     builder = pygit2.PackBuilder(repo)
     for oid, path in _reachable(repo, roots):
