@@ -36,8 +36,9 @@ from reconciler.gitstore.credentials import (
     url_scheme,
 )
 from reconciler.gitstore.names import held
+from reconciler.gitstore.native_heap import fix_malloc_thresholds
 from reconciler.gitstore.remote import REMOTE, SCHEMES, Remote, tracking_ref
-from reconciler.gitstore.staging import Staging, fix_malloc_thresholds
+from reconciler.gitstore.staging import Staging
 from reconciler.gitstore.trailers import parse_trailers
 from reconciler.gitstore.treeedit import TreeEditor, commit_bytes, object_id
 from reconciler.gitstore.trees import diff_paths
@@ -521,8 +522,7 @@ class GitEnvStore:
                 if self._staging.repacking:
                     return  # still writing: no merge under it
             if self._staging.should_repack():
-                roots = [ref.resolve().target for ref in self._repo.references.objects]
-                self._staging.start_repack([r for r in roots if isinstance(r, pygit2.Oid)])
+                self._staging.start_repack(self._reference_tips())
                 return
             merged = self._staging.merge()
         except (OSError, ValueError) as exc:
@@ -532,6 +532,11 @@ class GitEnvStore:
         if merged:
             self._upkeep["merges"] += 1
             log.info("git_cache_packs_merged", packs=merged)
+
+    def _reference_tips(self) -> list[pygit2.Oid]:
+        """What the cache's references point at: everything a repack must keep."""
+        tips = [ref.resolve().target for ref in self._repo.references.objects]
+        return [tip for tip in tips if isinstance(tip, pygit2.Oid)]
 
     def _finish_repack(self, *, wait: bool) -> None:
         """Apply the repack under way once written (``Staging.finish_repack``).
@@ -621,7 +626,7 @@ def bound_memory() -> None:
     """Bound libgit2's process-wide caches, and fix when freed memory goes back to the system.
 
     libgit2's: parsed objects, mapped pack windows, open packs; the C library's thresholds:
-    ``staging.fix_malloc_thresholds``.
+    ``native_heap.fix_malloc_thresholds``.
     """
     fix_malloc_thresholds()
     pygit2.settings.cache_max_size(CACHED_BYTES)

@@ -31,7 +31,6 @@ reading the same cache directory at that moment (a CLI given the running reconci
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import shutil
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,9 +42,10 @@ from pygit2.enums import SortMode
 from pygit2.errors import check_error
 from pygit2.ffi import C, ffi
 
+from reconciler.gitstore.native_heap import give_back_freed_memory
 from reconciler.gitstore.packfile import index_ids, write_pack
 
-__all__ = ["Staging", "fix_malloc_thresholds", "geometric_split"]
+__all__ = ["Staging", "geometric_split"]
 
 STAGED_BYTES_LIMIT = 16 * 1024 * 1024
 """Above this much staged content, ``over_limit`` asks for a pack (bounds the memory)."""
@@ -78,15 +78,6 @@ into ``objects/pack`` by its known name once complete; Git ignores it."""
 _REPACKS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-repack")
 """Repacks run here, one at a time in the process: each reads and delta-searches a whole
 repository, so a fleet's repos queue rather than hold as many repositories in memory."""
-
-_LIBC = ctypes.CDLL(None)
-"""The C library the process runs on (for ``malloc_trim`` and ``mallopt``, where it has them)."""
-TRIM_THRESHOLD = 1024 * 1024
-"""Free memory at the top of a malloc arena above this is given back at once (glibc's
-``M_TRIM_THRESHOLD``; ``fix_malloc_thresholds``)."""
-MMAP_THRESHOLD = 4 * 1024 * 1024
-"""Allocations from this size get pages of their own (glibc's ``M_MMAP_THRESHOLD``)."""
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 _PACKED, _MEMORY, _LOOSE = 3, 2, 1
 """Backend priorities: libgit2 reads from the highest first and writes to the first that
@@ -451,7 +442,7 @@ def _write_reachable(cache: Path, aside: Path, roots: list[pygit2.Oid]) -> tuple
         raise OSError(f"cannot write the repacked cache: {exc!r}") from None
     finally:
         shutil.rmtree(out, ignore_errors=True)
-        _give_back_freed_memory()
+        give_back_freed_memory()
     return index.stem, written
 
 
@@ -468,35 +459,6 @@ def _pack_reachable(repo: pygit2.Repository, roots: list[pygit2.Oid], out: Path)
         return 0
     builder.write(str(out))
     return int(builder.written_objects_count)
-
-
-def fix_malloc_thresholds() -> None:
-    """Fix glibc's thresholds for giving memory back (process-wide; elsewhere nothing).
-
-    glibc raises both thresholds each time a block that had pages of its own is freed (up
-    to 32 and 64 MiB), so after a few repacks the free top of the repack thread's arena
-    was never trimmed, and ``malloc_trim`` does not trim the top of a thread's arena: over
-    50 repacks of a growing cache that arena kept 2.4 to 4.1 MiB more resident, 0.5 to 0.9
-    MiB with these (``in use`` flat either way). At glibc's own starting values (128 KiB
-    each) a 1,000-experiment tick took 1.19 s instead of 0.83 (``hack/bench.py tick``);
-    at these, 0.76 s.
-    """
-    mallopt = getattr(_LIBC, "mallopt", None)
-    if mallopt is not None:
-        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-
-
-def _give_back_freed_memory() -> None:
-    """Return the memory a repack freed to the system (glibc's ``malloc_trim``; elsewhere none).
-
-    A repack's delta search allocates in the repack thread's own malloc arena and frees it
-    all at the end, but glibc keeps the freed pages resident: in the soak that arena held
-    6.3 MB with 0.2 MB in use (``malloc_stats``), more after each larger repack.
-    """
-    trim = getattr(_LIBC, "malloc_trim", None)
-    if trim is not None:
-        trim(0)
 
 
 def _reader(cache: Path, path: Path) -> pygit2.Repository:

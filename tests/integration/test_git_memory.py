@@ -14,7 +14,6 @@ import re
 import tracemalloc
 from pathlib import Path
 
-import pygit2
 import pytest
 
 import reconciler
@@ -218,13 +217,7 @@ def test_repacks_of_a_growing_cache_leave_their_freed_memory_to_the_system(
             store.update_branch("main", constant([CommitSpec(f"c{k}.{i}", files)]))
             store.fetch()
         store.wait_upkeep()
-        staging.start_repack(
-            [
-                target
-                for ref in store._repo.references.objects  # noqa: SLF001
-                if isinstance(target := ref.resolve().target, pygit2.Oid)
-            ]
-        )
+        staging.start_repack(store._reference_tips())  # noqa: SLF001
         store.wait_upkeep()
 
     try:
