@@ -21,7 +21,14 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["PACK_TYPES", "index_ids", "write_pack"]
+__all__ = [
+    "PACK_TYPES",
+    "index_entries",
+    "index_ids",
+    "install_pack",
+    "pack_header",
+    "write_pack",
+]
 
 PACK_TYPES = frozenset({1, 2, 3, 4})
 """Object kinds a pack holds whole: commit, tree, blob, tag (pygit2's ObjectType values)."""
@@ -104,7 +111,7 @@ def write_pack(directory: Path, objects: Sequence[tuple[bytes, int, bytes]]) -> 
     handle, temporary = tempfile.mkstemp(prefix="tmp_pack_", dir=directory)
     try:
         with os.fdopen(handle, "wb") as out:
-            header = b"PACK" + struct.pack(">II", 2, len(objects))
+            header = pack_header(len(objects))
             out.write(header)
             digest.update(header)
             offset = len(header)
@@ -116,15 +123,39 @@ def write_pack(directory: Path, objects: Sequence[tuple[bytes, int, bytes]]) -> 
                 offset += len(entry)
             checksum = digest.digest()
             out.write(checksum)
-        name = f"pack-{checksum.hex()}"
-        pack, index = directory / f"{name}.pack", directory / f"{name}.idx"
-        if index.exists():
-            Path(temporary).unlink()
-            return name
-        Path(temporary).chmod(_MODE)
-        Path(temporary).replace(pack)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
+        raise
+    return install_pack(directory, Path(temporary), checksum, entries)
+
+
+def pack_header(count: int) -> bytes:
+    """The 12 bytes that open a version 2 pack of ``count`` objects."""
+    return b"PACK" + struct.pack(">II", 2, count)
+
+
+def install_pack(
+    directory: Path, temporary: Path, checksum: bytes, entries: list[tuple[bytes, int, int]]
+) -> str:
+    """Move the complete pack ``temporary`` into ``directory``, then write its index.
+
+    ``entries`` are (raw id, CRC-32, offset) of each object in it, and ``checksum`` its
+    trailer. When a pack of that name exists already (the same objects, in the same
+    order), it is kept and ``temporary`` removed. Returns the pack's name.
+
+    Raises:
+        OSError: the files could not be moved or written (``temporary`` is removed).
+    """
+    name = f"pack-{checksum.hex()}"
+    pack, index = directory / f"{name}.pack", directory / f"{name}.idx"
+    try:
+        if index.exists():
+            temporary.unlink()
+            return name
+        temporary.chmod(_MODE)
+        temporary.replace(pack)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
         raise
     _write_new(index, _index(entries, checksum))
     return name
@@ -159,3 +190,35 @@ def index_ids(index: Path) -> list[bytes]:
     if len(raw) != count * _ID_SIZE:
         raise ValueError(f"{index.name} is truncated")
     return [raw[i : i + _ID_SIZE] for i in range(0, len(raw), _ID_SIZE)]
+
+
+def index_entries(index: Path) -> list[tuple[bytes, int, int]]:
+    """(raw id, CRC-32, offset) of each object a version 2 pack index lists, by id.
+
+    Raises:
+        ValueError: the file is not a whole version 2 pack index.
+        OSError: it could not be read.
+    """
+    data = index.read_bytes()
+    fanout_end = 8 + 256 * 4
+    if len(data) < fanout_end or data[:8] != b"\377tOc" + struct.pack(">I", 2):
+        raise ValueError(f"{index.name} is not a version 2 pack index")
+    (count,) = struct.unpack_from(">I", data, fanout_end - 4)
+    crcs_at = fanout_end + count * _ID_SIZE
+    offsets_at = crcs_at + count * 4
+    large_at = offsets_at + count * 4
+    if len(data) < large_at + 2 * _ID_SIZE:
+        raise ValueError(f"{index.name} is truncated")
+    crcs = struct.unpack_from(f">{count}I", data, crcs_at)
+    small = struct.unpack_from(f">{count}I", data, offsets_at)
+    entries = []
+    for i in range(count):
+        offset = small[i]
+        if offset & _LARGE_OFFSET:
+            at = large_at + (offset & ~_LARGE_OFFSET) * 8
+            if len(data) < at + 8 + 2 * _ID_SIZE:
+                raise ValueError(f"{index.name} is truncated")
+            (offset,) = struct.unpack_from(">Q", data, at)
+        oid = data[fanout_end + i * _ID_SIZE : fanout_end + (i + 1) * _ID_SIZE]
+        entries.append((oid, crcs[i], offset))
+    return entries

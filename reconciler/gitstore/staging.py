@@ -13,14 +13,14 @@ that holds them is written and libgit2 knows of it; ``over_limit`` says when eno
 staged that the caller should pack before going on. Each update and each fetch that
 brings objects adds a pack, and libgit2 searches every pack for an object it reads, so once
 the cache holds more than ``PACKS_KEPT`` packs, ``merge()`` rewrites the smallest ones as one
-(geometrically: the recent small packs, never the base) and removes them. Whole objects
-take more room than the deltas the server sends, and objects of rejected pushes are never
-reached again, so once the packs beside the base (the last repack's pack, or the largest)
-hold ``REPACK_RATIO`` times as much as it, ``start_repack()`` writes what the references
-reach as one pack with deltas (``PackBuilder``), in a thread of its own while the caller goes
-on, and ``finish_repack()`` then removes every pack there was when it started: the cache
-stays within about ``1 + REPACK_RATIO`` times the repository's packed size, whatever the
-process's age.
+(geometrically: the recent small packs, never the base) and removes them, keeping the
+deltas a fetch brought (``packmerge``). The staged objects are whole, which takes more room
+than deltas, and objects of rejected pushes are never reached again, so once the packs
+beside the base (the last repack's pack, or the largest) hold ``REPACK_RATIO`` times as much
+as it, ``start_repack()`` writes what the references reach as one pack with deltas
+(``PackBuilder``), in a thread of its own while the caller goes on, and ``finish_repack()``
+then removes every pack there was when it started: the cache stays within about
+``1 + REPACK_RATIO`` times the repository's packed size, whatever the process's age.
 This module never writes a reference; the only files it removes are packs
 whose every object (every one still reachable, for a repack) it has just written to a new
 pack. A process
@@ -35,7 +35,6 @@ import shutil
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import overload
 
 import pygit2
 from pygit2.enums import SortMode
@@ -43,7 +42,8 @@ from pygit2.errors import check_error
 from pygit2.ffi import C, ffi
 
 from reconciler.gitstore.native_heap import give_back_freed_memory
-from reconciler.gitstore.packfile import index_ids, write_pack
+from reconciler.gitstore.packfile import write_pack
+from reconciler.gitstore.packmerge import merge_packs
 
 __all__ = ["Staging", "geometric_split"]
 
@@ -241,15 +241,16 @@ class Staging:
         The packs merged are the smallest ones, as many as it takes for the sizes left to
         grow geometrically (each pack kept is at least twice all the smaller ones together,
         as ``git repack --geometric=2`` keeps them): a merge rewrites the recent small packs,
-        not the whole cache, so its cost does not grow with the process's age. Every object
-        of the merged packs is read (whole) and written to the new pack, which libgit2
-        learns of before the old packs are removed; the object database is then opened
-        afresh over the packs left, so that no removed pack stays mapped or open. Packs
-        with a ``.keep`` file are left alone, as Git leaves them.
+        not the whole cache, so its cost does not grow with the process's age. Every entry
+        of the merged packs is copied as it lies, deltas kept (``packmerge``), into the new
+        pack, which libgit2 learns of before the old packs are removed; the object database
+        is then opened afresh over the packs left, so that no removed pack stays mapped or
+        open. Packs with a ``.keep`` file are left alone, as Git leaves them.
 
         Raises:
             OSError: the new pack could not be written (the old packs all stay).
-            ValueError: a pack index could not be read (nothing is changed).
+            ValueError: a pack or its index could not be read, or an entry fails its
+                CRC-32 (nothing is changed).
         """
         packs = self.packs()
         if len(packs) <= PACKS_KEPT or self._repacking is not None:
@@ -262,8 +263,10 @@ class Staging:
         merged = packs[: geometric_split(sizes)]
         if len(merged) < 2:  # noqa: PLR2004 - merging one pack changes nothing
             return 0
-        ids = sorted({oid for index, _size in merged for oid in index_ids(index)})
-        name = write_pack(self._pack_dir, _Stored(self._repo.odb, ids))
+        # Oldest first: a fetch's thin pack is completed with whole copies of the delta bases
+        # it lacked, which an older pack holds (often as deltas), and the first copy is kept.
+        oldest_first = sorted((index for index, _size in merged), key=_written_at)
+        name, _count = merge_packs(self._pack_dir, oldest_first)
         self._replace([index for index, _size in merged if index.stem != name])
         return len(merged)
 
@@ -385,30 +388,6 @@ class Staging:
             self._memory.size -= len(data)
 
 
-class _Stored(Sequence[tuple[bytes, int, bytes]]):
-    """Objects of the object database, read one at a time as ``write_pack`` asks."""
-
-    def __init__(self, odb: pygit2.Odb, ids: list[bytes]) -> None:
-        self._odb = odb
-        self._ids = ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    @overload
-    def __getitem__(self, index: int) -> tuple[bytes, int, bytes]: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[tuple[bytes, int, bytes]]: ...
-    def __getitem__(
-        self, index: int | slice
-    ) -> tuple[bytes, int, bytes] | Sequence[tuple[bytes, int, bytes]]:
-        if isinstance(index, slice):
-            return _Stored(self._odb, self._ids[index])
-        raw = self._ids[index]
-        kind, data = self._odb.read(pygit2.Oid(raw=raw))[:2]
-        return raw, int(kind), bytes(data)
-
-
 def _write_reachable(cache: Path, aside: Path, roots: list[pygit2.Oid]) -> tuple[str | None, int]:
     """Pack what ``roots`` reach in the cache at ``cache``, and move the pack into it.
 
@@ -483,6 +462,14 @@ def _reader(cache: Path, path: Path) -> pygit2.Repository:
         alternates.write_text(line)
         repo = pygit2.Repository(str(path))
     return repo
+
+
+def _written_at(index: Path) -> tuple[int, str]:
+    """When the pack of ``index`` was written (then its name, for a stable order)."""
+    try:
+        return index.with_suffix(".pack").stat().st_mtime_ns, index.name
+    except FileNotFoundError:
+        return 0, index.name
 
 
 def geometric_split(sizes: Sequence[int]) -> int:

@@ -242,3 +242,41 @@ def test_a_repack_runs_beside_the_updates_and_keeps_every_pack_written_meanwhile
     for path, lines in wide.files.items():
         assert store.read_file(tip, path) == "".join(lines).encode()
     store.close()
+
+
+CI_COMMITS = 240
+
+
+def test_fetched_deltas_survive_the_merges_so_a_growing_file_costs_its_commits_not_its_size(
+    tmp_path: Path, git_daemon: GitDaemon, env_remote: str
+) -> None:
+    # A CI writer appends a line to one file per commit, and the store fetches each: every
+    # fetch brings a pack holding a delta of a few hundred bytes. Merged as whole objects,
+    # those became whole copies of an ever-longer file, which set off a repack after a
+    # few dozen commits and again ever sooner (3 in 240 commits).
+    work = tmp_path / "ci"
+    git("clone", "--quiet", git_daemon.path(env_remote), work)
+    store = GitEnvStore.open(env_remote, tmp_path / "cache.git", author=AUTHOR)
+    store.fetch()
+    for n in range(CI_COMMITS):
+        with (work / "ci.log").open("a") as log:
+            log.write(_line(n))
+        git("add", "ci.log", cwd=work)
+        git("commit", "--quiet", "-m", f"ci {n}", cwd=work)
+        git("push", "--quiet", "origin", "HEAD:main", cwd=work)
+        store.fetch()
+    store.wait_upkeep()
+    stats = store.cache_stats()
+    store.close()
+
+    assert stats.merges >= CI_COMMITS // PACKS_KEPT // 2  # the merges did run
+    # Whole copies passed REPACK_FROM three times over; deltas and the (at most
+    # PACKS_KEPT) whole bases libgit2 adds to complete each thin pack stay under it.
+    assert stats.repacks == 0
+    assert stats.bytes < REPACK_FROM, stats
+    reopened = GitEnvStore.open(env_remote, tmp_path / "cache.git", author=AUTHOR)
+    heads = reopened.fetch()
+    assert heads.main is not None
+    assert reopened.read_file(heads.main, "ci.log") == (work / "ci.log").read_bytes()
+    reopened.close()
+    git("fsck", "--connectivity-only", cwd=tmp_path / "cache.git")

@@ -7,6 +7,7 @@ git program itself accepts, and check that a long-running process does not pile 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import subprocess
@@ -17,11 +18,12 @@ import pygit2
 import pytest
 
 from reconciler.gitstore import GitEnvStore
-from reconciler.gitstore.packfile import index_ids, write_pack
+from reconciler.gitstore.packfile import index_ids, install_pack, pack_header, write_pack
+from reconciler.gitstore.packmerge import merge_packs
 from reconciler.gitstore.staging import PACKS_KEPT
 from reconciler.ports import CommitSpec
 from reconciler.testing import constant
-from tests.gitutil import commit_files, git, git_env, make_bare_repo
+from tests.gitutil import commit_files, git, git_env, make_bare_repo, write_files
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +138,162 @@ def test_a_corrupted_object_in_the_cache_fails_to_read_rather_than_read_altered(
     reopened = GitEnvStore.open(str(remote), tmp_path / "cache.git", author=AUTHOR)
     with pytest.raises(pygit2.GitError, match="incorrect data check"):
         reopened.read_file(tip, "doc.json")
+
+
+def _versions(repo: Path, count: int) -> list[str]:
+    """``count`` commits in ``repo``, each appending a line to one file and touching another."""
+    git("init", "--quiet", "--initial-branch=main", repo)
+    commits = []
+    for n in range(count):
+        with (repo / "log.txt").open("a") as log:
+            log.write(hashlib.shake_128(str(n).encode()).hexdigest(50) + "\n")  # incompressible
+        write_files(repo, {"last.txt": f"{n}\n"})
+        git("add", "--all", cwd=repo)
+        git("commit", "--quiet", "-m", f"v{n}", cwd=repo)
+        commits.append(git("rev-parse", "HEAD", cwd=repo))
+    return commits
+
+
+def _git_pack(repo: Path, out: Path, revs: str, *, offsets: bool) -> Path:
+    """Pack what ``revs`` name (``git rev-list --objects``) with git's own deltas; its index."""
+    listed = git("rev-list", "--objects", *revs.split(), cwd=repo)
+    flags = ["--delta-base-offset"] if offsets else []
+    done = subprocess.run(
+        ["git", "pack-objects", "--quiet", *flags, str(out / "pack")],
+        cwd=repo,
+        env=git_env(),
+        input=listed + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out / f"pack-{done.stdout.strip()}.idx"
+
+
+@pytest.mark.parametrize("order", ["oldest first", "newest first"])
+def test_merging_packs_copies_their_deltas_and_git_reads_every_object_back(
+    tmp_path: Path, order: str
+) -> None:
+    source = tmp_path / "source"
+    v = _versions(source, 40)
+    made = tmp_path / "made"
+    made.mkdir()
+    # overlapping packs, deltas on offsets and on ids, as a fetch and git repack leave them
+    packs = [
+        _git_pack(source, made, v[15], offsets=True),
+        _git_pack(source, made, f"{v[30]} ^{v[8]}", offsets=False),
+        _git_pack(source, made, f"{v[39]} ^{v[25]}", offsets=True),
+    ]
+    if order == "newest first":
+        packs.reverse()
+    listed = sorted(set(objects_of(source / ".git")))
+    target = tmp_path / "target.git"
+    git("init", "--quiet", "--bare", target)
+    pack_dir = target / "objects" / "pack"
+
+    name, count = merge_packs(pack_dir, packs)
+
+    index = pack_dir / f"{name}.idx"
+    verified = git("verify-pack", "-v", index)
+    assert f"{name}.pack: ok" in verified
+    assert count == len(listed)
+    assert sorted(objects_of(target)) == listed
+    for oid, kind in listed:
+        assert cat(target, kind, oid) == cat(source / ".git", kind, oid)
+    merged = index.with_suffix(".pack").stat().st_size
+    assert merged <= sum(p.with_suffix(".pack").stat().st_size for p in packs)
+    whole = write_pack(tmp_path / "whole", [_read(source / ".git", oid) for oid, _ in listed])
+    # the deltas stayed: whole copies of a growing file take several times the room
+    assert 3 * merged < (tmp_path / "whole" / f"{whole}.pack").stat().st_size
+    assert "chain length = " in verified
+
+
+def _read(repo: Path, oid: str) -> tuple[bytes, int, bytes]:
+    kind, data = pygit2.Repository(str(repo)).odb.read(oid)[:2]
+    return bytes.fromhex(oid), int(kind), bytes(data)
+
+
+def test_a_delta_whose_base_lies_in_another_pack_fails_the_merge_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    # A thin pack's delta names a base its pack does not hold: git and libgit2 read no such
+    # pack from disk, and libgit2's indexer completes every fetched one. Should one come,
+    # the merge says so rather than copy a delta nothing could resolve.
+    repo = tmp_path / "repo.git"
+    git("init", "--quiet", "--bare", repo)
+    pack_dir = repo / "objects" / "pack"
+    base_content = b"base version\n" * 50
+    target_content = base_content + b"one more line\n"
+    base_id = bytes.fromhex(git_hash(repo, base_content))
+    target_id = bytes.fromhex(git_hash(repo, target_content, write=False))
+    write_pack(pack_dir, [(base_id, 3, base_content)])
+    delta = _size(len(base_content)) + _size(len(target_content))
+    size = len(base_content)  # copy the base's bytes from 0: two size bytes, no offset
+    delta += bytes([0x80 | 0x10 | 0x20, size & 0xFF, size >> 8])
+    delta += bytes([14]) + b"one more line\n"  # then insert the new line
+    entry = bytes([0x70 | (len(delta) & 0x0F) | 0x80, len(delta) >> 4]) + base_id
+    entry += zlib.compress(delta)
+    thin = _pack_of(pack_dir, [(target_id, entry)])
+    other = write_pack(pack_dir, [(bytes.fromhex(git_hash(repo, b"other\n")), 3, b"other\n")])
+    out = tmp_path / "out"
+
+    with pytest.raises(ValueError, match="is a delta on another pack"):
+        merge_packs(out, [thin, pack_dir / f"{other}.idx"])
+
+    assert list(out.iterdir()) == []
+
+
+def git_hash(repo: Path, content: bytes, *, write: bool = True) -> str:
+    """The blob id of ``content`` (and the loose object written in ``repo``, by default)."""
+    done = subprocess.run(
+        ["git", "hash-object", "--stdin", *(["-w"] if write else [])],
+        cwd=repo,
+        env=git_env(),
+        input=content,
+        capture_output=True,
+        check=True,
+    )
+    return done.stdout.decode().strip()
+
+
+def _size(n: int) -> bytes:
+    """A size in a delta's header (little-endian base 128)."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _pack_of(pack_dir: Path, entries: list[tuple[bytes, bytes]]) -> Path:
+    """A pack of ready-made ``entries`` (raw id, entry bytes), with its index."""
+    body = pack_header(len(entries))
+    listed = []
+    for oid, entry in entries:
+        listed.append((oid, zlib.crc32(entry), len(body)))
+        body += entry
+    checksum = hashlib.sha1(body, usedforsecurity=False).digest()
+    temporary = pack_dir / "tmp_handmade"
+    temporary.write_bytes(body + checksum)
+    return pack_dir / f"{install_pack(pack_dir, temporary, checksum, listed)}.idx"
+
+
+def test_a_byte_changed_on_disk_fails_the_merge_and_writes_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    v = _versions(source, 12)
+    made = tmp_path / "made"
+    made.mkdir()
+    first = _git_pack(source, made, v[5], offsets=True)
+    second = _git_pack(source, made, f"{v[11]} ^{v[5]}", offsets=True)
+    pack = second.with_suffix(".pack")
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    pack.chmod(0o644)
+    pack.write_bytes(bytes(data))
+    out = tmp_path / "out"
+
+    with pytest.raises(ValueError, match="fails its CRC-32"):
+        merge_packs(out, [first, second])
+
+    assert list(out.iterdir()) == []  # no pack, no temporary file left
