@@ -11,11 +11,14 @@ import hashlib
 import os
 import random
 import subprocess
+import tempfile
 import zlib
 from pathlib import Path
 
 import pygit2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.gitstore import GitEnvStore
 from reconciler.gitstore.packfile import index_ids, install_pack, pack_header, write_pack
@@ -297,3 +300,109 @@ def test_a_byte_changed_on_disk_fails_the_merge_and_writes_nothing(tmp_path: Pat
         merge_packs(out, [first, second])
 
     assert list(out.iterdir()) == []  # no pack, no temporary file left
+
+
+def _blob_id(content: bytes) -> bytes:
+    return hashlib.sha1(b"blob %d\0" % len(content) + content, usedforsecurity=False).digest()
+
+
+def _insert_delta(base: bytes, target: bytes) -> bytes:
+    """A delta that rebuilds ``target`` from ``base`` by inserting every byte of it."""
+    delta = _size(len(base)) + _size(len(target))
+    for at in range(0, len(target), 127):
+        chunk = target[at : at + 127]
+        delta += bytes([len(chunk)]) + chunk
+    return delta
+
+
+def _header(kind: int, size: int) -> bytes:
+    out = bytearray([(kind << 4) | (size & 0x0F)])
+    size >>= 4
+    while size:
+        out[-1] |= 0x80
+        out.append(size & 0x7F)
+        size >>= 7
+    return bytes(out)
+
+
+def _ofs(distance: int) -> bytes:
+    out = [distance & 0x7F]
+    distance >>= 7
+    while distance:
+        distance -= 1
+        out.append(0x80 | (distance & 0x7F))
+        distance >>= 7
+    return bytes(reversed(out))
+
+
+_CONTENTS = [b"version %d\n" % n * (n % 7 + 1) for n in range(12)]
+
+# Each pack: entries (content index, delta base: an earlier position in the pack, or None).
+_packs = st.lists(
+    st.lists(
+        st.tuples(st.integers(0, len(_CONTENTS) - 1), st.one_of(st.none(), st.integers(0, 7))),
+        min_size=1,
+        max_size=8,
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(packs=_packs, use_ref=st.booleans())
+def test_any_packs_of_deltas_merge_into_one_that_reads_back_every_object(
+    packs: list[list[tuple[int, int | None]]], use_ref: bool
+) -> None:
+    # Objects whole in one pack and deltas in another, deltas on deltas, in any order: the
+    # merged pack alone gives every object back (libgit2 checks each id as it reads).
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp, "repo.git")
+        pygit2.init_repository(str(repo), bare=True).free()
+        pack_dir = repo / "objects" / "pack"
+        indexes: list[Path] = []
+        expected: dict[bytes, bytes] = {}
+        for plan in packs:
+            entries = _planned(plan, use_ref=use_ref)
+            expected.update((oid, content) for oid, content, _entry in entries)
+            index = _pack_of(pack_dir, [(oid, entry) for oid, _content, entry in entries])
+            if index not in indexes:
+                indexes.append(index)
+
+        name, count = merge_packs(Path(tmp, "out"), indexes)
+
+        assert count == len(expected)
+        for index in indexes:
+            index.unlink()
+            index.with_suffix(".pack").unlink()
+        for part in Path(tmp, "out").iterdir():
+            part.replace(pack_dir / part.name)
+        assert sorted(index_ids(pack_dir / f"{name}.idx")) == sorted(expected)
+        merged = pygit2.Repository(str(repo))
+        for oid, content in expected.items():
+            assert merged.odb.read(pygit2.Oid(raw=oid))[1] == content
+
+
+def _planned(
+    plan: list[tuple[int, int | None]], *, use_ref: bool
+) -> list[tuple[bytes, bytes, bytes]]:
+    """(id, content, entry) of one pack: each object whole, or a delta on an earlier one."""
+    entries: list[tuple[bytes, bytes, bytes]] = []
+    offsets: list[int] = []
+    at = 12
+    for content_at, base_at in plan:
+        content = _CONTENTS[content_at]
+        oid = _blob_id(content)
+        if any(oid == known for known, _c, _e in entries):
+            continue  # a pack holds each object once
+        if base_at is None or base_at >= len(entries):
+            entry = _header(3, len(content)) + zlib.compress(content)
+        else:
+            base_id, base_content, _base_entry = entries[base_at]
+            delta = _insert_delta(base_content, content)
+            link = base_id if use_ref else _ofs(at - offsets[base_at])
+            entry = _header(7 if use_ref else 6, len(delta)) + link + zlib.compress(delta)
+        entries.append((oid, content, entry))
+        offsets.append(at)
+        at += len(entry)
+    return entries
