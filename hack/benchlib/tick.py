@@ -52,6 +52,8 @@ def _targets(reconciler: Reconciler, store: GitEnvStore) -> list[tuple[object, s
         (records, "to_json", "state docs"),
         (store, "update_branch", "commits"),
         (remote, "push", "push"),
+        (remote, "push_ahead", "push"),  # a long push's steps (``GitEnvStore._push``)
+        (remote, "drop_ahead", "push"),
         (traffic, "set", "weights"),
     ]
     if staging is not None:

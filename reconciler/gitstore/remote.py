@@ -69,6 +69,8 @@ _KEX_FAILED = "unable to exchange encryption keys"
 """libssh2's words for a key exchange that failed: no host key of the types known_hosts
 holds (libgit2 asks only for those), no algorithm in common, or a connection cut."""
 _HTTPS_PORT = 443
+_AHEAD = "refs/reconciler/ahead"
+"""The cache's ref to the commit ``push_ahead`` sends (libgit2 pushes refs, not ids)."""
 
 
 def tracking_ref(branch: str) -> str:
@@ -202,6 +204,46 @@ class Remote:
             finally:
                 if remote.references.get(incoming) is not None:
                     remote.references.delete(incoming)
+        finally:
+            remote.free()
+
+    def push_ahead(self, commit: str, branch: str) -> None:
+        """Send ``commit`` and all it needs to the server, under this process's private ref.
+
+        A push of many commits goes in steps (``GitEnvStore``): each step moves the private
+        ref (``refs/reconciler/incoming/<process>``, forced: no one else writes it) further
+        along the new commits, and the branch's own compare-and-swap push then sends only
+        what is left. The branch is not touched here.
+
+        Raises:
+            PushRejectedError: the server refused the private ref (a hook, a policy).
+            GitTemporaryError: the network failed.
+            GitPermanentError: credentials or the certificate / host key were refused.
+        """
+        self._check_local()
+        self._repo.references.create(_AHEAD, commit, force=True)  # the cache's copy only
+        self._push_refspec(f"+{_AHEAD}:{self._incoming}", branch)
+
+    def drop_ahead(self, branch: str) -> None:
+        """Delete the private ref ``push_ahead`` moved, on the server.
+
+        Raises:
+            GitError: it could not be deleted (a ref that names objects the branch holds,
+                harmless; the next ``push_ahead`` overwrites it).
+        """
+        if self._repo.references.get(_AHEAD) is not None:
+            self._repo.references.delete(_AHEAD)  # it would keep a rejected step's objects
+        local = local_path(self._url)
+        if local is None:
+            self._push_refspec(f":{self._incoming}", branch)
+            return
+        try:
+            remote = pygit2.Repository(str(local))
+        except pygit2.GitError as exc:
+            raise GitTemporaryError(f"cannot open {local}: {exc}", ref=branch) from None
+        try:
+            if remote.references.get(self._incoming) is not None:
+                remote.references.delete(self._incoming)
         finally:
             remote.free()
 

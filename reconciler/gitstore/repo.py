@@ -27,7 +27,7 @@ import structlog
 from pygit2.enums import ObjectType, SortMode
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from reconciler.errors import GitPermanentError, GitTemporaryError, PushRejectedError
+from reconciler.errors import GitError, GitPermanentError, GitTemporaryError, PushRejectedError
 from reconciler.gitstore.credentials import (
     Credentials,
     check_usable,
@@ -62,6 +62,8 @@ log = structlog.get_logger(__name__)
 _TREES_KEPT = 4
 """Root trees of the last commits read, kept (commits never change): main's and the state
 branch's tips, and the ones a tick moves between."""
+PUSH_STEP = 1000
+"""A push of more commits than this goes in steps of this many (``GitEnvStore._push``)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class GitEnvStore:
         backoff_max: float,
         sleep: Callable[[float], None],
         clock: Callable[[], float],
+        push_step: int = PUSH_STEP,
     ) -> None:
         """Use ``GitEnvStore.open``; this wires an already opened cache."""
         self._repo = repo
@@ -114,6 +117,9 @@ class GitEnvStore:
         self._backoff_max = backoff_max
         self._sleep = sleep
         self._clock = clock
+        self._push_step = push_step
+        self._push_ahead = True
+        """Whether long pushes go in steps (``_push``); off once a server refused them."""
 
     @classmethod
     def open(
@@ -130,6 +136,7 @@ class GitEnvStore:
         backoff_max: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        push_step: int = PUSH_STEP,
     ) -> GitEnvStore:
         """Open (or create) the bare cache at ``cache_dir`` for the Env repo at ``url``.
 
@@ -141,12 +148,15 @@ class GitEnvStore:
         Raises:
             GitPermanentError: the credentials cannot serve ``url``, or ``cache_dir``
                 holds something other than a bare repository.
-            ValueError: a branch name or the author is invalid, or attempts < 1.
+            ValueError: a branch name or the author is invalid, or attempts or
+                ``push_step`` < 1.
         """
         for branch in (main_branch, state_branch):
             _check_branch(branch)
         if max_push_attempts < 1:
             raise ValueError("max_push_attempts must be at least 1")
+        if push_step < 1:
+            raise ValueError("push_step must be at least 1")
         pygit2.Signature(*author)  # fails early on an unusable name or email
         if url_scheme(url) not in SCHEMES:
             raise GitPermanentError(
@@ -179,6 +189,7 @@ class GitEnvStore:
             backoff_max=backoff_max,
             sleep=sleep,
             clock=clock,
+            push_step=push_step,
         )
 
     @property
@@ -445,7 +456,7 @@ class GitEnvStore:
         new_tip = commits[-1]
         try:
             with self._packing():
-                self._remote.push(branch, new_tip, tip)
+                self._push(branch, commits, tip)
         except PushRejectedError as exc:
             log.info("git_push_rejected", branch=branch, attempt=attempt, reason=str(exc))
             raise
@@ -453,6 +464,45 @@ class GitEnvStore:
         log.info("git_pushed", branch=branch, tip=new_tip, commits=len(commits), attempt=attempt)
         self._merge_packs()
         return UpdateResult(branch=branch, commits=tuple(commits), tip=new_tip, attempts=attempt)
+
+    def _push(self, branch: str, commits: Sequence[str], tip: str | None) -> None:
+        """Push ``commits`` (oldest first) onto ``branch`` at ``tip``: in steps when many.
+
+        libgit2 builds a push's pack by walking each new commit's trees, looking up every
+        subtree, and keeps what it parses in its object cache (``CACHED_BYTES``); once the
+        cache is full, it evicts at random and the lookups read the packs again, so a push's
+        cost grew faster than its commits. So every ``push_step`` (``PUSH_STEP``) commits
+        are sent ahead under a private ref (``Remote.push_ahead``), each step starting with
+        the cache emptied (1,000 commits of 10,000 experiments fill 10 MB of it) and its walk
+        stopping at the last step; the branch's compare-and-swap push comes last and alone
+        moves the branch, as a single push would. A server that refuses the private ref gets
+        single pushes from then on.
+        """
+        every = self._push_step
+        steps = list(commits[every - 1 : -1 : every]) if self._push_ahead else []
+        sent = False
+        try:
+            for step in steps:
+                self._forget_parsed()
+                self._remote.push_ahead(step, branch)
+                sent = True
+        except PushRejectedError as exc:
+            self._push_ahead = False
+            log.warning("git_push_steps_refused", branch=branch, reason=str(exc))
+        if sent:
+            self._forget_parsed()
+        try:
+            self._remote.push(branch, commits[-1], tip)
+        finally:
+            if sent:
+                self._drop_ahead(branch)
+
+    def _drop_ahead(self, branch: str) -> None:
+        """Delete the private ref a stepped push moved (logged, never raised)."""
+        try:
+            self._remote.drop_ahead(branch)
+        except GitError as exc:
+            log.warning("git_push_ahead_left", branch=branch, error=str(exc))
 
     def _build_commits(
         self, tip: str | None, specs: Sequence[CommitSpec], *, pack: bool = True

@@ -586,3 +586,108 @@ def test_a_tick_of_many_versions_of_a_document_reaches_the_server_as_deltas(
     assert show_file(remote_dir(env_remote, git_daemon), "main", "state/doc.txt") == (
         "\n".join(lines)
     )
+
+
+def _numbered(count: int) -> Plan:
+    """A plan of ``count`` commits, each adding one file, whatever the tip."""
+    specs = [CommitSpec(f"step {n}", {f"n/{n}.txt": f"{n}\n".encode()}) for n in range(count)]
+    return lambda _tip: specs
+
+
+def _log_updates(remote: Path, log: Path, *, refuse: str = "") -> None:
+    """Have the server record each ref update it is asked for (refusing refs under ``refuse``)."""
+    hook = remote / "hooks" / "update"
+    refusal = f'case "$1" in {refuse}*) echo "private refs refused" >&2; exit 1;; esac\n'
+    hook.write_text(f'#!/bin/sh\necho "$1 $3" >> {log}\n' + (refusal if refuse else ""))
+    hook.chmod(0o755)
+
+
+def _updates(log: Path) -> list[tuple[str, str]]:
+    return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
+
+
+def test_a_long_push_goes_ahead_in_steps_and_only_the_last_push_moves_the_branch(
+    env_remote: str, git_daemon: GitDaemon, tmp_path: Path
+) -> None:
+    remote = git_daemon.path(env_remote)
+    updates = tmp_path / "updates.log"
+    _log_updates(remote, updates)
+    store = open_store(env_remote, tmp_path, push_step=3)
+
+    result = store.update_branch("main", _numbered(10))
+
+    commits = result.commits
+    private = {ref for ref, _new in _updates(updates) if ref != "refs/heads/main"}
+    assert len(private) == 1
+    (ahead,) = private
+    assert ahead.startswith("refs/reconciler/incoming/")
+    assert _updates(updates) == [
+        (ahead, commits[2]),
+        (ahead, commits[5]),
+        (ahead, commits[8]),
+        ("refs/heads/main", commits[9]),
+        (ahead, "0" * 40),  # deleted once the branch moved
+    ]
+    assert git("log", "--format=%s", "-10", "main", cwd=remote).splitlines() == [
+        f"step {n}" for n in reversed(range(10))
+    ]
+    assert git("for-each-ref", "refs/reconciler", cwd=remote) == ""
+    assert git("for-each-ref", "refs/reconciler", cwd=tmp_path / "cache.git") == ""
+    git("fsck", "--connectivity-only", cwd=remote)
+
+
+def test_a_long_push_to_a_local_path_lands_whole_and_leaves_no_private_ref(
+    env_remote: str, git_daemon: GitDaemon, tmp_path: Path
+) -> None:
+    remote = git_daemon.path(env_remote)
+    store = open_store(str(remote), tmp_path, push_step=3)
+
+    result = store.update_branch("main", _numbered(10))
+
+    assert rev_parse(remote, "main") == result.tip
+    assert len(git("rev-list", "main", cwd=remote).splitlines()) == 11
+    assert git("for-each-ref", "refs/reconciler", cwd=remote) == ""
+    git("fsck", "--connectivity-only", cwd=remote)
+
+
+def test_a_server_that_refuses_the_private_ref_gets_single_pushes_from_then_on(
+    env_remote: str, git_daemon: GitDaemon, tmp_path: Path
+) -> None:
+    remote = git_daemon.path(env_remote)
+    updates = tmp_path / "updates.log"
+    _log_updates(remote, updates, refuse="refs/reconciler/")
+    store = open_store(env_remote, tmp_path, push_step=3)
+
+    first = store.update_branch("main", _numbered(10))
+    second = store.update_branch("main", _numbered(10))
+
+    refs = [ref for ref, _new in _updates(updates)]
+    assert refs[0].startswith("refs/reconciler/incoming/")  # tried once, refused
+    assert refs[1:] == ["refs/heads/main", "refs/heads/main"]
+    assert first.attempts == second.attempts == 1
+    assert rev_parse(remote, "main") == second.tip
+    assert len(git("rev-list", "main", cwd=remote).splitlines()) == 21
+
+
+def test_a_stepped_push_that_loses_the_race_is_replanned_and_lands_each_commit_once(
+    env_remote: str, git_daemon: GitDaemon, tmp_path: Path
+) -> None:
+    remote = git_daemon.path(env_remote)
+    store = open_store(env_remote, tmp_path, push_step=2)
+    theirs = commit_files(remote, {"other.txt": "another writer\n"}, message="other")
+    tips: list[str | None] = []
+
+    def plan(tip: str | None) -> list[CommitSpec]:
+        tips.append(tip)
+        return list(_numbered(6)(tip))
+
+    result = store.update_branch("main", plan)
+
+    assert result.attempts == 2
+    assert tips[1] == theirs
+    assert is_ancestor(remote, theirs, "main")
+    assert git("log", "--format=%s", "-7", "main", cwd=remote).splitlines() == [
+        *(f"step {n}" for n in reversed(range(6))),
+        "other",
+    ]
+    assert git("for-each-ref", "refs/reconciler", cwd=remote) == ""
