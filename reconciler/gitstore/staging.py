@@ -31,17 +31,13 @@ reading the same cache directory at that moment (a CLI given the running reconci
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pygit2
-from pygit2.enums import SortMode
-from pygit2.errors import check_error
-from pygit2.ffi import C, ffi
 
-from reconciler.gitstore.native_heap import give_back_freed_memory
+from reconciler.gitstore import repack
 from reconciler.gitstore.packfile import write_pack
 from reconciler.gitstore.packmerge import merge_packs
 
@@ -76,8 +72,9 @@ REPACK_DIR = "reconciler-repack"
 """The directory in the cache (beside ``objects``) a repack writes its pack into, to move it
 into ``objects/pack`` by its known name once complete; Git ignores it."""
 _REPACKS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-repack")
-"""Repacks run here, one at a time in the process: each reads and delta-searches a whole
-repository, so a fleet's repos queue rather than hold as many repositories in memory."""
+"""Repacks are waited for here, one at a time in the process (each in a child process of
+its own, ``repack``): each reads and delta-searches a whole repository, so a fleet's repos
+queue rather than hold as many repositories in memory."""
 
 _PACKED, _MEMORY, _LOOSE = 3, 2, 1
 """Backend priorities: libgit2 reads from the highest first and writes to the first that
@@ -318,7 +315,7 @@ class Staging:
         return rest > max(REPACK_FROM, REPACK_RATIO * base[1])
 
     def start_repack(self, roots: Sequence[pygit2.Oid]) -> None:
-        """Start writing what ``roots`` reach as one pack with deltas, in a thread of its own.
+        """Start writing what ``roots`` reach as one pack with deltas, in a process of its own.
 
         Once it is written, ``finish_repack`` removes the other packs (objects no reference
         reaches any more, and whole copies of the reachable ones); staged and loose objects
@@ -334,7 +331,7 @@ class Staging:
         old = [index for index, _size in self.packs()]
         aside = Path(self._repo.path) / REPACK_DIR
         try:
-            future = _REPACKS.submit(_write_reachable, Path(self._repo.path), aside, list(roots))
+            future = _REPACKS.submit(repack.run, Path(self._repo.path), aside, list(roots))
         except RuntimeError as exc:  # the interpreter is exiting
             raise OSError(f"cannot start a repack: {exc}") from None
         self._repacking = (future, old)
@@ -388,82 +385,6 @@ class Staging:
             self._memory.size -= len(data)
 
 
-def _write_reachable(cache: Path, aside: Path, roots: list[pygit2.Oid]) -> tuple[str | None, int]:
-    """Pack what ``roots`` reach in the cache at ``cache``, and move the pack into it.
-
-    Runs in the repack thread with a repository of its own (a libgit2 repository is used
-    by one thread at a time). libgit2 names the pack after its content; written in
-    ``aside`` first, it is found there by that name and moved into ``objects/pack``,
-    the index last (readers find packs by their index). Returns the pack's name (None:
-    nothing reachable) and the objects written.
-
-    Raises:
-        OSError: the pack could not be written or moved, or an object could not be read.
-    """
-    out = aside / "pack"
-    shutil.rmtree(out, ignore_errors=True)  # what a killed repack left
-    try:
-        out.mkdir(parents=True)
-        repo = _reader(cache, aside / "reader.git")
-        try:
-            written = _pack_reachable(repo, roots, out)
-        finally:
-            repo.free()
-        if written == 0:
-            return None, 0
-        index = next(out.glob("pack-*.idx"))
-        pack_dir = cache / "objects" / "pack"
-        for suffix in (".pack", ".rev", ".idx"):
-            part = index.with_suffix(suffix)
-            if part.exists():
-                part.replace(pack_dir / part.name)
-    except (pygit2.GitError, KeyError, StopIteration) as exc:
-        raise OSError(f"cannot write the repacked cache: {exc!r}") from None
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
-        give_back_freed_memory()
-    return index.stem, written
-
-
-def _pack_reachable(repo: pygit2.Repository, roots: list[pygit2.Oid], out: Path) -> int:
-    """Write what ``roots`` reach in ``repo`` as one pack in ``out``; return its objects.
-
-    The packbuilder (its object list, its delta search's buffers) is freed on return, before
-    the caller gives the freed memory back (``malloc_trim``); it used to be freed after.
-    """
-    builder = pygit2.PackBuilder(repo)
-    for oid, path in _reachable(repo, roots):
-        _add_named(builder, oid, path)
-    if len(builder) == 0:
-        return 0
-    builder.write(str(out))
-    return int(builder.written_objects_count)
-
-
-def _reader(cache: Path, path: Path) -> pygit2.Repository:
-    """A bare repository at ``path`` that reads the cache's objects (as an alternate).
-
-    Its config is its own: the cache's bounds libgit2's delta window for the push
-    (``repo.PACK_WINDOW_BYTES``), which would cost a repack its deltas (a cache of
-    versions of 8 KiB files grew 8-fold); the repack searches as libgit2 does by default.
-    It is made once and kept: each ``pygit2.init_repository`` keeps about 12 KiB for good.
-    """
-    alternates = path / "objects" / "info" / "alternates"
-    try:
-        repo = pygit2.Repository(str(path))
-    except pygit2.GitError:  # absent, or left half made by a killed process
-        shutil.rmtree(path, ignore_errors=True)
-        pygit2.init_repository(str(path), bare=True).free()
-        repo = None
-    line = f"{(cache / 'objects').resolve()}\n"
-    if repo is None or not alternates.exists() or alternates.read_text() != line:
-        if repo is not None:
-            repo.free()
-        alternates.write_text(line)
-        repo = pygit2.Repository(str(path))
-    return repo
-
-
 def _written_at(index: Path) -> tuple[int, str]:
     """When the pack of ``index`` was written (then its name, for a stable order)."""
     try:
@@ -489,56 +410,3 @@ def geometric_split(sizes: Sequence[int]) -> int:
     else:
         split = 1
     return max(2, min(split, len(sizes)))
-
-
-def _reachable(
-    repo: pygit2.Repository, roots: Sequence[pygit2.Oid]
-) -> Iterator[tuple[pygit2.Oid, str]]:
-    """Every commit, tree and blob reachable from ``roots``, each once, with its path.
-
-    A tree already seen is not read again: unchanged directories keep their id from one
-    commit to the next, so the walk reads each distinct object once. The path (empty for
-    commits and root trees) is what the pack builder sorts by to find delta bases, as
-    ``git pack-objects`` does: the versions of one file are compared with each other.
-    """
-    seen: set[pygit2.Oid] = set()
-    walker = None
-    for root in roots:
-        if walker is None:
-            walker = repo.walk(root, SortMode.NONE)
-        else:
-            walker.push(root)
-    if walker is None:
-        return
-    for commit in walker:
-        yield commit.id, ""
-        pending = [(commit.tree_id, "")]
-        while pending:
-            tree_id, path = pending.pop()
-            if tree_id in seen:
-                continue
-            seen.add(tree_id)
-            yield tree_id, path
-            for entry in repo[tree_id].peel(pygit2.Tree):
-                if entry.id in seen or entry.filemode == pygit2.enums.FileMode.COMMIT:
-                    continue
-                name = f"{path}/{entry.name}" if path else str(entry.name)
-                if entry.type_str == "tree":
-                    pending.append((entry.id, name))
-                else:
-                    seen.add(entry.id)
-                    yield entry.id, name
-
-
-def _add_named(builder: pygit2.PackBuilder, oid: pygit2.Oid, path: str) -> None:
-    """Add ``oid`` to ``builder`` under ``path`` (pygit2's ``add`` gives no name).
-
-    libgit2 sorts the objects by a hash of their path before it looks for delta bases,
-    as Git does; without one, the versions of a file are compared only by size with
-    whatever lies near them, and a repack of many same-sized documents finds few deltas
-    (five versions of 120 files of 8 KB, one line changed each time: 2.8 MB unnamed,
-    0.66 MB named, where one version alone packs to 0.56 MB). The call is pygit2's own binding.
-    """
-    raw = ffi.new("git_oid *")
-    ffi.buffer(raw)[:] = oid.raw
-    check_error(C.git_packbuilder_insert(builder._packbuilder, raw, path.encode() or ffi.NULL))  # noqa: SLF001
