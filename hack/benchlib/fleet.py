@@ -87,7 +87,8 @@ def add_parser(sub: Any) -> None:  # noqa: ANN401 - argparse's subparsers action
 
 
 def _status(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (MiB) of ``pid``, and its CPU seconds (user + system)."""
+    """VmRSS and VmHWM (MiB) of ``pid``, and its CPU seconds (user + system), its repacks'
+    (children it has waited for) included."""
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
@@ -95,7 +96,7 @@ def _status(pid: int) -> dict[str, float]:
             fields[key] = int(value.split()[0]) / 1024
     stat = Path(f"/proc/{pid}/stat").read_text()
     times = stat[stat.rindex(")") + 2 :].split()
-    fields["cpu"] = (int(times[11]) + int(times[12])) / _CLOCK_TICKS
+    fields["cpu"] = sum(int(field) for field in times[11:15]) / _CLOCK_TICKS  # u, s, cu, cs
     return fields
 
 

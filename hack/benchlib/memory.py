@@ -62,12 +62,15 @@ def child(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     report = reconciler.tick()
     seconds = time.perf_counter() - started
+    peak = _peak_mib()
+    store.wait_upkeep()  # the repack the tick set off runs in a process of its own
     print(
         json.dumps(
             {
                 "imported_mib": imported,
                 "after_tick_mib": _rss_mib(),
-                "peak_mib": _peak_mib(),
+                "peak_mib": peak,
+                "repack_peak_mib": store.cache_stats().repack_peak_mib,
                 "anonymous_mib": _status_mib("RssAnon"),
                 "file_mib": _status_mib("RssFile"),
                 "tick_seconds": seconds,
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace) -> None:
         ["  of which anonymous (heap)", result["anonymous_mib"]],
         ["  of which file-backed (mapped packs, libraries)", result["file_mib"]],
         ["peak (ru_maxrss)", result["peak_mib"]],
+        ["the repack it set off, its own process's peak", result["repack_peak_mib"]],
     ]
     print(table(("resident memory", "MiB"), rows))
     print(f"tick took {result['tick_seconds']:.1f} s; goal at 10,000: peak < 500 MiB")
@@ -131,6 +135,7 @@ def run(args: argparse.Namespace) -> None:
             "bench": "memory",
             "experiments": count,
             "peak_mib": result["peak_mib"],
+            "repack_peak_mib": result["repack_peak_mib"],
             "after_tick_mib": result["after_tick_mib"],
             "imported_mib": result["imported_mib"],
             "tick_seconds": result["tick_seconds"],

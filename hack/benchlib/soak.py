@@ -130,9 +130,10 @@ def _kib(value: str) -> float:
 
 
 def _cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and of its children it has waited for (the cache's repacks)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+    return sum(int(field) for field in fields[11:15]) / _CLOCK_TICKS  # u, s, cu, cs time
 
 
 def _deleted_mapped(pid: int) -> int:

@@ -41,10 +41,11 @@ _PR_SET_PDEATHSIG = 1
 _STDERR_SHOWN = 2000
 
 
-def run(cache: Path, aside: Path, roots: Sequence[pygit2.Oid]) -> tuple[str | None, int]:
+def run(cache: Path, aside: Path, roots: Sequence[pygit2.Oid]) -> tuple[str | None, int, int]:
     """Repack the cache at ``cache`` in a child process, working in ``aside``; wait for it.
 
-    Returns the new pack's name (None: nothing reachable) and how many objects it holds.
+    Returns the new pack's name (None: nothing reachable), how many objects it holds, and
+    the child's peak resident memory in bytes (its own ``VmHWM``).
 
     Raises:
         OSError: the child failed, was killed or ran past ``REPACK_SECONDS``; the cache
@@ -67,7 +68,7 @@ def run(cache: Path, aside: Path, roots: Sequence[pygit2.Oid]) -> tuple[str | No
         raise OSError(f"the repack failed: {said}")
     try:
         result = json.loads(done.stdout)
-        return result["name"], int(result["written"])
+        return result["name"], int(result["written"]), int(result["peak"])
     except (ValueError, KeyError, TypeError):
         raise OSError(f"the repack printed no result: {done.stdout[-_STDERR_SHOWN:]!r}") from None
 
@@ -86,7 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         sys.stderr.write(f"{exc}\n")
         return 1
-    sys.stdout.write(json.dumps({"name": name, "written": written}) + "\n")
+    sys.stdout.write(json.dumps({"name": name, "written": written, "peak": _peak()}) + "\n")
+    return 0
+
+
+def _peak() -> int:
+    """This process's peak resident memory, bytes (``VmHWM``: its own, since its exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
     return 0
 
 

@@ -80,7 +80,9 @@ class CacheStats:
     failures: int
     """Upkeep that failed (a full volume, say): the cache was left as it was."""
     repacking: bool = False
-    """A repack is being written, in a thread of its own, or waits to be applied."""
+    """A repack is being written, in a process of its own, or waits to be applied."""
+    repack_peak_mib: float = 0.0
+    """The largest peak resident memory of a repack's process so far (it is not this one's)."""
 
 
 class GitEnvStore:
@@ -597,7 +599,13 @@ class GitEnvStore:
         written = self._staging.finish_repack(wait=wait)
         if written is not None:
             self._upkeep["repacks"] += 1
-            log.info("git_cache_repacked", objects=written, bytes=self.cache_stats().bytes)
+            stats = self.cache_stats()
+            log.info(
+                "git_cache_repacked",
+                objects=written,
+                bytes=stats.bytes,
+                repack_peak_mib=round(stats.repack_peak_mib, 1),
+            )
 
     def wait_upkeep(self) -> None:
         """Wait for the cache's repack under way, if any, and apply it (logged if it failed)."""
@@ -617,6 +625,7 @@ class GitEnvStore:
             repacks=self._upkeep["repacks"],
             failures=self._upkeep["failures"],
             repacking=self._staging.repacking,
+            repack_peak_mib=self._staging.repack_peak / 2**20,
         )
 
     @contextlib.contextmanager

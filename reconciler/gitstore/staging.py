@@ -146,9 +146,11 @@ class Staging:
             self._base: str | None = self._base_file.read_text().strip() or None
         except (FileNotFoundError, UnicodeDecodeError):
             self._base = None
-        self._repacking: tuple[Future[tuple[str | None, int]], list[Path]] | None = None
-        """The repack under way: its result (the pack's name, objects) and the packs it
-        replaces (those there were when it started)."""
+        self._repacking: tuple[Future[tuple[str | None, int, int]], list[Path]] | None = None
+        """The repack under way: its result (the pack's name, objects, peak memory) and the
+        packs it replaces (those there were when it started)."""
+        self.repack_peak = 0
+        """The largest peak resident memory of a repack process so far, bytes."""
 
     def _open(self) -> pygit2.OdbBackendPack:
         """Give the repository a new object database over the packs there are now.
@@ -356,7 +358,8 @@ class Staging:
         if not wait and not future.done():
             return None
         self._repacking = None
-        name, written = future.result()
+        name, written, peak = future.result()
+        self.repack_peak = max(self.repack_peak, peak)
         if name is None:
             return 0
         self._replace([index for index in old if index.stem != name])
