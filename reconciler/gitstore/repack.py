@@ -1,7 +1,7 @@
 """The cache's repack, in a process of its own: what the references reach, as one pack.
 
-``Staging.start_repack`` runs ``run`` in its repack thread, which starts
-``python -m reconciler.gitstore.repack`` and waits for it. The child reads the cache
+``Staging.start_repack`` runs ``run`` in its repack thread, which starts a Python process
+that calls ``main`` and waits for it. The child reads the cache
 through a repository of its own, packs every commit, tree and blob the given roots reach
 with deltas (``PackBuilder``, each object named by its path, as ``git pack-objects`` sorts
 them), writes the pack aside and moves it into the cache's ``objects/pack``, then prints
@@ -38,6 +38,8 @@ REPACK_SECONDS = 900.0
 REPACK_NICENESS = 10
 """How much lower than the reconciler's the repack's scheduling priority is (``nice``)."""
 _PR_SET_PDEATHSIG = 1
+_CHILD = "import sys; from reconciler.gitstore.repack import main; sys.exit(main())"
+"""The child's program (``-m`` would run this module twice: the package imports it)."""
 _STDERR_SHOWN = 2000
 
 
@@ -51,7 +53,7 @@ def run(cache: Path, aside: Path, roots: Sequence[pygit2.Oid]) -> tuple[str | No
         OSError: the child failed, was killed or ran past ``REPACK_SECONDS``; the cache
             is as it was, but perhaps for a complete new pack in ``objects/pack``.
     """
-    command = [sys.executable, "-m", __name__, str(cache), str(aside), str(os.getpid())]
+    command = [sys.executable, "-c", _CHILD, str(cache), str(aside), str(os.getpid())]
     try:
         done = subprocess.run(
             command,
@@ -105,7 +107,7 @@ def _end_with(parent: int) -> None:
     if prctl is not None:
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
-        raise SystemExit(1)
+        raise SystemExit(f"the process {parent} that started this repack is gone")
 
 
 def _write_reachable(cache: Path, aside: Path, roots: list[pygit2.Oid]) -> tuple[str | None, int]:
@@ -232,5 +234,5 @@ def _add_named(builder: pygit2.PackBuilder, oid: pygit2.Oid, path: str) -> None:
     check_error(C.git_packbuilder_insert(builder._packbuilder, raw, path.encode() or ffi.NULL))  # noqa: SLF001
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # ``python -m``, as a process of an earlier version starts it
     raise SystemExit(main())

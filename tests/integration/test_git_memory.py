@@ -261,7 +261,8 @@ def _repack_children(cache: Path) -> list[int]:
             argv = status.read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"reconciler.gitstore.repack" in argv and str(cache).encode() in argv:
+        ours = str(cache).encode() in argv
+        if ours and any(b"reconciler.gitstore.repack" in arg for arg in argv):
             found.append(int(status.parent.name))
     return found
 
