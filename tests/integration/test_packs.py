@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from reconciler.gitstore import GitEnvStore
 from reconciler.gitstore.packfile import index_ids, install_pack, pack_header, write_pack
 from reconciler.gitstore.packmerge import merge_packs
-from reconciler.gitstore.staging import PACKS_KEPT
+from reconciler.gitstore.staging import PACKS_KEPT, STAGED_BYTES_LIMIT
 from reconciler.ports import CommitSpec
 from reconciler.testing import constant
 from tests.gitutil import commit_files, git, git_env, make_bare_repo, write_files
@@ -406,3 +406,31 @@ def _planned(
         offsets.append(at)
         at += len(entry)
     return entries
+
+
+def test_an_update_larger_than_the_staging_limit_is_packed_in_parts_and_lands_whole(
+    tmp_path: Path,
+) -> None:
+    # 40 commits of 1 MiB each: past STAGED_BYTES_LIMIT the staged objects are packed
+    # before the next commits are built; every one lands and reads back.
+    remote = tmp_path / "env.git"
+    make_bare_repo(remote, {"README.md": "env\n"})
+    store = GitEnvStore.open(str(remote), tmp_path / "cache.git", author=AUTHOR)
+    store.fetch()
+    blobs = [random.Random(n).randbytes(1024 * 1024) for n in range(40)]  # noqa: S311
+    assert sum(map(len, blobs)) > 2 * STAGED_BYTES_LIMIT
+    specs = [CommitSpec(f"big {n}", {f"big/{n}.bin": blob}) for n, blob in enumerate(blobs)]
+
+    result = store.update_branch("main", constant(specs))
+    store.close()
+
+    cache = tmp_path / "cache.git"
+    assert git("count-objects", "-v", cwd=cache).splitlines()[0] == "count: 0"  # none loose
+    git("fsck", "--connectivity-only", cwd=remote)
+    assert git("rev-parse", "main", cwd=remote) == result.tip
+    reopened = GitEnvStore.open(str(remote), cache, author=AUTHOR)
+    heads = reopened.fetch()
+    assert heads.main is not None
+    for n in (0, 17, 39):
+        assert reopened.read_file(heads.main, f"big/{n}.bin") == blobs[n]
+    reopened.close()
