@@ -15,6 +15,7 @@ It never forces a push and never shows a credential or a URL with userinfo.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import uuid
 from pathlib import Path
@@ -44,7 +45,7 @@ from reconciler.gitstore.sockets import server_address, set_nodelay
 from reconciler.gitstore.trust import SSHTarget, libgit2_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
 __all__ = ["REMOTE", "SCHEMES", "Remote", "local_path", "tracking_ref"]
 
@@ -186,26 +187,18 @@ class Remote:
         # libgit2's local transport overwrites the target ref without comparing it with
         # the value it advertised, so for a local remote the objects go to a private ref
         # and the branch moves by a compare-and-swap on the remote's reference database.
-        try:
-            remote = pygit2.Repository(str(local))
-        except pygit2.GitError as exc:
-            raise GitPermanentError(f"cannot open {local}: {exc}", ref=branch) from None
-        try:
+        with _opened(local, branch) as remote:
             if not remote.is_bare:
                 raise GitPermanentError(
                     f"{local} is not a bare repository: libgit2 cannot push to it "
                     "(make the Env repo bare: git clone --bare)",
                     ref=branch,
                 )
-            incoming = self._incoming
-            self._push_refspec(f"{ref}:{incoming}", branch)
+            self._push_refspec(f"{ref}:{self._incoming}", branch)
             try:
                 _swap_local_ref(remote, ref, new_tip, old_tip, branch)
             finally:
-                if remote.references.get(incoming) is not None:
-                    remote.references.delete(incoming)
-        finally:
-            remote.free()
+                _delete_ref(remote, self._incoming)
 
     def push_ahead(self, commit: str, branch: str) -> None:
         """Send ``commit`` and all it needs to the server, under this process's private ref.
@@ -231,21 +224,13 @@ class Remote:
             GitError: it could not be deleted (a ref that names objects the branch holds,
                 harmless; the next ``push_ahead`` overwrites it).
         """
-        if self._repo.references.get(_AHEAD) is not None:
-            self._repo.references.delete(_AHEAD)  # it would keep a rejected step's objects
+        _delete_ref(self._repo, _AHEAD)  # it would keep a rejected step's objects
         local = local_path(self._url)
         if local is None:
             self._push_refspec(f":{self._incoming}", branch)
             return
-        try:
-            remote = pygit2.Repository(str(local))
-        except pygit2.GitError as exc:
-            raise GitTemporaryError(f"cannot open {local}: {exc}", ref=branch) from None
-        try:
-            if remote.references.get(self._incoming) is not None:
-                remote.references.delete(self._incoming)
-        finally:
-            remote.free()
+        with _opened(local, branch) as remote:
+            _delete_ref(remote, self._incoming)
 
     def _check_local(self) -> None:
         local = local_path(self._url)
@@ -361,6 +346,29 @@ def _host_key_type_mismatch(where: str, target: SSHTarget) -> GitError | None:
         f"{', '.join(kinds)}, the server offers {', '.join(offered) or 'none'}; if its host "
         "key was replaced on purpose, put the new one in the file"
     )
+
+
+@contextlib.contextmanager
+def _opened(local: Path, branch: str) -> Iterator[pygit2.Repository]:
+    """The local remote at ``local``, freed after the block.
+
+    Raises:
+        GitPermanentError: it cannot be opened.
+    """
+    try:
+        remote = pygit2.Repository(str(local))
+    except pygit2.GitError as exc:
+        raise GitPermanentError(f"cannot open {local}: {exc}", ref=branch) from None
+    try:
+        yield remote
+    finally:
+        remote.free()
+
+
+def _delete_ref(repo: pygit2.Repository, name: str) -> None:
+    """Delete the reference ``name`` in ``repo`` if it is there."""
+    if repo.references.get(name) is not None:
+        repo.references.delete(name)
 
 
 def _swap_local_ref(
