@@ -24,7 +24,6 @@ from pathlib import Path
 __all__ = [
     "PACK_TYPES",
     "index_entries",
-    "index_ids",
     "install_pack",
     "pack_header",
     "write_pack",
@@ -172,24 +171,6 @@ def _write_new(path: Path, content: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-def index_ids(index: Path) -> list[bytes]:
-    """The raw object ids a version 2 pack index lists (the one libgit2 and Git write).
-
-    Raises:
-        ValueError: the file is not a version 2 pack index.
-        OSError: it could not be read.
-    """
-    with index.open("rb") as handle:
-        head = handle.read(8 + 256 * 4)
-        if len(head) != 8 + 256 * 4 or head[:8] != b"\377tOc" + struct.pack(">I", 2):
-            raise ValueError(f"{index.name} is not a version 2 pack index")
-        (count,) = struct.unpack_from(">I", head, 8 + 255 * 4)
-        raw = handle.read(count * _ID_SIZE)
-    if len(raw) != count * _ID_SIZE:
-        raise ValueError(f"{index.name} is truncated")
-    return [raw[i : i + _ID_SIZE] for i in range(0, len(raw), _ID_SIZE)]
 
 
 def index_entries(index: Path) -> list[tuple[bytes, int, int]]:
