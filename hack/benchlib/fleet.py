@@ -51,7 +51,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchlib.common import emit, machine, percentile, quantiles, table
+from benchlib.common import cpu_seconds, emit, machine, percentile, quantiles, table
 from benchlib.fleetworld import Fleet, fleet_world, namespace_of, start_process, write_config
 from benchlib.takeover import measure as measure_takeover
 from reconciler.engine.state import Phase
@@ -61,7 +61,6 @@ REPOS, EXPERIMENTS, INTERVAL = 100, 10, 10.0
 MEMORY_GOAL_MIB = 300.0
 SLACK = 2.0
 """Seconds a repo's largest gap may exceed its interval."""
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def add_parser(sub: Any) -> None:  # noqa: ANN401 - argparse's subparsers action
@@ -94,9 +93,7 @@ def _status(pid: int) -> dict[str, float]:
         key, _, value = line.partition(":")
         if key in {"VmRSS", "VmHWM"}:
             fields[key] = int(value.split()[0]) / 1024
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    times = stat[stat.rindex(")") + 2 :].split()
-    fields["cpu"] = sum(int(field) for field in times[11:15]) / _CLOCK_TICKS  # u, s, cu, cs
+    fields["cpu"] = cpu_seconds(pid)
     return fields
 
 

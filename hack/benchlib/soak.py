@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib.common import REPO, emit, git, machine, table
+from benchlib.common import REPO, cpu_seconds, emit, git, machine, table
 from benchlib.servers import git_daemon
 from reconciler.metrics.profile import Profile
 from tests.e2e.envrepo import CANDIDATE, CANDIDATE_FILES, STATE, ExperimentFile
@@ -56,7 +56,6 @@ from tests.fixtures.prometheus import PrometheusServer
 from tests.sim.server import MetricsServer
 from tests.sim.traffic import LatencyModel, TrafficSimulator
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 NAMESPACE = "soak"
 SITECUSTOMIZE = """\
@@ -129,13 +128,6 @@ def _kib(value: str) -> float:
     return int(value.split(maxsplit=1)[0]) / 1024
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and of its children it has waited for (the cache's repacks)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return sum(int(field) for field in fields[11:15]) / _CLOCK_TICKS  # u, s, cu, cs time
-
-
 def _deleted_mapped(pid: int) -> int:
     paths = set()
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
@@ -165,7 +157,7 @@ def sample(process: ReconcilerProcess, cache: Path, started: float) -> Sample:
         rss_mib=_kib(status["VmRSS"]),
         anon_mib=_kib(status["RssAnon"]),
         file_mib=_kib(status["RssFile"]),
-        cpu_s=_cpu_seconds(pid),
+        cpu_s=cpu_seconds(pid),
         fds=sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir()),
         threads=int(status["Threads"]),
         deleted_mapped=_deleted_mapped(pid),
