@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -192,6 +193,11 @@ def recovery(args: argparse.Namespace) -> None:
     )
 
 
+def _stop(signum: int, _frame: object) -> None:
+    """End the bench as Ctrl-C would: its ``finally`` blocks stop the servers it started."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -264,4 +270,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop)  # a bare SIGTERM left git daemon, Prometheus running
     main()
