@@ -17,7 +17,10 @@ sync, prune and selfHeal, ``ignoreDifferences`` on the weights and
 
 ``Sampler`` looks every few milliseconds, in a thread, at what a person would watch: the
 VirtualService's weights, the revision the operator reports as applied, and the Env repo's
-branch tips, with the time of each change.
+branch tips, with the time of each change. The weights' changes are also followed by a
+Kubernetes watch, which delivers every write: a revert the reconciler undoes within a
+few milliseconds (its tick can follow the operator's apply that closely, both woken by
+the same commit) escapes a poll but not the watch.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from pathlib import Path
 from typing import Any, Self
 
 import pygit2
+from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
 from kubetestserver.operators import argocd_tls_dir
 
 from reconciler.cluster.client import MERGE_PATCH, Kube
@@ -45,7 +50,7 @@ from reconciler.cluster.handoff import (
 from reconciler.cluster.resources import ObjectRef
 from reconciler.errors import ReconcilerError
 from tests.e2e.envrepo import STATE, EnvRepo
-from tests.e2e.world import World, read_weights, virtual_service
+from tests.e2e.world import VIRTUAL_SERVICE, World, read_weights, route_weights, virtual_service
 from tests.fixtures.https_git import TOKEN, USERNAME, serve_root
 from tests.fixtures.kube import apply, delete, ensure_namespace, ref_of
 from tests.fixtures.net import CertificateAuthority
@@ -488,11 +493,16 @@ class Sampler:
         self._kube: Kube = world.kube_server.connect()
         self._repo = pygit2.Repository(str(world.repo.path))
         self.samples: list[Sample] = []
+        self.weight_changes: list[tuple[float, dict[str, int] | None]] = []
+        """Every write to the VirtualService's weights, as the watch saw it (None: deleted)."""
+        self._watch_kube: Kube = world.kube_server.connect()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, name="sampler-watch", daemon=True)
 
     def __enter__(self) -> Self:
         self._thread.start()
+        self._watcher.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -509,15 +519,52 @@ class Sampler:
     def stop(self) -> None:
         """Stop sampling (idempotent)."""
         self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        for thread in (self._thread, self._watcher):
+            if thread.is_alive():
+                thread.join()
         self._kube.close()
+        self._watch_kube.close()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
             with contextlib.suppress(ReconcilerError):
                 self.samples.append(self._sample())
             time.sleep(SAMPLE_EVERY)
+
+    def _watch(self) -> None:
+        """Record each write to the VirtualService, resuming from the last one seen."""
+        api_version, _kind, name = VIRTUAL_SERVICE
+        group, version = api_version.split("/")
+        api = k8s.CustomObjectsApi(self._watch_kube.api)
+        resume: str | None = None
+        while not self._stopping.is_set():
+            stream = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+            options: dict[str, Any] = {"field_selector": f"metadata.name={name}"}
+            if resume is not None:
+                options["resource_version"] = resume
+            try:
+                for event in stream.stream(  # type: ignore[no-untyped-call]
+                    api.list_namespaced_custom_object,
+                    group,
+                    version,
+                    self._world.namespace,
+                    "virtualservices",
+                    timeout_seconds=1,
+                    **options,
+                ):
+                    obj = event["raw_object"]
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self.weight_changes.append((time.monotonic(), route_weights(obj)))
+                    elif event["type"] == "DELETED":
+                        self.weight_changes.append((time.monotonic(), None))
+                    resume = obj["metadata"]["resourceVersion"]
+            except k8s.ApiException as exc:
+                if exc.status == 410:  # too old to resume: start over from the current object
+                    resume = None
+                else:
+                    time.sleep(SAMPLE_EVERY)
+            except (OSError, ValueError, KeyError):  # the server restarting, or a half line
+                time.sleep(SAMPLE_EVERY)
 
     def _sample(self) -> Sample:
         namespace = self._world.namespace
@@ -545,13 +592,18 @@ class Sampler:
         raise AssertionError(f"never seen: {what}")
 
     def reverts(self, main_split: dict[str, int], start: float, end: float) -> int:
-        """Times the weights went back to ``main_split`` from other weights in ``[start, end]``."""
+        """Writes in ``[start, end]`` that put the weights back to ``main_split`` from others.
+
+        Counted from the watch, so a revert undone a moment later still counts.
+        """
         count = 0
         previous: dict[str, int] | None = None
-        for sample in list(self.samples):
-            if not start <= sample.at <= end or sample.weights is None:
+        for at, weights in list(self.weight_changes):
+            if at > end:
+                break
+            if weights is None:
                 continue
-            if previous is not None and previous != main_split and sample.weights == main_split:
+            if at >= start and previous not in (None, main_split) and weights == main_split:
                 count += 1
-            previous = sample.weights
+            previous = weights
         return count
