@@ -48,6 +48,7 @@ from reconciler.fleet.schedule import Schedule
 from reconciler.fleet.worker import FAILPOINT_EXIT, RepoWorker, Wiring
 from reconciler.gitstore.credentials import url_scheme
 from reconciler.gitstore.repo import bound_network, object_cache
+from reconciler.heap import HeapTrimmer
 from reconciler.load.generator import HttpLoad
 from reconciler.load.shared import SharedLoad
 from reconciler.server.health import Health
@@ -109,6 +110,8 @@ class Runner:
         self.identity = f"{socket.gethostname()}-{os.getpid()}"
         self.telemetry = Telemetry()
         self.telemetry.watch_object_cache(object_cache)
+        self.heap = HeapTrimmer()
+        """Gives the pages a tick's bursts freed back to the kernel (``heap``)."""
         self.health = Health(stale_after=max(60.0, 3 * self.settings.repo.interval))
         self.leases: RepoLeases | None = None
         self._lease_thread: threading.Thread | None = None
@@ -221,6 +224,7 @@ class Runner:
             if not ok and repo in self.workers:
                 self.telemetry.repo_failures.labels(repo).set(failures)
                 self.health.set_backoff(repo, failures, retry_in)
+            self.heap.after_tick()
             self.wake.set()
 
     def _tick(self, repo: str) -> bool:
