@@ -47,8 +47,8 @@ from reconciler.fleet.discovery import Discoverer
 from reconciler.fleet.schedule import Schedule
 from reconciler.fleet.worker import FAILPOINT_EXIT, RepoWorker, Wiring
 from reconciler.gitstore.credentials import url_scheme
+from reconciler.gitstore.native_heap import HeapTrimmer
 from reconciler.gitstore.repo import bound_network, object_cache
-from reconciler.heap import HeapTrimmer
 from reconciler.load.generator import HttpLoad
 from reconciler.load.shared import SharedLoad
 from reconciler.server.health import Health
@@ -111,7 +111,7 @@ class Runner:
         self.telemetry = Telemetry()
         self.telemetry.watch_object_cache(object_cache)
         self.heap = HeapTrimmer()
-        """Gives the pages a tick's bursts freed back to the kernel (``heap``)."""
+        """Gives the pages a tick's bursts freed back to the kernel (``gitstore.native_heap``)."""
         self.health = Health(stale_after=max(60.0, 3 * self.settings.repo.interval))
         self.leases: RepoLeases | None = None
         self._lease_thread: threading.Thread | None = None

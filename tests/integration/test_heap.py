@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from reconciler.heap import HeapTrimmer
+from reconciler.gitstore.native_heap import HeapTrimmer
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ MIB = 1024 * 1024
 BURST = textwrap.dedent(
     """
     import json, threading
-    from reconciler.heap import HeapTrimmer
+    from reconciler.gitstore.native_heap import HeapTrimmer
 
     def anon():
         with open("/proc/self/status") as status:
