@@ -40,6 +40,7 @@ from watchdog.observers import Observer
 from reconciler import logs
 from reconciler.cluster.client import KubeSettings, connect
 from reconciler.cluster.lease import LeaseSettings, RepoLeases
+from reconciler.collector import tune_collector
 from reconciler.config import ConfigError, Settings, build, repo_key, restart_needed
 from reconciler.controller.actor import Actor
 from reconciler.errors import ReconcilerError, TrustChangedError
@@ -153,6 +154,7 @@ class Runner:
             finally:
                 self._close_workers()
         self._start_services()
+        tune_collector()
         try:
             with ThreadPoolExecutor(
                 max_workers=self.settings.fleet.workers, thread_name_prefix="repo"

@@ -47,6 +47,7 @@ def _peak_mib() -> float:
 def child(args: argparse.Namespace) -> None:
     """The measured process: one tick with every experiment live."""
     from reconciler import logs  # noqa: PLC0415 - imports are part of what is measured
+    from reconciler.collector import tune_collector  # noqa: PLC0415
     from reconciler.controller.loop import Reconciler  # noqa: PLC0415
     from reconciler.gitstore.repo import GitEnvStore  # noqa: PLC0415
     from reconciler.metrics.profile import ProfileMetrics  # noqa: PLC0415
@@ -59,6 +60,7 @@ def child(args: argparse.Namespace) -> None:
     metrics = ProfileMetrics(world.PROFILES, lambda _version: 50, clock, requests_per_second=2000.0)
     store = GitEnvStore.open(args.url, Path(args.cache), author=AUTHOR)
     reconciler = Reconciler(store, cluster, metrics, clock=clock)
+    tune_collector()  # as ``reconciler run`` does once it is set up
     started = time.perf_counter()
     report = reconciler.tick()
     seconds = time.perf_counter() - started

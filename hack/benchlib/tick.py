@@ -21,6 +21,7 @@ from benchlib import world
 from benchlib.common import AUTHOR, emit, git, git_env, machine, spread, table
 from benchlib.phases import Phases
 from reconciler import logs
+from reconciler.collector import tune_collector
 from reconciler.controller import records
 from reconciler.controller.loop import Reconciler
 from reconciler.engine import planner
@@ -73,6 +74,7 @@ def measure(
     )
     store = GitEnvStore.open(url, work / "cache.git", author=AUTHOR)
     reconciler = Reconciler(store, cluster, metrics, clock=clock)
+    tune_collector()  # as ``reconciler run`` does once it is set up
     ticks = []
     for run in range(1 + runs):
         clock.advance(world.INTERVAL)
