@@ -649,10 +649,15 @@ def _walk(tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, str]]:
             yield path, str(entry.id)
 
 
-CACHED_BYTES = 16 * 1024 * 1024
+CACHED_BYTES = 32 * 1024 * 1024
 """libgit2's cache of parsed commits and trees, process-wide, in raw bytes (libgit2's
 default: 256 MiB, which a long-running process reading new commits every tick fills, never
-frees). Each store also drops its repo's share at every fetch (``_forget_parsed``)."""
+frees). Each store also drops its repo's share at every fetch (``_forget_parsed``), so only
+a big push comes near it. A step of 1,000 commits over full trees (a tick of a process that
+already holds 10,000 experiments) holds up to 27 MiB, each tree counted twice (the raw
+object libgit2 read, and the parsed one); at 16 MiB libgit2 evicted at random and read the
+trees again, and that push took 9.5 s instead of 4.6 (``hack/bench.py tick``). A first
+tick's steps hold at most 18 MiB, so its peak (``hack/bench.py memory``) did not change."""
 MAPPED_BYTES = 64 * 1024 * 1024
 """Pack data libgit2 keeps mapped at most (default 8 GiB); least recently used windows go."""
 OPEN_PACKS = 64
