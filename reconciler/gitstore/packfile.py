@@ -3,7 +3,8 @@
 pygit2 offers no indexer, and its ``PackBuilder`` searches for deltas, which libgit2 1.9
 does again for every push: packing a tick's 5,000 new objects that way cost as much as the
 push itself. The staging area (``staging``) therefore writes its objects here: whole (no
-deltas; the push computes those for the wire), compressed at zlib's fastest level, with the
+deltas; the push computes those for the wire), compressed at zlib's fastest level or, for a
+big pack, stored in zlib's blocks uncompressed (``level``), with the
 index that Git and libgit2 read. Both formats are Git's (``gitformat-pack``): the pack is a
 header, the objects and a SHA-1 trailer; the index a fan-out table, the sorted ids, the
 CRC-32 and offset of each entry, then both checksums. Files appear complete or not at all
@@ -22,7 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
+    "FASTEST",
     "PACK_TYPES",
+    "STORED",
     "index_entries",
     "install_pack",
     "pack_header",
@@ -30,6 +33,10 @@ __all__ = [
 ]
 
 PACK_TYPES = frozenset({1, 2, 3, 4})
+FASTEST = 1
+"""zlib's fastest compression level."""
+STORED = 0
+"""zlib's level 0: the content in stored blocks, as it is (inflating it is a copy)."""
 """Object kinds a pack holds whole: commit, tree, blob, tag (pygit2's ObjectType values)."""
 
 _LARGE_OFFSET = 0x8000_0000
@@ -51,11 +58,11 @@ def _entry_header(kind: int, size: int) -> bytes:
     return bytes(out)
 
 
-def _entry(oid: bytes, kind: int, data: bytes) -> bytes:
-    """One object as a pack holds it whole: its header, then its content compressed."""
+def _entry(oid: bytes, kind: int, data: bytes, level: int) -> bytes:
+    """One object as a pack holds it whole: its header, then its content as zlib data."""
     if kind not in PACK_TYPES or len(oid) != _ID_SIZE:
         raise ValueError(f"cannot pack object {oid.hex()} of kind {kind}")
-    return _entry_header(kind, len(data)) + zlib.compress(data, 1)
+    return _entry_header(kind, len(data)) + zlib.compress(data, level)
 
 
 def _index(entries: list[tuple[bytes, int, int]], pack_checksum: bytes) -> bytes:
@@ -91,8 +98,13 @@ def _index(entries: list[tuple[bytes, int, int]], pack_checksum: bytes) -> bytes
     return body + hashlib.sha1(body, usedforsecurity=False).digest()
 
 
-def write_pack(directory: Path, objects: Sequence[tuple[bytes, int, bytes]]) -> str:
+def write_pack(
+    directory: Path, objects: Sequence[tuple[bytes, int, bytes]], *, level: int = FASTEST
+) -> str:
     """Write ``objects`` (raw 20-byte id, kind, content) as a pack in ``directory``.
+
+    Each object's content is compressed at zlib's ``level`` (``STORED``: not at all; any
+    level is zlib data every reader inflates).
 
     The ids are trusted: they are the ones libgit2 computed when the objects were written.
     Entries are read, compressed and written one at a time, in one pass, so memory does not
@@ -115,7 +127,7 @@ def write_pack(directory: Path, objects: Sequence[tuple[bytes, int, bytes]]) -> 
             digest.update(header)
             offset = len(header)
             for oid, kind, data in objects:
-                entry = _entry(oid, kind, data)
+                entry = _entry(oid, kind, data, level)
                 entries.append((oid, zlib.crc32(entry), offset))
                 out.write(entry)
                 digest.update(entry)

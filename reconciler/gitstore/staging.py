@@ -38,13 +38,21 @@ from pathlib import Path
 import pygit2
 
 from reconciler.gitstore import repack
-from reconciler.gitstore.packfile import write_pack
+from reconciler.gitstore.packfile import FASTEST, STORED, write_pack
 from reconciler.gitstore.packmerge import merge_packs
 
 __all__ = ["Staging", "geometric_split"]
 
 STAGED_BYTES_LIMIT = 16 * 1024 * 1024
 """Above this much staged content, ``over_limit`` asks for a pack (bounds the memory)."""
+STORED_FROM = 1024 * 1024
+"""A pack of this much staged content or more is written uncompressed (``packfile.STORED``):
+compressing took 1.2 of the 1.7 s a 10,000-transition tick spent packing, and the push
+reads every tree back (a first tick 13.0 -> 10.7 s, a running one 12.6 -> 10.1 s,
+``hack/bench.py tick``). Such packs take about twice the room (172 MB instead of 78 after
+that tick), until the repack they soon set off (``REPACK_RATIO``) rewrites them with
+deltas. A smaller update (a promotion: a few objects) is compressed as before: it is
+merged with others and may stay for long."""
 PACKS_KEPT = 32
 """Above this many packs in the cache, ``merge()`` merges the small ones."""
 REPACK_FROM = 1024 * 1024
@@ -221,9 +229,14 @@ class Staging:
         """
         staged = list(self._memory.objects.items())
         if staged:
-            write_pack(self._pack_dir, [(oid.raw, kind, data) for oid, (kind, data) in staged])
+            entries = [(oid.raw, kind, data) for oid, (kind, data) in staged]
+            write_pack(self._pack_dir, entries, level=self._level())
             self._release(staged)
         return len(staged)
+
+    def _level(self) -> int:
+        """The compression of a pack of what is staged now (``STORED_FROM``)."""
+        return STORED if self._memory.size >= STORED_FROM else FASTEST
 
     @contextlib.contextmanager
     def packing(self) -> Iterator[None]:
@@ -246,7 +259,7 @@ class Staging:
             return
         entries = [(oid.raw, kind, data) for oid, (kind, data) in staged]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack") as pool:
-            written = pool.submit(write_pack, self._pack_dir, entries)
+            written = pool.submit(write_pack, self._pack_dir, entries, level=self._level())
             try:
                 yield
             finally:

@@ -21,9 +21,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.gitstore import GitEnvStore
-from reconciler.gitstore.packfile import index_entries, install_pack, pack_header, write_pack
+from reconciler.gitstore.packfile import (
+    FASTEST,
+    STORED,
+    index_entries,
+    install_pack,
+    pack_header,
+    write_pack,
+)
 from reconciler.gitstore.packmerge import merge_packs
-from reconciler.gitstore.staging import PACKS_KEPT, STAGED_BYTES_LIMIT
+from reconciler.gitstore.staging import PACKS_KEPT, STAGED_BYTES_LIMIT, STORED_FROM
 from reconciler.ports import CommitSpec
 from reconciler.testing import constant
 from tests.gitutil import commit_files, git, git_env, make_bare_repo, write_files
@@ -49,7 +56,8 @@ def cat(repo: Path, kind: str, oid: str) -> bytes:
     return done.stdout
 
 
-def test_a_written_pack_is_verified_and_read_by_git(tmp_path: Path) -> None:
+@pytest.mark.parametrize("level", [FASTEST, STORED])
+def test_a_written_pack_is_verified_and_read_by_git(tmp_path: Path, level: int) -> None:
     source = tmp_path / "source.git"
     make_bare_repo(
         source,
@@ -70,7 +78,7 @@ def test_a_written_pack_is_verified_and_read_by_git(tmp_path: Path) -> None:
 
     target = tmp_path / "target.git"
     git("init", "--quiet", "--bare", target)
-    name = write_pack(target / "objects" / "pack", objects)
+    name = write_pack(target / "objects" / "pack", objects, level=level)
 
     index = target / "objects" / "pack" / f"{name}.idx"
     verified = git("verify-pack", "-v", index)
@@ -78,9 +86,14 @@ def test_a_written_pack_is_verified_and_read_by_git(tmp_path: Path) -> None:
     indexed = sorted(oid.hex() for oid, _crc, _offset in index_entries(index))
     assert indexed == sorted(oid for oid, _ in listed)
     assert sorted(objects_of(target)) == sorted(listed)
+    content = sum(len(data) for _oid, _kind, data in objects)
+    packed = index.with_suffix(".pack").stat().st_size
+    # the 60 kB of repeated YAML shrink to almost nothing, unless stored as they are
+    assert (packed > content) if level == STORED else (packed < content - 50_000)
     for oid, kind in listed:
         assert cat(target, kind, oid) == cat(source, kind, oid)
-    assert write_pack(target / "objects" / "pack", objects) == name  # same objects, same pack
+    # same objects, same pack
+    assert write_pack(target / "objects" / "pack", objects, level=level) == name
 
 
 def test_many_updates_leave_a_cache_git_finds_whole_with_few_packs(tmp_path: Path) -> None:
@@ -436,3 +449,31 @@ def test_an_update_larger_than_the_staging_limit_is_packed_in_parts_and_lands_wh
     for n in (0, 17, 39):
         assert reopened.read_file(heads.main, f"big/{n}.bin") == blobs[n]
     reopened.close()
+
+
+def test_a_big_update_is_packed_uncompressed_and_a_small_one_compressed(tmp_path: Path) -> None:
+    remote = tmp_path / "env.git"
+    make_bare_repo(remote, {"README.md": "env\n"})
+    cache = tmp_path / "cache.git"
+    store = GitEnvStore.open(str(remote), cache, author=AUTHOR)
+    store.fetch()
+    packs = cache / "objects" / "pack"
+
+    def update(size: int, name: str) -> int:
+        """Bytes of the pack the update of ``size`` bytes of text added to the cache."""
+        before = {p.name: p.stat().st_size for p in packs.glob("*.pack")}
+        line = f"{name}: a line of YAML that compresses well\n"
+        text = (line * (size // len(line) + 1)).encode()
+        store.update_branch("main", constant([CommitSpec(name, {f"{name}.yaml": text})]))
+        added = [p for p in packs.glob("*.pack") if p.name not in before]
+        return sum(p.stat().st_size for p in added)
+
+    assert update(STORED_FROM // 4, "small") < STORED_FROM // 40
+    assert update(2 * STORED_FROM, "big") > 2 * STORED_FROM
+    tip = store.fetch().main
+    assert tip is not None
+    store.close()
+    assert git("rev-parse", "main", cwd=remote) == tip
+    git("fsck", "--connectivity-only", cwd=remote)
+    text = git("show", f"{tip}:big.yaml", cwd=remote)
+    assert text.startswith("big: a line of YAML")
