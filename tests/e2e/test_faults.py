@@ -72,11 +72,11 @@ def test_a_crash_at_any_step_ends_the_experiment_as_an_uninterrupted_run_would(
 
 
 def at_maximum_weight(
-    make_world: Callable[..., World],
+    make_world: Callable[..., World], iterations: int = 7
 ) -> tuple[World, ExperimentFile, ReconcilerProcess]:
     """A running process whose experiment has its candidate at its maximum weight."""
     world = make_world()
-    experiment = ExperimentFile(iterations=7, max_weight=40, increment=20)
+    experiment = ExperimentFile(iterations=iterations, max_weight=40, increment=20)
     world.repo.add_candidate(experiment, world.namespace)
     key = experiment.key(world.namespace)
     process = world.start()
@@ -126,7 +126,9 @@ def test_a_rebuilt_cluster_gets_the_recorded_weights_back_and_the_experiment_car
 def test_a_cluster_wiped_under_a_running_process_gets_its_weights_back_in_one_tick(
     make_world: Callable[..., World],
 ) -> None:
-    world, experiment, process = at_maximum_weight(make_world)
+    # 12 iterations: the correction's series lives as long as the experiment, so it must
+    # still run while the checks below look (7 left about 4 s under CI's load: too few)
+    world, experiment, process = at_maximum_weight(make_world, iterations=12)
     key = experiment.key(world.namespace)
     before_wipe = world.repo.tip(STATE)
     assert before_wipe is not None
@@ -144,6 +146,12 @@ def test_a_cluster_wiped_under_a_running_process_gets_its_weights_back_in_one_ti
     world.wait("the recorded weights on the cluster", lambda: world.weights() == recorded)
     back = time.monotonic() - synced
     world.checking = True
+    # /metrics takes the tick's report once the tick is over, a moment after its push
+    world.wait(
+        "the correction to be counted",
+        lambda: process.metric("reconciler_weight_corrections_total", experiment=key) >= 1,
+    )
+    assert process.metric("reconciler_weight_corrections_total", experiment=key) == 1
     skip = world.wait(
         "the skip to be recorded",
         lambda: next((c for c in world.repo.state_log(key) if c.get("Rollout-Skipped")), None),
@@ -156,12 +164,6 @@ def test_a_cluster_wiped_under_a_running_process_gets_its_weights_back_in_one_ti
     # within one tick of the process (interval 1 s): a bound for the log, not a benchmark
     print(f"weights back {back:.2f} s after the cluster was re-created")  # noqa: T201
     assert back < 5, f"{back:.1f} s"
-    # /metrics takes the tick's report once the tick is over, a moment after its push
-    world.wait(
-        "the correction to be counted",
-        lambda: process.metric("reconciler_weight_corrections_total", experiment=key) >= 1,
-    )
-    assert process.metric("reconciler_weight_corrections_total", experiment=key) == 1
     world.wait("the experiment to finish", finished(world, experiment))
     assert_promoted_once(world, experiment, skips=1)
 
