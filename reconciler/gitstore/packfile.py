@@ -33,11 +33,11 @@ __all__ = [
 ]
 
 PACK_TYPES = frozenset({1, 2, 3, 4})
+"""Object kinds a pack holds whole: commit, tree, blob, tag (pygit2's ObjectType values)."""
 FASTEST = 1
 """zlib's fastest compression level."""
 STORED = 0
 """zlib's level 0: the content in stored blocks, as it is (inflating it is a copy)."""
-"""Object kinds a pack holds whole: commit, tree, blob, tag (pygit2's ObjectType values)."""
 
 _LARGE_OFFSET = 0x8000_0000
 _MODE = 0o444

@@ -96,12 +96,17 @@ def test_a_written_pack_is_verified_and_read_by_git(tmp_path: Path, level: int) 
     assert write_pack(target / "objects" / "pack", objects, level=level) == name
 
 
-def test_many_updates_leave_a_cache_git_finds_whole_with_few_packs(tmp_path: Path) -> None:
-    remote = tmp_path / "env.git"
+def fetched_store(tmp_path: Path) -> tuple[Path, Path, GitEnvStore]:
+    """An Env repo of one file, and a store that fetched it: (remote, cache, store)."""
+    remote, cache = tmp_path / "env.git", tmp_path / "cache.git"
     make_bare_repo(remote, {"README.md": "env\n"})
-    cache = tmp_path / "cache.git"
     store = GitEnvStore.open(str(remote), cache, author=AUTHOR)
     store.fetch()
+    return remote, cache, store
+
+
+def test_many_updates_leave_a_cache_git_finds_whole_with_few_packs(tmp_path: Path) -> None:
+    remote, cache, store = fetched_store(tmp_path)
     commits: list[str] = []
     for n in range(PACKS_KEPT + 8):
         if n % 4 == 0:  # a second writer too, so fetches bring packs of their own
@@ -428,10 +433,7 @@ def test_an_update_larger_than_the_staging_limit_is_packed_in_parts_and_lands_wh
 ) -> None:
     # 40 commits of 1 MiB each: past STAGED_BYTES_LIMIT the staged objects are packed
     # before the next commits are built; every one lands and reads back.
-    remote = tmp_path / "env.git"
-    make_bare_repo(remote, {"README.md": "env\n"})
-    store = GitEnvStore.open(str(remote), tmp_path / "cache.git", author=AUTHOR)
-    store.fetch()
+    remote, cache, store = fetched_store(tmp_path)
     blobs = [random.Random(n).randbytes(1024 * 1024) for n in range(40)]  # noqa: S311
     assert sum(map(len, blobs)) > 2 * STAGED_BYTES_LIMIT
     specs = [CommitSpec(f"big {n}", {f"big/{n}.bin": blob}) for n, blob in enumerate(blobs)]
@@ -439,7 +441,6 @@ def test_an_update_larger_than_the_staging_limit_is_packed_in_parts_and_lands_wh
     result = store.update_branch("main", constant(specs))
     store.close()
 
-    cache = tmp_path / "cache.git"
     assert git("count-objects", "-v", cwd=cache).splitlines()[0] == "count: 0"  # none loose
     git("fsck", "--connectivity-only", cwd=remote)
     assert git("rev-parse", "main", cwd=remote) == result.tip
@@ -452,11 +453,7 @@ def test_an_update_larger_than_the_staging_limit_is_packed_in_parts_and_lands_wh
 
 
 def test_a_big_update_is_packed_uncompressed_and_a_small_one_compressed(tmp_path: Path) -> None:
-    remote = tmp_path / "env.git"
-    make_bare_repo(remote, {"README.md": "env\n"})
-    cache = tmp_path / "cache.git"
-    store = GitEnvStore.open(str(remote), cache, author=AUTHOR)
-    store.fetch()
+    remote, cache, store = fetched_store(tmp_path)
     packs = cache / "objects" / "pack"
 
     def update(size: int, name: str) -> int:
