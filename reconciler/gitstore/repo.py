@@ -576,14 +576,25 @@ class GitEnvStore:
             if self._staging.should_repack():
                 self._staging.start_repack(self._reference_tips())
                 return
-            merged = self._staging.merge()
+            self._merge()
         except (OSError, ValueError) as exc:
-            self._upkeep["failures"] += 1
-            log.warning("git_cache_upkeep_failed", error=str(exc), retried="after the next fetch")
-            return
+            self._upkeep_failed(exc)
+
+    def _merge(self) -> None:
+        """Merge the smallest packs if the cache holds too many (``Staging.merge``); counted.
+
+        Raises:
+            OSError, ValueError: as ``Staging.merge`` (nothing is lost).
+        """
+        merged = self._staging.merge()
         if merged:
             self._upkeep["merges"] += 1
             log.info("git_cache_packs_merged", packs=merged)
+
+    def _upkeep_failed(self, exc: Exception) -> None:
+        """Count and log an upkeep step that failed: the cache stays as it was, only larger."""
+        self._upkeep["failures"] += 1
+        log.warning("git_cache_upkeep_failed", error=str(exc), retried="after the next fetch")
 
     def _reference_tips(self) -> list[pygit2.Oid]:
         """What the cache's references point at: everything a repack must keep."""
@@ -608,12 +619,17 @@ class GitEnvStore:
             )
 
     def wait_upkeep(self) -> None:
-        """Wait for the cache's repack under way, if any, and apply it (logged if it failed)."""
+        """Wait for the cache's repack under way, if any, apply it, and merge what came meanwhile.
+
+        Packs written while a repack ran (or queued behind another repo's) stay unmerged
+        until it is applied (``_merge_packs``); the merge here makes them few again. A
+        failure is logged, never raised, as in ``_merge_packs``.
+        """
         try:
             self._finish_repack(wait=True)
-        except OSError as exc:
-            self._upkeep["failures"] += 1
-            log.warning("git_cache_upkeep_failed", error=str(exc), retried="after the next fetch")
+            self._merge()
+        except (OSError, ValueError) as exc:
+            self._upkeep_failed(exc)
 
     def cache_stats(self) -> CacheStats:
         """The cache's size and pack count now, and its upkeep so far (a directory listing)."""

@@ -15,11 +15,13 @@ import itertools
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
 from reconciler.gitstore import GitEnvStore
+from reconciler.gitstore import staging as staging_module
 from reconciler.gitstore.staging import PACKS_KEPT, REPACK_DIR, REPACK_FROM, REPACK_RATIO
 from reconciler.ports import CommitSpec
 from reconciler.testing import constant
@@ -109,6 +111,7 @@ from pathlib import Path
 from reconciler import logs
 from reconciler.errors import GitTemporaryError
 from reconciler.gitstore import GitEnvStore
+from reconciler.gitstore import staging as staging_module
 from reconciler.ports import CommitSpec
 
 logs.configure(json=False, level="error")
@@ -242,6 +245,44 @@ def test_a_repack_runs_beside_the_updates_and_keeps_every_pack_written_meanwhile
     for path, lines in wide.files.items():
         assert store.read_file(tip, path) == "".join(lines).encode()
     store.close()
+
+
+def test_packs_written_while_a_repack_waits_behind_another_repos_are_merged_once_it_is_applied(
+    tmp_path: Path,
+) -> None:
+    # Repacks run one at a time in the process (a fleet's repos queue), so one repo's can
+    # wait behind another's while its updates go on writing packs, which no merge touches
+    # until the repack is applied. Under CI's load one ran long enough for 43 to pile up.
+    _remote, _cache, store = _opened(tmp_path)
+    wide = _WideFiles()
+    other_repos_repack = threading.Event()
+    queue = staging_module._REPACKS  # noqa: SLF001 - the queue every repo's repack waits in
+    ahead = queue.submit(other_repos_repack.wait, 60)
+    try:
+        n = 0
+        while not store.cache_stats().repacking:
+            n += 1
+            assert n < WIDE_UPDATES, "the whole copies outgrow the bound: a repack must start"
+            wide.update(store, n)
+        for m in range(n + 1, n + PACKS_KEPT + 8):  # small updates: one pack each
+            spec = CommitSpec(f"small {m}", {f"small/{m}.txt": f"{m}\n".encode()})
+            store.update_branch("main", constant([spec]))
+        waiting = store.cache_stats()
+    finally:
+        other_repos_repack.set()
+    ahead.result()
+    store.wait_upkeep()
+    stats = store.cache_stats()
+    tip = store.fetch().main
+    assert tip is not None
+    for path, lines in wide.files.items():
+        assert store.read_file(tip, path) == "".join(lines).encode()
+    store.close()
+
+    assert waiting.repacking, waiting
+    assert waiting.packs > PACKS_KEPT + 1, waiting
+    assert (stats.repacks, stats.repacking) == (1, False)
+    assert stats.packs <= PACKS_KEPT + 1, stats
 
 
 CI_COMMITS = 240
