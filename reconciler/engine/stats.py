@@ -35,7 +35,38 @@ def _log_beta(a: float, b: float) -> float:
 
 
 def _continued_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of I_x(a, b) (modified Lentz), for x < (a + 1) / (a + b + 2)."""
+    """The continued fraction of I_x(a, b) (modified Lentz), for x < (a + 1) / (a + b + 2).
+
+    Where the fraction converges its denominators keep away from 0, so the loop runs
+    without Lentz's guards against a zero (a fifth of its time, and a tick judges 200,000
+    of these); a division by zero, or a result that is not a positive number, takes the
+    guarded loop instead.
+    """
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    try:
+        d = 1.0 / (1.0 - qab * x / qap)
+        c, h = 1.0, d
+        for m in range(1, 200 + int(20 * math.sqrt(max(a, b)))):
+            m2 = m + m
+            am2 = a + m2
+            aa = m * (b - m) * x / ((qam + m2) * am2)
+            d = 1.0 / (1.0 + aa * d)
+            c = 1.0 + aa / c
+            h *= d * c
+            aa = -(a + m) * (qab + m) * x / (am2 * (qap + m2))
+            d = 1.0 / (1.0 + aa * d)
+            c = 1.0 + aa / c
+            delta = d * c
+            h *= delta
+            if -_EPS < delta - 1.0 < _EPS:
+                break
+    except ZeroDivisionError:
+        return _guarded_fraction(a, b, x)
+    return h if 0.0 < h < math.inf else _guarded_fraction(a, b, x)
+
+
+def _guarded_fraction(a: float, b: float, x: float) -> float:
+    """``_continued_fraction`` with Lentz's guards: a denominator near 0 becomes ``_TINY``."""
     qab, qap, qam = a + b, a + 1.0, a - 1.0
     c, d = 1.0, 1.0 - qab * x / qap
     d = 1.0 / (d if abs(d) > _TINY else _TINY)
@@ -77,8 +108,9 @@ def beta_quantile(p: float, a: float, b: float) -> float:
     """The x with I_x(a, b) = p: Halley's method from a first guess, kept in a bracket.
 
     Halley's step uses the density's slope, which the Beta density gives for free
-    (f'/f = (a - 1)/x - (b - 1)/(1 - x)): about 4 ``beta_cdf`` calls a quantile where
-    Newton's took 7, and a tick's plan spent half its time here (``hack/bench.py tick``).
+    (f'/f = (a - 1)/x - (b - 1)/(1 - x)): about 3 ``beta_cdf`` calls a quantile from
+    ``_first_guess`` where Newton's took 7, and a tick's plan spent half its time here
+    (``hack/bench.py tick``).
     A step that would leave the bracket is replaced by a bisection, as is every step
     after the 16th, so it always converges.
     """
@@ -110,18 +142,30 @@ def beta_quantile(p: float, a: float, b: float) -> float:
 
 
 def _first_guess(p: float, a: float, b: float, log_norm: float) -> float:
-    """The normal approximation's quantile; in a tail it leaves (0, 1), the tail's own.
+    """A quantile close enough for two or three of Halley's steps to finish it.
 
-    Near 0, I_x(a, b) ~ x^a / (a B(a, b)); near 1, likewise for 1 - x with a and b
-    swapped. Bisecting from the edge instead took 15 to 20 ``beta_cdf`` calls.
+    With a, b >= 1 (every Clopper-Pearson bound of a whole count): Abramowitz and Stegun's
+    26.5.22, a normal deviate corrected for the skew, which cut the ``beta_cdf`` calls of
+    a bound from 3.3 to 2.5 over rollout-sized samples. Otherwise the normal
+    approximation's quantile; in a tail it leaves (0, 1), the tail's own: near 0,
+    I_x(a, b) ~ x^a / (a B(a, b)), near 1 likewise for 1 - x with a and b swapped
+    (bisecting from the edge instead took 15 to 20 calls).
     """
-    mean = a / (a + b)
-    sd = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0)))
-    x = mean + sd * NormalDist().inv_cdf(p)
-    if x <= 0.0:
-        x = math.exp((math.log(p) + math.log(a) + log_norm) / a)
-    elif x >= 1.0:
-        x = -math.expm1((math.log1p(-p) + math.log(b) + log_norm) / b)
+    if a >= 1.0 and b >= 1.0:
+        z = -NormalDist().inv_cdf(p)
+        skew = (z * z - 3.0) / 6.0
+        ra, rb = 1.0 / (2.0 * a - 1.0), 1.0 / (2.0 * b - 1.0)
+        h = 2.0 / (ra + rb)
+        w = z * math.sqrt(h + skew) / h - (rb - ra) * (skew + 5.0 / 6.0 - 2.0 / (3.0 * h))
+        x = a / (a + b * math.exp(min(2.0 * w, 700.0)))
+    else:
+        mean = a / (a + b)
+        sd = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0)))
+        x = mean + sd * NormalDist().inv_cdf(p)
+        if x <= 0.0:
+            x = math.exp((math.log(p) + math.log(a) + log_norm) / a)
+        elif x >= 1.0:
+            x = -math.expm1((math.log1p(-p) + math.log(b) + log_norm) / b)
     return min(max(x, 1e-300), 1.0 - 1e-16)
 
 

@@ -68,6 +68,15 @@ def test_p_best_agrees_with_monte_carlo_and_sums_to_one() -> None:
         assert abs(p - w / draws) < 4 * math.sqrt(0.25 / draws)
 
 
+@settings(max_examples=300)
+@given(st.integers(1, 150), st.integers(1, 150), st.floats(0, 1))
+def test_the_beta_cdf_of_whole_parameters_is_the_binomial_tail(a: int, b: int, x: float) -> None:
+    # I_x(a, b) = P(Binomial(a + b - 1, x) >= a): exact sums against the continued
+    # fraction, on both sides of the point where beta_cdf turns it around.
+    tail = 1.0 - binomial_cdf(a - 1, a + b - 1, x)
+    assert abs(stats.beta_cdf(x, a, b) - tail) < 1e-9
+
+
 @settings(max_examples=200)
 @given(st.integers(1, 200), st.floats(0, 1), st.sampled_from([0.5, 0.8, 0.9, 0.95, 0.999]))
 def test_the_clopper_pearson_upper_bound_is_where_the_binomial_tail_equals_one_minus_confidence(
