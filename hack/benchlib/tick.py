@@ -26,6 +26,7 @@ from reconciler.controller import records
 from reconciler.controller.loop import Reconciler
 from reconciler.engine import planner
 from reconciler.gitstore.repo import GitEnvStore
+from reconciler.gitstore.steps import Steps
 from reconciler.metrics.profile import ProfileMetrics
 from reconciler.testing import DrivenClock
 
@@ -53,7 +54,9 @@ def _targets(reconciler: Reconciler, store: GitEnvStore) -> list[tuple[object, s
         (records, "to_json", "state docs"),
         (store, "update_branch", "commits"),
         (remote, "push", "push"),
-        (remote, "push_ahead", "push"),  # a long push's steps (``GitEnvStore._push``)
+        # A long push's steps go from a thread of their own while commits are built; what
+        # the tick waits for them is the push's (``GitEnvStore._push``).
+        (Steps, "finish", "push"),
         (remote, "drop_ahead", "push"),
         (traffic, "set", "weights"),
     ]

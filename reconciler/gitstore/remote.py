@@ -115,10 +115,18 @@ class _PushCallbacks(CredentialCallbacks):
 class Remote:
     """Fetch and CAS-push for the cache ``repo`` whose ``origin`` points at ``url``."""
 
-    def __init__(self, repo: pygit2.Repository, url: str, credentials: Credentials | None) -> None:
+    def __init__(
+        self,
+        repo: pygit2.Repository,
+        url: str,
+        credentials: Credentials | None,
+        *,
+        incoming: str | None = None,
+    ) -> None:
         """Wrap ``repo``'s ``origin``; ``url`` is its address (it may hold userinfo).
 
         ``origin`` holds ``url`` without a token (``split_login``); the token stays here.
+        ``incoming`` is the private ref's name (``through``); by default a new one.
         """
         self._repo = repo
         self._url = url
@@ -128,9 +136,17 @@ class Remote:
         address = server_address(url)
         self._on_connect = functools.partial(set_nodelay, *address) if address else None
         """Sets TCP_NODELAY on libgit2's connection to the server (``sockets``)."""
-        self._incoming = held(f"refs/reconciler/incoming/{uuid.uuid4().hex}")
+        self._incoming = incoming or held(f"refs/reconciler/incoming/{uuid.uuid4().hex}")
         """Where a push to a local repository lands before its compare-and-swap (one name
         per process: pushes are one at a time, and each name looked up is kept, ``names``)."""
+
+    def through(self, repo: pygit2.Repository) -> Remote:
+        """This remote reached through ``repo``, another handle on the same cache.
+
+        For a second thread (``steps``): libgit2's handles are not shared between threads.
+        It pushes under the same private ref, with the same credentials.
+        """
+        return Remote(repo, self._url, self._credentials, incoming=self._incoming)
 
     @retry(
         stop=stop_after_attempt(_FETCH_ATTEMPTS),

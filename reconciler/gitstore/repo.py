@@ -39,6 +39,7 @@ from reconciler.gitstore.names import held
 from reconciler.gitstore.native_heap import fix_malloc_thresholds
 from reconciler.gitstore.remote import REMOTE, SCHEMES, Remote, tracking_ref
 from reconciler.gitstore.staging import Staging
+from reconciler.gitstore.steps import Steps
 from reconciler.gitstore.trailers import parse_trailers
 from reconciler.gitstore.treeedit import TreeEditor, commit_bytes, object_id
 from reconciler.gitstore.trees import diff_paths
@@ -457,51 +458,56 @@ class GitEnvStore:
             return UpdateResult(branch=branch, commits=(), tip=tip, attempts=attempt - 1)
         # The new objects are packed during the push, not before it: the push reads them
         # from memory, and the time between reading the tip and the push (when another
-        # writer can win the race) stays as short as it can be.
-        commits = self._build_commits(tip, specs, pack=False)
-        new_tip = commits[-1]
+        # writer can win the race) stays as short as it can be. A long push's steps go
+        # ahead while the later commits are built (``_push``).
+        steps = None
+        if self._push_ahead and len(specs) > self._push_step:
+            steps = Steps(self._repo.path, self._remote, branch)
         try:
+            commits = self._build_commits(tip, specs, pack=False, steps=steps)
+            new_tip = commits[-1]
             with self._packing():
-                self._push(branch, commits, tip)
+                self._push(branch, commits, tip, steps)
         except PushRejectedError as exc:
             log.info("git_push_rejected", branch=branch, attempt=attempt, reason=str(exc))
             raise
+        finally:
+            if steps is not None:
+                steps.close()
+                if steps.sent:
+                    self._drop_ahead(branch)
         self._repo.references.create(tracking_ref(branch), new_tip, force=True)
         log.info("git_pushed", branch=branch, tip=new_tip, commits=len(commits), attempt=attempt)
         self._merge_packs()
         return UpdateResult(branch=branch, commits=tuple(commits), tip=new_tip, attempts=attempt)
 
-    def _push(self, branch: str, commits: Sequence[str], tip: str | None) -> None:
-        """Push ``commits`` (oldest first) onto ``branch`` at ``tip``: in steps when many.
+    def _push(
+        self, branch: str, commits: Sequence[str], tip: str | None, steps: Steps | None
+    ) -> None:
+        """Push ``commits`` (oldest first) onto ``branch`` at ``tip``, after ``steps``.
 
         libgit2 builds a push's pack by walking each new commit's trees, looking up every
         subtree, and keeps what it parses in its object cache (``CACHED_BYTES``); once the
         cache is full, it evicts at random and the lookups read the packs again, so a push's
         cost grew faster than its commits. So every ``push_step`` (``PUSH_STEP``) commits
-        are sent ahead under a private ref (``Remote.push_ahead``), each step starting with
-        the cache emptied (1,000 commits of 10,000 experiments fill 10 MB of it) and its walk
-        stopping at the last step; the branch's compare-and-swap push comes last and alone
-        moves the branch, as a single push would. A server that refuses the private ref gets
-        single pushes from then on.
+        are sent ahead under a private ref while the next are built (``steps``, by
+        ``_build_commits``), each step by a handle on the cache of its own, whose cache
+        starts empty, its walk stopping at the last step; the branch's compare-and-swap
+        push comes last and alone moves the branch, as a single push would. A server that
+        refuses the private ref gets single pushes from then on.
+
+        Raises:
+            GitTemporaryError, GitPermanentError: a step could not be sent; the branch
+                was not pushed.
         """
-        every = self._push_step
-        steps = list(commits[every - 1 : -1 : every]) if self._push_ahead else []
-        sent = False
-        try:
-            for step in steps:
+        if steps is not None:
+            steps.finish()
+            if steps.refused is not None:
+                self._push_ahead = False
+                log.warning("git_push_steps_refused", branch=branch, reason=steps.refused)
+            if steps.sent:
                 self._forget_parsed()
-                self._remote.push_ahead(step, branch)
-                sent = True
-        except PushRejectedError as exc:
-            self._push_ahead = False
-            log.warning("git_push_steps_refused", branch=branch, reason=str(exc))
-        if sent:
-            self._forget_parsed()
-        try:
-            self._remote.push(branch, commits[-1], tip)
-        finally:
-            if sent:
-                self._drop_ahead(branch)
+        self._remote.push(branch, commits[-1], tip)
 
     def _drop_ahead(self, branch: str) -> None:
         """Delete the private ref a stepped push moved (logged, never raised)."""
@@ -511,12 +517,18 @@ class GitEnvStore:
             log.warning("git_push_ahead_left", branch=branch, error=str(exc))
 
     def _build_commits(
-        self, tip: str | None, specs: Sequence[CommitSpec], *, pack: bool = True
+        self,
+        tip: str | None,
+        specs: Sequence[CommitSpec],
+        *,
+        pack: bool = True,
+        steps: Steps | None = None,
     ) -> list[str]:
         """Write ``specs`` as commits on ``tip``; return their ids, oldest first.
 
         Their objects are packed before returning, unless ``pack`` is False: the caller
-        then packs them, whatever happens next.
+        then packs them, whatever happens next. With ``steps``, every ``push_step``
+        commits but the last are packed and sent ahead (``Steps.send``).
         """
         base = self._tree(tip).id.raw if tip is not None else None
         editor = TreeEditor(self._repo, self._staging, base)
@@ -546,7 +558,11 @@ class GitEnvStore:
                 signature = spec.sign(text.encode())
                 parent = self._repo.create_commit_with_signature(text, signature.decode()).raw
             commits.append(parent.hex())
-            if self._staging.over_limit:
+            step = len(commits) % self._push_step == 0 and len(commits) < len(specs)
+            if steps is not None and step:
+                self._pack()  # the step's thread reads packs only
+                steps.send(commits[-1])
+            elif self._staging.over_limit:
                 self._pack()
         if pack:
             self._pack()

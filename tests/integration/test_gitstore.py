@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -633,6 +634,88 @@ def test_a_long_push_goes_ahead_in_steps_and_only_the_last_push_moves_the_branch
     ]
     assert git("for-each-ref", "refs/reconciler", cwd=remote) == ""
     assert git("for-each-ref", "refs/reconciler", cwd=tmp_path / "cache.git") == ""
+    git("fsck", "--connectivity-only", cwd=remote)
+
+
+class _Watched(Mapping[str, "bytes | None"]):
+    """One commit's changes that note, when the store reads them, the server's ref updates."""
+
+    def __init__(self, n: int, log: Path, seen: dict[int, int]) -> None:
+        self._changes = {f"n/{n}.txt": f"{n}\n".encode()}
+        self._n, self._log, self._seen = n, log, seen
+
+    def __getitem__(self, path: str) -> bytes | None:
+        return self._changes[path]
+
+    def __iter__(self) -> Iterator[str]:
+        updates = len(_updates(self._log)) if self._log.exists() else 0
+        self._seen.setdefault(self._n, updates)
+        return iter(self._changes)
+
+    def __len__(self) -> int:
+        return len(self._changes)
+
+
+def test_a_long_pushs_steps_reach_the_server_while_its_later_commits_are_still_being_built(
+    env_remote: str, git_daemon: GitDaemon, tmp_path: Path
+) -> None:
+    # libgit2 sends a step without Python's lock, so the next commits are built meanwhile:
+    # a tick of 10,000 transitions took 9.4 s instead of 11.1 to 11.9.
+    remote = git_daemon.path(env_remote)
+    updates = tmp_path / "updates.log"
+    _log_updates(remote, updates)
+    store = open_store(env_remote, tmp_path, push_step=3)
+    seen: dict[int, int] = {}
+    specs = [CommitSpec(f"step {n}", _Watched(n, updates, seen)) for n in range(10)]
+
+    result = store.update_branch("main", lambda _tip: specs)
+
+    commits = result.commits
+    assert _updates(updates)[:2] == [
+        (_updates(updates)[0][0], commits[2]),
+        (_updates(updates)[0][0], commits[5]),
+    ]
+    # a step is sent once the one before it is in: by the 7th commit the first step was,
+    # by the 10th the second, and the branch moved only after the last
+    assert seen[2] == 0
+    assert seen[6] >= 1
+    assert seen[9] >= 2
+    assert rev_parse(remote, "main") == result.tip
+    assert git("for-each-ref", "refs/reconciler", cwd=remote) == ""
+
+
+def test_a_step_cut_off_by_the_server_fails_the_push_and_the_next_one_lands_every_commit_once(
+    env_remote: str, git_daemon: GitDaemon, tmp_path: Path
+) -> None:
+    remote = git_daemon.path(env_remote)
+    before = rev_parse(remote, "main")
+    assert before is not None
+    hook = remote / "hooks" / "update"
+    # the second private-ref update: the server process dies under it
+    hook.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in refs/reconciler/*)\n'
+        f"  echo x >> {tmp_path / 'steps'}\n"
+        f'  [ "$(wc -l < {tmp_path / "steps"})" -eq 2 ] && kill -9 $PPID;;\n'
+        "esac\n"
+        "exit 0\n"
+    )
+    hook.chmod(0o755)
+    store = open_store(env_remote, tmp_path, push_step=3)
+
+    with pytest.raises(GitTemporaryError):
+        store.update_branch("main", _numbered(10))
+
+    assert rev_parse(remote, "main") == before, "a failed step moved the branch"
+    hook.unlink()
+    store.fetch()
+    result = store.update_branch("main", _numbered(10))
+    assert result.attempts == 1
+    assert git("log", "--format=%s", "-11", "main", cwd=remote).splitlines() == [
+        *(f"step {n}" for n in reversed(range(10))),
+        git("log", "--format=%s", "-1", before, cwd=remote),
+    ]
+    assert git("for-each-ref", "refs/reconciler", cwd=remote) == ""
     git("fsck", "--connectivity-only", cwd=remote)
 
 
