@@ -63,12 +63,16 @@ log = structlog.get_logger(__name__)
 _TREES_KEPT = 4
 """Root trees of the last commits read, kept (commits never change): main's and the state
 branch's tips, and the ones a tick moves between."""
-PUSH_STEP = 2000
+PUSH_STEP = 1000
 """A push of more commits than this goes in steps of this many (``GitEnvStore._push``).
 
-At 10,000 transitions (``hack/bench.py tick``, 3 runs each) a first tick's push took
-2.9 to 3.4 s in steps of 2,000 against 3.2 to 3.6 s in steps of 1,000, a running tick's
-the same (4.0 to 4.2 s); steps of 500 and of 5,000 were slower."""
+The steps go from a thread of their own while the later commits are built (``steps``), so
+what a tick waits for is the last step and the commits after it. At 10,000 transitions
+(``hack/bench.py tick``), first tick and running tick: steps of 1,000 8.9-10.1 s and
+8.2-8.7 s (4 runs), of 2,000 9.1-12.5 s (9.6 median) and 8.5-10.6 s (8 runs), of 500
+9.2-9.3 s and 10.0-10.3 s (each step also walks the remote tip's whole tree). Sent after
+the last commit was built, steps of 2,000 had been the faster (push 2.9-3.4 s against
+3.2-3.6)."""
 
 
 @dataclass(frozen=True)
@@ -693,9 +697,7 @@ a big push comes near it. A step of 1,000 commits over full trees (a tick of a p
 already holds 10,000 experiments) holds up to 27 MiB, each tree counted twice (the raw
 object libgit2 read, and the parsed one); at 16 MiB libgit2 evicted at random and read the
 trees again, and that push took 9.5 s instead of 4.6 (``hack/bench.py tick``). A first
-tick's steps hold at most 18 MiB, so its peak (``hack/bench.py memory``) did not change.
-Steps of 2,000 (``PUSH_STEP``) pass the bound in a running tick, and took as long as
-steps of 1,000 did within it."""
+tick's steps hold at most 18 MiB, so its peak (``hack/bench.py memory``) did not change."""
 MAPPED_BYTES = 64 * 1024 * 1024
 """Pack data libgit2 keeps mapped at most (default 8 GiB); least recently used windows go."""
 OPEN_PACKS = 64

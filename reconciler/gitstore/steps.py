@@ -5,8 +5,8 @@ A push of many commits goes ahead in steps under a private ref (``Remote.push_ah
 by a thread of its own, while the store goes on building the next commits: libgit2 builds
 and sends a pack without Python's lock, so the two overlap. A first tick recording
 10,000 transitions took 11.1 to 12.0 s with every step sent after the last commit was
-built, and 9.1 to 10.4 s this way (``hack/bench.py tick``, on two cores that also ran the
-git server); the process's peak grew from 435 to 487 MiB (``hack/bench.py memory``), the
+built, and 8.9 to 10.1 s this way (``hack/bench.py tick``, on two cores that also ran the
+git server); the process's peak grew from 435 to 471 MiB (``hack/bench.py memory``), a
 step's pack being built while the next commits are staged.
 
 One step is in flight at a time, so the steps reach the server in order and the private

@@ -660,7 +660,7 @@ def test_a_long_pushs_steps_reach_the_server_while_its_later_commits_are_still_b
     env_remote: str, git_daemon: GitDaemon, tmp_path: Path
 ) -> None:
     # libgit2 sends a step without Python's lock, so the next commits are built meanwhile:
-    # a first tick of 10,000 transitions took 9.1 to 10.4 s instead of 11.1 to 12.0.
+    # a first tick of 10,000 transitions took 8.9 to 10.1 s instead of 11.1 to 12.0.
     remote = git_daemon.path(env_remote)
     updates = tmp_path / "updates.log"
     _log_updates(remote, updates)
