@@ -671,10 +671,8 @@ def test_a_long_pushs_steps_reach_the_server_while_its_later_commits_are_still_b
     result = store.update_branch("main", lambda _tip: specs)
 
     commits = result.commits
-    assert _updates(updates)[:2] == [
-        (_updates(updates)[0][0], commits[2]),
-        (_updates(updates)[0][0], commits[5]),
-    ]
+    ahead = _updates(updates)[0][0]
+    assert _updates(updates)[:2] == [(ahead, commits[2]), (ahead, commits[5])]
     # a step is sent once the one before it is in: by the 7th commit the first step was,
     # by the 10th the second, and the branch moved only after the last
     assert seen[2] == 0
