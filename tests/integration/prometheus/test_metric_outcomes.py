@@ -41,7 +41,8 @@ from tests.fixtures.prometheus import (
     Traffic,
 )
 
-pytestmark = pytest.mark.integration
+# One worker warms Prometheus up (``warmed``, about 14 s of traffic), not both.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("prometheus")]
 
 OBJECTIVES = (
     Objective("istio/error-rate", upper_limit=0.02),

@@ -39,7 +39,8 @@ from tests.sim.traffic import (
     LatencyModel,
 )
 
-pytestmark = pytest.mark.integration
+# One worker warms Prometheus up (``warmed``, about 14 s of traffic), not both.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("prometheus")]
 
 BUCKETS_MS = {
     "istio": ISTIO_BUCKETS_MS,
