@@ -26,11 +26,11 @@ from reconciler.gitstore.staging import PACKS_KEPT, REPACK_DIR, REPACK_FROM, REP
 from reconciler.ports import CommitSpec
 from reconciler.testing import constant
 from tests.fixtures.git import GitDaemon
-from tests.gitutil import commit_files, git, make_bare_repo
+from tests.gitutil import commit_files, git
+from tests.integration.stores import AUTHOR, fetched_store
 
 pytestmark = pytest.mark.integration
 
-AUTHOR = ("gitops-reconciler", "reconciler@example.test")
 UPDATES = 400
 LINE = 200
 """Bytes appended to ``log.txt`` by each update: a file that changes a little each commit,
@@ -61,20 +61,10 @@ def _packed_size(repo: Path, work: Path) -> int:
     return sum(p.stat().st_size for p in (copy / "objects" / "pack").glob("pack-*.pack"))
 
 
-def _opened(tmp_path: Path) -> tuple[Path, Path, GitEnvStore]:
-    """A fresh remote with one file, and a store on a fresh cache that fetched it."""
-    remote = tmp_path / "env.git"
-    make_bare_repo(remote, {"README.md": "env\n"})
-    cache = tmp_path / "cache.git"
-    store = GitEnvStore.open(str(remote), cache, author=AUTHOR)
-    store.fetch()
-    return remote, cache, store
-
-
 def test_the_cache_stays_within_a_multiple_of_the_packed_repository_and_maps_no_removed_pack(
     tmp_path: Path,
 ) -> None:
-    remote, cache, store = _opened(tmp_path)
+    remote, cache, store = fetched_store(tmp_path)
     log = ""
     written = 0
     for n in range(UPDATES):
@@ -111,7 +101,6 @@ from pathlib import Path
 from reconciler import logs
 from reconciler.errors import GitTemporaryError
 from reconciler.gitstore import GitEnvStore
-from reconciler.gitstore import staging as staging_module
 from reconciler.ports import CommitSpec
 
 logs.configure(json=False, level="error")
@@ -183,7 +172,7 @@ def test_updates_that_rewrite_many_files_repack_once_per_ratio_not_every_other_t
     # little, so its pack (whole objects) outweighs the whole history packed with deltas.
     # The repack, whose cost grows with the history, must still wait for REPACK_RATIO
     # times the last repack's pack, not come every other update.
-    remote, _cache, store = _opened(tmp_path)
+    remote, _cache, store = fetched_store(tmp_path)
     wide = _WideFiles()
     repacked_after = []
     for n in range(WIDE_UPDATES):
@@ -213,7 +202,7 @@ def test_a_repack_runs_beside_the_updates_and_keeps_every_pack_written_meanwhile
 ) -> None:
     # A tick that sets off a repack goes on to set weights without waiting for it; the
     # packs written while it runs (later updates) hold objects it never saw, and stay.
-    _remote, cache, store = _opened(tmp_path)
+    _remote, cache, store = fetched_store(tmp_path)
     wide = _WideFiles()
     pack_dir = cache / "objects" / "pack"
 
@@ -253,7 +242,7 @@ def test_packs_written_while_a_repack_waits_behind_another_repos_are_merged_once
     # Repacks run one at a time in the process (a fleet's repos queue), so one repo's can
     # wait behind another's while its updates go on writing packs, which no merge touches
     # until the repack is applied. Under CI's load one ran long enough for 43 to pile up.
-    _remote, _cache, store = _opened(tmp_path)
+    _remote, _cache, store = fetched_store(tmp_path)
     wide = _WideFiles()
     other_repos_repack = threading.Event()
     queue = staging_module._REPACKS  # noqa: SLF001 - the queue every repo's repack waits in

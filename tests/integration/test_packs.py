@@ -34,10 +34,9 @@ from reconciler.gitstore.staging import PACKS_KEPT, STAGED_BYTES_LIMIT, STORED_F
 from reconciler.ports import CommitSpec
 from reconciler.testing import constant
 from tests.gitutil import commit_files, git, git_env, make_bare_repo, write_files
+from tests.integration.stores import AUTHOR, fetched_store
 
 pytestmark = pytest.mark.integration
-
-AUTHOR = ("gitops-reconciler", "reconciler@example.test")
 
 
 def objects_of(repo: Path) -> list[tuple[str, str]]:
@@ -96,15 +95,6 @@ def test_a_written_pack_is_verified_and_read_by_git(tmp_path: Path, level: int) 
     assert write_pack(target / "objects" / "pack", objects, level=level) == name
 
 
-def fetched_store(tmp_path: Path) -> tuple[Path, Path, GitEnvStore]:
-    """An Env repo of one file, and a store that fetched it: (remote, cache, store)."""
-    remote, cache = tmp_path / "env.git", tmp_path / "cache.git"
-    make_bare_repo(remote, {"README.md": "env\n"})
-    store = GitEnvStore.open(str(remote), cache, author=AUTHOR)
-    store.fetch()
-    return remote, cache, store
-
-
 def test_many_updates_leave_a_cache_git_finds_whole_with_few_packs(tmp_path: Path) -> None:
     remote, cache, store = fetched_store(tmp_path)
     commits: list[str] = []
@@ -139,13 +129,10 @@ def test_a_corrupted_object_in_the_cache_fails_to_read_rather_than_read_altered(
     # libgit2 does not hash objects again as it reads them (``read_without_rehashing``):
     # a byte changed on disk must still fail the read (zlib's checksum), never read back
     # as other content.
-    remote = tmp_path / "env.git"
-    make_bare_repo(remote, {"README.md": "env\n"})
+    remote, _cache, store = fetched_store(tmp_path)
     # bytes zlib cannot compress: stored as they are, so a changed byte inflates to
     # other content, and only the stream's checksum can tell
     content = random.Random(7).randbytes(4096)  # noqa: S311 - test data, not a secret
-    store = GitEnvStore.open(str(remote), tmp_path / "cache.git", author=AUTHOR)
-    store.fetch()
     tip = store.update_branch("main", constant([CommitSpec("add", {"doc.json": content})])).tip
     assert tip is not None
     store.close()
