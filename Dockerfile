@@ -49,8 +49,6 @@ RUN /opt/build/bin/pip wheel --no-cache-dir --disable-pip-version-check --wheel-
 # - kubernetes/aio, the asyncio client that kubernetes bundles (66 MB in 37.0), and the
 #   packages only it needs: aiohttp, aiohttp-retry, aiosignal, aiohappyeyeballs, frozenlist,
 #   multidict, yarl, propcache, attrs;
-# - dateparser, regex, pytz, tzlocal: prometheus-api-client needs them in its utils module
-#   only, which PrometheusConnect does not import;
 # - pycparser: cffi parses C declarations with it; pygit2's compiled module has none to parse;
 # - kubernetes' own tests, and the debug information in extension modules (strip);
 # - Apprise's plugins but those of the targets the README documents (JSON, form and XML
@@ -71,7 +69,7 @@ RUN python3 -m venv --without-pip /opt/reconciler \
  && pip="/opt/build/bin/pip --python /opt/reconciler/bin/python --disable-pip-version-check" \
  && $pip install --no-cache-dir --no-index --no-compile --find-links /wheels gitops-reconciler \
  && $pip uninstall --yes aiohttp aiohttp-retry aiosignal aiohappyeyeballs frozenlist multidict \
-        yarl propcache attrs dateparser regex pytz tzlocal pycparser markdown-it-py mdurl \
+        yarl propcache attrs pycparser markdown-it-py mdurl \
  && cd /opt/reconciler/lib/python3*/site-packages \
  && rm -r kubernetes/aio \
  && find kubernetes -name '*_test.py' -delete \

@@ -1,8 +1,9 @@
-"""Prometheus as the ``MetricsSource``: instant queries through prometheus-api-client.
+"""Prometheus as the ``MetricsSource``: instant queries over HTTP (``transport``).
 
 ``PrometheusClient`` sends one PromQL query (bearer token file, CA file, custom headers,
-a timeout) and classifies what goes wrong: no answer, a refused connection or a 5xx is
-temporary and retried by tenacity within a bound; a 4xx (a bad query), a TLS failure or
+a timeout; proxies and ``~/.netrc`` as requests reads them) and classifies what goes
+wrong: no answer, a refused connection or a 5xx is temporary and retried by tenacity
+within a bound; a 4xx (a bad query), a TLS failure or
 an answer that is not Prometheus' is permanent and reported at once. After ``TRIP_AFTER``
 queries in a row have failed that way, the client stops asking for ``COOLDOWN_SECONDS``
 (a circuit breaker): every query in between is unavailable at once, so a Prometheus that
@@ -15,8 +16,8 @@ never a made-up number. It never logs a credential or a header value.
 
 from __future__ import annotations
 
+import json
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,11 +26,8 @@ from pathlib import Path
 from typing import Any, Protocol, Self
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
 import structlog
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from requests.auth import AuthBase
+import urllib3.exceptions
 from tenacity import (
     RetryCallState,
     retry,
@@ -38,13 +36,13 @@ from tenacity import (
     wait_exponential,
     wait_random,
 )
-from urllib3.util.retry import Retry
 
 from reconciler.breaker import CircuitBreaker
 from reconciler.config import PrometheusSettings
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
 from reconciler.metrics.catalog import Catalog, Resolved
 from reconciler.metrics.promql import Bindings, render
+from reconciler.metrics.transport import AnswerTooLargeError, Transport, read_environment
 from reconciler.ports import MetricValue
 from reconciler.spec.metric import MetricDefinition
 
@@ -57,7 +55,7 @@ TRIP_AFTER = 2
 COOLDOWN_SECONDS = 30.0
 """How long it then answers ``unavailable`` without asking; then one query tries again.
 ``reconciler run`` uses its tick interval: a failing Prometheus is asked again next tick."""
-_HTTP_BAD_REQUEST, _HTTP_SERVER_ERROR = 400, 500
+_HTTP_OK, _HTTP_BAD_REQUEST, _HTTP_SERVER_ERROR = 200, 400, 500
 _TEMPORARY_STATUS = frozenset({408, 429})
 OK, NO_DATA, UNAVAILABLE = "ok", "no-data", "unavailable"
 _SSL_REASON = re.compile(r"\[SSL[^\]]*\][^'\")]*")
@@ -142,46 +140,6 @@ class QueryClient(Protocol):
         ...
 
 
-class _BearerToken(AuthBase):
-    """``Authorization: Bearer <token>``, the token read from a file at each request."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        try:
-            token = self._path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise PrometheusPermanentError(
-                f"cannot read the bearer token file {self._path}: {exc.strerror}"
-            ) from None
-        request.headers["Authorization"] = f"Bearer {token}"
-        return request
-
-
-def environment_session(config: PrometheusConfig) -> requests.Session:
-    """A session that read the environment once: proxies, CA bundle and ``~/.netrc``.
-
-    requests reads them again at every request (``trust_env``): the proxy variables
-    walked the whole environment twice per query, a fifth of a query's CPU, and a fleet
-    of 100 repos asks 10,000 queries a round. Read here, they are used the same way.
-    """
-    session = requests.Session()
-    session.proxies.update(requests.utils.get_environ_proxies(config.base_url))
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    session.verify = str(config.ca_file) if config.ca_file else bundle or True
-    if config.bearer_token_file is None:
-        session.auth = requests.utils.get_netrc_auth(config.base_url)
-    session.trust_env = False
-    return session
-
-
-def _raise_for_status(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:  # noqa: ANN401
-    """Session hook: fail on any non-2xx with the status kept (the library only keeps text)."""
-    _ = response.content  # read the body so the connection goes back to the pool
-    response.raise_for_status()
-
-
 def _log_retry(state: RetryCallState) -> None:
     outcome = state.outcome
     error = outcome.exception() if outcome is not None else None
@@ -199,28 +157,25 @@ class PrometheusClient:
         trip_after: int = TRIP_AFTER,
         cooldown_seconds: float = COOLDOWN_SECONDS,
     ) -> None:
-        """Build the HTTP session; nothing is sent yet. ``clock`` times the breaker."""
+        """Read the environment and build the pool; nothing is sent. ``clock`` times the breaker."""
         self.config = config
         self._breaker = CircuitBreaker(
             trip_after=trip_after, cooldown_seconds=cooldown_seconds, clock=clock
         )
         """Counts queries in a row that failed for a temporary reason."""
-        session = environment_session(config)
-        session.hooks["response"].append(_raise_for_status)
-        self._connect = PrometheusConnect(
-            url=config.base_url,
-            headers=dict(config.headers) or None,
-            # tenacity retries (below), so urllib3's stay off; read=False makes a read
-            # timeout surface as requests' ReadTimeout rather than a ConnectionError
-            retry=Retry(total=0, read=False, raise_on_status=False),
-            auth=_BearerToken(config.bearer_token_file) if config.bearer_token_file else None,
-            session=session,
-            timeout=config.timeout_seconds,
+        environment = read_environment(
+            config.base_url, ca_file=config.ca_file, token_file=config.bearer_token_file
+        )
+        self._transport = Transport(
+            config.base_url,
+            environment,
+            headers=dict(config.headers),
+            timeout_seconds=config.timeout_seconds,
         )
 
     def close(self) -> None:
         """Release the HTTP connections."""
-        self._connect.close()
+        self._transport.close()
 
     def __enter__(self) -> Self:
         return self
@@ -266,37 +221,56 @@ class PrometheusClient:
         reraise=True,
     )
     def _query(self, promql: str) -> Any:  # noqa: ANN401 - JSON as Prometheus sends it
+        where = self.config.display_url
+        form = {"query": promql, "timeout": f"{self.config.timeout_seconds:g}"}
         try:
-            return self._connect.custom_query(
-                promql, params={"timeout": f"{self.config.timeout_seconds:g}"}
-            )
-        except PrometheusError:
-            raise
-        except (requests.RequestException, PrometheusApiClientException, ValueError) as exc:
+            status, reason, body = self._transport.post(form, self._token())
+        except AnswerTooLargeError as exc:
+            raise PrometheusPermanentError(f"{where} answered {exc}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._classify(exc) from exc
+        if status != _HTTP_OK:
+            raise _classify_status(where, status, reason, body)
+        try:
+            return json.loads(body)["data"]["result"]
+        except (ValueError, KeyError, TypeError):
+            raise PrometheusPermanentError(
+                f"{where} did not answer with Prometheus' JSON"
+            ) from None
+
+    def _token(self) -> dict[str, str] | None:
+        """``Authorization: Bearer`` from the token file, read at each query (it rotates)."""
+        path = self.config.bearer_token_file
+        if path is None:
+            return None
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise PrometheusPermanentError(
+                f"cannot read the bearer token file {path}: {exc.strerror}"
+            ) from None
+        return {"Authorization": f"Bearer {token}"}
 
     def _classify(self, exc: Exception) -> PrometheusError:
         where = self.config.display_url
-        if isinstance(exc, requests.HTTPError) and exc.response is not None:
-            return _classify_status(where, exc.response)
-        if isinstance(exc, requests.exceptions.SSLError):
+        if isinstance(exc, urllib3.exceptions.SSLError):
             found = _SSL_REASON.search(str(exc))
             reason = f": {found.group()}" if found else ""
             return PrometheusPermanentError(f"{where}: TLS verification failed{reason}")
-        if isinstance(exc, requests.Timeout):
+        if isinstance(exc, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ProxyError):
+            return PrometheusTemporaryError(f"cannot connect to {where}")
+        if isinstance(exc, urllib3.exceptions.TimeoutError):
             return PrometheusTemporaryError(
                 f"{where} did not answer within {self.config.timeout_seconds:g} s"
             )
-        if isinstance(exc, requests.ConnectionError):
-            return PrometheusTemporaryError(f"cannot connect to {where}")
-        if isinstance(exc, ValueError):
-            return PrometheusPermanentError(f"{where} did not answer with Prometheus' JSON")
-        return PrometheusPermanentError(f"{where}: {type(exc).__name__}")
+        if isinstance(exc, urllib3.exceptions.LocationValueError):
+            return PrometheusPermanentError(f"{where}: {exc}")
+        # reset, closed mid-answer, a broken chunk: the connection failed, not the query
+        return PrometheusTemporaryError(f"cannot connect to {where}: {type(exc).__name__}")
 
 
-def _classify_status(where: str, response: requests.Response) -> PrometheusError:
-    status = response.status_code
-    detail = _error_detail(response)
+def _classify_status(where: str, status: int, reason: str, body: bytes) -> PrometheusError:
+    detail = _error_detail(reason, body)
     if status >= _HTTP_SERVER_ERROR or status in _TEMPORARY_STATUS:
         return PrometheusTemporaryError(f"{where} answered {status}: {detail}")
     if status == _HTTP_BAD_REQUEST:
@@ -304,14 +278,14 @@ def _classify_status(where: str, response: requests.Response) -> PrometheusError
     return PrometheusPermanentError(f"{where} answered {status}: {detail}")
 
 
-def _error_detail(response: requests.Response) -> str:
+def _error_detail(reason: str, body: bytes) -> str:
     try:
-        body = response.json()
+        answer = json.loads(body)
     except ValueError:
-        return response.reason or "no detail"
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return f"{body.get('errorType', 'error')}: {body['error']}"
-    return response.reason or "no detail"
+        return reason or "no detail"
+    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+        return f"{answer.get('errorType', 'error')}: {answer['error']}"
+    return reason or "no detail"
 
 
 def first_value(result: Any) -> tuple[float | None, str | None]:  # noqa: ANN401 - JSON

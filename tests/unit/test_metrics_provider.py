@@ -17,13 +17,12 @@ from reconciler.metrics.catalog import Catalog
 from reconciler.metrics.prometheus import (
     REUSED_MAX,
     Evaluation,
-    PrometheusConfig,
     PrometheusMetrics,
     PrometheusPermanentError,
     PrometheusTemporaryError,
-    environment_session,
     first_value,
 )
+from reconciler.metrics.transport import read_environment
 from reconciler.ports import MetricValue
 
 
@@ -258,15 +257,25 @@ def test_at_most_a_bounded_number_of_answers_are_kept() -> None:
     assert answers.queries[-1] == answers.queries[0]
 
 
-def test_the_environment_is_read_once_into_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_environment_is_read_once_for_the_url(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("NO_PROXY", "prometheus.internal")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/corp.pem")
-    proxied = environment_session(PrometheusConfig("https://prometheus.example"))
-    assert proxied.proxies.get("https") == "http://proxy.example:3128"
-    assert proxied.verify == "/etc/ssl/corp.pem"
-    assert proxied.trust_env is False  # not read again at every request
-    direct = environment_session(PrometheusConfig("https://prometheus.internal"))
-    assert "https" not in direct.proxies
-    own_ca = PrometheusConfig("https://prometheus.example", ca_file=Path("/etc/ca.pem"))
-    assert environment_session(own_ca).verify == "/etc/ca.pem"  # the setting wins
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine prometheus.example login reader password s3cret\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    proxied = read_environment("https://prometheus.example")
+    assert proxied.proxy == "http://proxy.example:3128"
+    assert proxied.ca_bundle == "/etc/ssl/corp.pem"
+    assert proxied.basic_auth == ("reader", "s3cret")
+    direct = read_environment("https://prometheus.internal")
+    assert direct.proxy is None
+    assert direct.basic_auth is None  # no netrc entry for it
+    own_ca = read_environment("https://prometheus.example", ca_file=Path("/etc/ca.pem"))
+    assert own_ca.ca_bundle == "/etc/ca.pem"  # the setting wins
+    in_url = read_environment("https://ops:p%40ss@prometheus.example")
+    assert in_url.basic_auth == ("ops", "p@ss")  # the URL's wins over netrc, unquoted
+    token = read_environment("https://ops:pw@prometheus.example", token_file=netrc)
+    assert token.basic_auth is None  # the bearer token is the only credential sent

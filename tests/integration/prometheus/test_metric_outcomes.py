@@ -6,6 +6,7 @@ they only ever select series whose label is exactly that name.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import time
@@ -26,6 +27,7 @@ from reconciler.metrics.prometheus import (
     PrometheusClient,
     PrometheusConfig,
     PrometheusMetrics,
+    PrometheusPermanentError,
 )
 from reconciler.metrics.promql import Bindings, render
 from reconciler.ports import MetricValue
@@ -245,6 +247,56 @@ def test_the_token_file_and_headers_reach_prometheus_and_a_new_token_is_used(
         assert ask(metrics, warmed).result.status == "ok"
     assert [r["Authorization"] for r in proxy.requests] == ["Bearer first", "Bearer second"]
     assert {r["X-Scope-OrgID"] for r in proxy.requests} == {"team-a"}
+
+
+def test_credentials_in_the_url_reach_prometheus_as_basic_auth_and_never_a_message(
+    warmed: Traffic, proxy: FaultyProxy
+) -> None:
+    url = proxy.url.replace("http://", "http://ops:p%40ss@")
+    metrics = source(url)
+    assert ask(metrics, warmed).result.status == "ok"
+    sent = proxy.requests[0]["Authorization"]
+    assert base64.b64decode(sent.removeprefix("Basic ")) == b"ops:p@ss"
+    proxy.fail_first = 100  # the message of a failure names the URL without them
+    reason = ask(metrics, warmed, "istio/error-rate").reason
+    assert reason is not None
+    assert proxy.url in reason
+    assert "p%40ss" not in reason
+    assert "ops" not in reason
+
+
+def test_queries_go_through_the_proxy_the_environment_names_with_its_credentials(
+    warmed: Traffic,
+    proxy: FaultyProxy,
+    prometheus: PrometheusServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://relay:r%3Ak@"))
+    metrics = source(prometheus.url)  # read once, as the client is built
+    assert ask(metrics, warmed).result.status == "ok"
+    assert len(proxy.requests) == 1
+    sent = proxy.requests[0]["Proxy-Authorization"]
+    assert base64.b64decode(sent.removeprefix("Basic ")) == b"relay:r:k"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert ask(source(prometheus.url), warmed).result.status == "ok"
+    assert len(proxy.requests) == 1  # NO_PROXY: straight to Prometheus
+
+
+def test_an_answer_past_the_size_bound_is_refused_at_once_and_the_next_query_answers(
+    proxy: FaultyProxy,
+) -> None:
+    # each label_join doubles the label: 2 KiB after 1, past 16 MiB after 14; the real
+    # Prometheus builds and sends that answer
+    query = 'label_replace(vector(1), "l0", "' + "x" * 1024 + '", "", "")'
+    for n in range(1, 15):
+        query = f'label_join({query}, "l{n}", "", "l{n - 1}", "l{n - 1}")'
+    client = PrometheusClient(PrometheusConfig(proxy.url))
+    with pytest.raises(PrometheusPermanentError, match=r"answered more than 16 MiB"):
+        client.query(query)
+    assert len(proxy.requests) == 1  # permanent: not retried
+    assert client.query("vector(1)")[0]["value"][1] == "1"  # the client carries on
 
 
 def test_https_with_the_configured_ca_file_works_and_without_it_fails_at_once(
