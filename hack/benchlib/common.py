@@ -52,14 +52,14 @@ def git(env: Mapping[str, str], *args: str | Path, cwd: Path | None = None) -> s
     return done.stdout.strip()
 
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
     """CPU time of ``pid`` and of the children it has waited for (the cache's repacks)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
-    return sum(int(field) for field in fields[11:15]) / _CLOCK_TICKS  # u, s, cu, cs time
+    return sum(int(field) for field in fields[11:15]) / CLOCK_TICKS  # u, s, cu, cs time
 
 
 def median(values: Sequence[float]) -> float:

@@ -51,7 +51,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchlib.common import cpu_seconds, emit, machine, percentile, quantiles, table
+from benchlib.common import CLOCK_TICKS, cpu_seconds, emit, machine, percentile, quantiles, table
 from benchlib.fleetworld import Fleet, fleet_world, namespace_of, start_process, write_config
 from benchlib.takeover import measure as measure_takeover
 from reconciler.engine.state import Phase
@@ -97,6 +97,43 @@ def _status(pid: int) -> dict[str, float]:
     return fields
 
 
+SERVERS = {
+    "prometheus": "Prometheus",
+    "kube-apiserver": "API server",
+    "etcd": "etcd",
+    "git-daemon": "git daemon",
+}
+"""The world's servers by process name (``comm``), and how the bench names them."""
+
+
+def _servers_cpu(work: Path) -> dict[str, float]:
+    """CPU seconds so far of each of the world's servers, and of this process's simulators.
+
+    A server is a process whose command line names ``work`` (its data, config or base
+    path is there). The git daemon's count takes in the ``git upload-pack`` and ``git
+    receive-pack`` it has waited for, which do the fetches' and pushes' work; this process's
+    own time is the traffic simulators and their /metrics (the sampling is a small part).
+    """
+    found = dict.fromkeys(SERVERS.values(), 0.0)
+    marker = str(work).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            if comm not in SERVERS or marker not in (entry / "cmdline").read_bytes():
+                continue
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        counted = fields[11:15] if comm == "git-daemon" else fields[11:13]
+        found[SERVERS[comm]] += sum(int(f) for f in counted) / CLOCK_TICKS
+    times = os.times()
+    found["simulators"] = times.user + times.system
+    return found
+
+
 def _cores_busy() -> list[tuple[int, int]]:
     """(busy, total) jiffies of each core (``/proc/stat``)."""
     cores = []
@@ -131,6 +168,8 @@ class Sample:
     """Counters of the whole process (ticks by result, pushes by result, queries...)."""
     scrape_s: float
     cores: list[tuple[int, int]] = field(default_factory=list)
+    servers: dict[str, float] = field(default_factory=dict)
+    """CPU seconds so far of the world's servers and simulators (``_servers_cpu``)."""
 
 
 _TOTALS = {
@@ -143,7 +182,7 @@ _TOTALS = {
 """Samples summed over the process: (name, the label that splits the name, if any)."""
 
 
-def _scrape(process: ReconcilerProcess) -> Sample:
+def _scrape(process: ReconcilerProcess, work: Path) -> Sample:
     started = time.perf_counter()
     status, body = process.request("/metrics")
     scrape = time.perf_counter() - started
@@ -173,6 +212,7 @@ def _scrape(process: ReconcilerProcess) -> Sample:
         totals=dict(totals),
         scrape_s=scrape,
         cores=_cores_busy(),
+        servers=_servers_cpu(work),
     )
 
 
@@ -208,7 +248,7 @@ def _run_ticks(fleet: Fleet, args: argparse.Namespace, cpus: set[int] | None) ->
         while True:
             if process.exit_code is not None:
                 raise SystemExit(f"bench: reconciler run exited:\n{process.log_tail()}")
-            sample = _scrape(process)
+            sample = _scrape(process, fleet.work)
             samples.append(sample)
             if window_start is None:
                 if all(sample.count.get(url, 0) >= 1 for url in fleet.urls):
@@ -352,6 +392,13 @@ def summarize_ticks(ticks: Ticks, fleet: Fleet, args: argparse.Namespace) -> dic
         "cpu_ms_per_tick": cpu / count * 1000 if count else math.nan,
         "cpu_share": cpu / wall,
         "core_busy": cores,
+        "servers": {
+            name: {
+                "core_share": (spent := last.servers[name] - first.servers[name]) / wall,
+                "ms_per_tick": spent / count * 1000 if count else math.nan,
+            }
+            for name in last.servers
+        },
         "rss_mib": {
             "peak": last.hwm_mib,
             "window_max": max(s.rss_mib for s in ticks.samples if s.t >= first.t),
@@ -504,6 +551,11 @@ def _print_ticks(args: argparse.Namespace, ticks: Mapping[str, Any], where: str)
         f"{ticks['http_queries_per_round']:.0f} queries ({ticks['query_errors']:g} failed); "
         f"/metrics scrape {ticks['metrics_scrape_ms']:.0f} ms, {ticks['samples']} of them"
     )
+    servers = ", ".join(
+        f"{name} {spent['core_share']:.0%} ({spent['ms_per_tick']:.0f} ms a tick)"
+        for name, spent in ticks["servers"].items()
+    )
+    print(f"the world's CPU, as a share of one core: {servers}")
 
 
 def _print_takeover(takeover: Mapping[str, Any]) -> None:

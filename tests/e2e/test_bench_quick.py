@@ -133,6 +133,10 @@ def test_fleet_ticks_every_repo_in_one_process_and_survivors_take_over_a_killed_
     assert result["interval"] < result["gap_s"]["p50"] <= result["gap_s"]["max"]
     assert result["cpu_s"] > 0
     assert result["rss_mib"]["peak"] >= result["rss_mib"]["final"] > 0
+    # the servers' CPU read per server: each one the ticks use did work in the window
+    busy = {name for name, spent in result["servers"].items() if spent["ms_per_tick"] > 0}
+    assert busy >= {"Prometheus", "API server", "git daemon", "simulators"}
+    assert "the world's CPU" in printed
     # the killed replica's Leases, each held by the survivor
     takeover = result["takeover"]
     assert takeover["replicas"] == 2
