@@ -75,6 +75,11 @@ class KubeCluster:
         """Read requests sent by ``read_weights`` (LISTs, or GETs where LIST is denied)."""
         self._unlistable: set[tuple[str, str]] = set()
         """Kinds (apiVersion, kind) whose LIST RBAC denied: read one GET per object."""
+        self._read: dict[ObjectRef, dict[str, Any]] = {}
+        """The objects the last ``read_weights`` read. A weight patch is planned on its
+        object's copy (taken at most a tick ago; the patch's ``test`` operations refuse it
+        if a weight it read has changed since) and GETs the object only after a conflict:
+        one request an object set instead of two."""
 
     # -- weights ------------------------------------------------------------------------
 
@@ -108,6 +113,7 @@ class KubeCluster:
         groups: dict[tuple[str, str, str | None], list[WeightObjRef]] = {}
         for ref in allowed:
             groups.setdefault((ref.api_version, ref.kind, ref.namespace), []).append(ref)
+        read: dict[ObjectRef, dict[str, Any]] = {}
         for (api_version, kind, namespace), members in groups.items():
             try:
                 found = self._objects_of(api_version, kind, namespace, members)
@@ -115,7 +121,12 @@ class KubeCluster:
                 out.update({ref: WeightReading(None, error=str(exc)) for ref in members})
                 continue
             for ref in members:
-                out[ref] = self._reading(ref, found.get(ref.name))
+                obj = found.get(ref.name)
+                out[ref] = self._reading(ref, obj)
+                if obj is not None:
+                    read[_object_ref(ref)] = obj
+        with self._lock:
+            self._read = read
         return {ref: out[ref] for ref in refs}
 
     def _objects_of(
@@ -200,7 +211,10 @@ class KubeCluster:
         pairs: Sequence[tuple[WeightObjRef, int]],
         planned_from: list[str],
     ) -> None:
-        obj = self.kube.get(target)
+        with self._lock:  # the copy serves the first attempt only: a retry reads afresh
+            obj = self._read.pop(target, None) if not planned_from else None
+        if obj is None:
+            obj = self.kube.get(target)
         if obj is None:
             resource, namespace = self.kube.locate(target)
             raise NotFoundError(

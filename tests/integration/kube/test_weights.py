@@ -347,6 +347,40 @@ def test_a_concurrent_writer_makes_us_read_again_and_never_overwrite_blindly(
     assert [r["weight"] for r in routes] == [70, 30]
 
 
+def test_a_set_after_a_read_patches_the_copy_read_and_reads_again_only_after_an_edit(
+    admin: Kube, namespace: str
+) -> None:
+    apply(admin, _virtual_service(namespace))
+    ref = ObjectRef("networking.istio.io/v1", "VirtualService", "productpage", namespace)
+    stable, canary = _vs_refs(namespace)
+    cluster = KubeCluster(admin, sleep=lambda _s: None)
+    assert cluster.read_weights([stable, canary])[stable].value == 100  # a tick's read
+
+    sent = admin.requests_sent
+    cluster.set_weights([(stable, 90), (canary, 10)])
+    assert admin.requests_sent - sent == 1  # the PATCH alone: planned on the LIST's copy
+
+    cluster.read_weights([stable, canary])
+    # a person edits the split between the tick's read and its set (kubectl edit)
+    admin.patch(
+        ref,
+        [{"op": "replace", "path": "/spec/http/0/route/0/weight", "value": 50}],
+        content_type=JSON_PATCH,
+    )
+    sent = admin.requests_sent
+    with capture_logs() as events:
+        cluster.set_weights([(stable, 80), (canary, 20)])
+    # the copy's test refused the patch; a GET, then a patch planned on the edit
+    assert [e["event"] for e in events if e["event"] == "weights_conflict"] == ["weights_conflict"]
+    assert admin.requests_sent - sent == 3
+    routes = _get(admin, ref)["spec"]["http"][0]["route"]
+    assert [r["weight"] for r in routes] == [80, 20]
+
+    sent = admin.requests_sent
+    cluster.set_weights([(stable, 70), (canary, 30)])  # no read since: the copy is used once
+    assert admin.requests_sent - sent == 2  # GET and PATCH
+
+
 def test_writers_that_never_stop_interfering_exhaust_the_bounded_retries(
     admin: Kube, namespace: str
 ) -> None:
