@@ -21,7 +21,9 @@ iterations (a repo's gap is its experiments' largest; a gap still open at the wi
 end counts). After every repo's first tick (the cold round, from the process's start: what
 ``first round`` reports) and a warm-up, a window of ``--rounds`` intervals is measured:
 tick wall times, gaps, CPU seconds per round (a round: every repo ticked once) and per
-tick, peak (``VmHWM``, the whole life) and final RSS, pushes. **Take-over**: see ``takeover``.
+tick, peak (``VmHWM``, the whole life) and final RSS, pushes; and the CPU of each of the
+world's servers on the other core (``_servers_cpu``), as a saturated one stretches every
+tick that waits on it. **Take-over**: see ``takeover``.
 
 Goals (issue 23): peak RSS under 300 MiB; every repo ticked within its interval, checked
 as its largest gap at most the interval + 2 s (the schedule counts an interval from a
