@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.cluster.client import JSON_PATCH, Kube, KubeSettings, RetryPolicy, connect
+from reconciler.cluster.errors import Target
 from reconciler.cluster.kube import KubeCluster
 from reconciler.cluster.resources import ObjectRef
 from reconciler.controller.loop import Reconciler, TickReport
@@ -332,6 +334,37 @@ def _binding(namespace: str, account: str) -> dict[str, Any]:
     }
 
 
+def _until_patch_is(admin: Kube, user: str, namespace: str, *, allowed: bool) -> None:
+    """Until the API server's authorizer, which learns a Role's change from a watch, says
+    ``allowed`` to ``user`` patching VirtualServices (a SubjectAccessReview: it asks the
+    same authorizer that decides the requests)."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": user,
+            "groups": ["system:serviceaccounts", "system:authenticated"],
+            "resourceAttributes": {
+                "namespace": namespace,
+                "verb": "patch",
+                "group": "networking.istio.io",
+                "resource": "virtualservices",
+            },
+        },
+    }
+    target = Target("subjectaccessreviews.authorization.k8s.io")
+    deadline = time.monotonic() + 10.0
+    path = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+    while (
+        admin.request("create", "POST", path, target=target, body=review)["status"].get(
+            "allowed", False
+        )
+        is not allowed
+    ):
+        assert time.monotonic() < deadline, f"the authorizer never said allowed={allowed}"
+        time.sleep(0.05)
+
+
 def test_a_refused_correction_is_retried_every_tick_until_it_is_allowed(
     world: Loop, kube_server: KubeServer
 ) -> None:
@@ -346,12 +379,14 @@ def test_a_refused_correction_is_retried_every_tick_until_it_is_allowed(
         world.tick()
         recorded_weights = dict(world.state().weights)
         apply(world.admin, _role(namespace, ["get", "list"]))  # patch taken away
+        _until_patch_is(world.admin, user, namespace, allowed=False)
         world.patch_weights(100, 0, manager="kubectl-patch")
         for _ in range(2):
             report = world.tick()
             assert any("forbidden" in e.lower() for e in report.errors), report.errors
             assert world.weights() == {STABLE: 100, CANDIDATE: 0}
         apply(world.admin, _role(namespace, ["get", "list", "patch"]))
+        _until_patch_is(world.admin, user, namespace, allowed=True)
         report = world.tick()
         assert world.weights() == recorded_weights
         assert not report.errors
