@@ -3,11 +3,11 @@
 ``PrometheusClient`` sends one PromQL query (bearer token file, CA file, custom headers,
 a timeout; proxies and ``~/.netrc`` as requests reads them) and classifies what goes
 wrong: no answer, a refused connection or a 5xx is temporary and retried by tenacity
-within a bound; a 4xx (a bad query), a TLS failure or
-an answer that is not Prometheus' is permanent and reported at once. After ``TRIP_AFTER``
-queries in a row have failed that way, the client stops asking for ``COOLDOWN_SECONDS``
-(a circuit breaker): every query in between is unavailable at once, so a Prometheus that
-hangs costs a tick two queries' retries, not every metric's. ``PrometheusMetrics``
+within a bound; a 4xx (a bad query), a TLS failure or an answer that is not Prometheus'
+is permanent and reported at once. After ``TRIP_AFTER`` queries in a row have failed
+that way, the client stops asking for ``COOLDOWN_SECONDS`` (a circuit breaker): every
+query in between is unavailable at once, so a Prometheus that hangs costs a tick two
+queries' retries, not every metric's. ``PrometheusMetrics``
 resolves an experiment's metric name in the ``Catalog``, renders its query for one
 version (``reconciler.metrics.promql``), and returns a value with its sample size,
 ``no-data`` (no series, or NaN: distinct from 0), or ``unavailable`` (the source failed):
@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import structlog
 import urllib3.exceptions
@@ -42,7 +42,12 @@ from reconciler.config import PrometheusSettings
 from reconciler.errors import PermanentError, ReconcilerError, TemporaryError
 from reconciler.metrics.catalog import Catalog, Resolved
 from reconciler.metrics.promql import Bindings, render
-from reconciler.metrics.transport import AnswerTooLargeError, Transport, read_environment
+from reconciler.metrics.transport import (
+    AnswerTooLargeError,
+    Transport,
+    read_environment,
+    without_userinfo,
+)
 from reconciler.ports import MetricValue
 from reconciler.spec.metric import MetricDefinition
 
@@ -115,9 +120,7 @@ class PrometheusConfig:
     @property
     def display_url(self) -> str:
         """``base_url`` without any ``user:password@``, for messages and logs."""
-        parts = urlsplit(self.base_url)
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=host))
+        return without_userinfo(self.base_url)
 
 
 class PrometheusError(ReconcilerError):

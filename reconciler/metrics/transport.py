@@ -82,7 +82,8 @@ def _basic(user: str, password: str) -> str:
     return f"Basic {base64.b64encode(f'{user}:{password}'.encode()).decode()}"
 
 
-def _without_userinfo(url: str) -> str:
+def without_userinfo(url: str) -> str:
+    """``url`` without any ``user:password@``."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
@@ -99,7 +100,7 @@ class Transport:
         timeout_seconds: float,
     ) -> None:
         """``headers`` are sent with every query (after the defaults: they may replace them)."""
-        self.url = f"{_without_userinfo(base_url)}/api/v1/query"
+        self.url = f"{without_userinfo(base_url)}/api/v1/query"
         self._headers = {
             "Accept": "application/json",
             "Content-Type": "application/x-www-form-urlencoded",
@@ -122,7 +123,7 @@ class Transport:
                 user, password = unquote(proxy.username), unquote(proxy.password or "")
                 auth = {"Proxy-Authorization": _basic(user, password)}
             self._pool = urllib3.ProxyManager(
-                _without_userinfo(environment.proxy),
+                without_userinfo(environment.proxy),
                 num_pools=2,
                 maxsize=2,
                 proxy_headers=auth,
