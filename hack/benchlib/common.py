@@ -52,14 +52,16 @@ def git(env: Mapping[str, str], *args: str | Path, cwd: Path | None = None) -> s
     return done.stdout.strip()
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and of the children it has waited for (the cache's repacks)."""
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """CPU time of ``pid``, and of the children it has waited for (the cache's repacks)
+    unless ``children`` is false. Raises OSError once ``pid`` is gone."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
-    return sum(int(field) for field in fields[11:15]) / CLOCK_TICKS  # u, s, cu, cs time
+    counted = fields[11:15] if children else fields[11:13]  # u, s, cu, cs time
+    return sum(int(field) for field in counted) / _CLOCK_TICKS
 
 
 def median(values: Sequence[float]) -> float:

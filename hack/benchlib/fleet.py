@@ -53,7 +53,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchlib.common import CLOCK_TICKS, cpu_seconds, emit, machine, percentile, quantiles, table
+from benchlib.common import cpu_seconds, emit, machine, percentile, quantiles, table
 from benchlib.fleetworld import Fleet, fleet_world, namespace_of, start_process, write_config
 from benchlib.takeover import measure as measure_takeover
 from reconciler.engine.state import Phase
@@ -122,15 +122,13 @@ def _servers_cpu(work: Path) -> dict[str, float]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            comm = (entry / "comm").read_text().strip()
             if comm not in SERVERS or marker not in (entry / "cmdline").read_bytes():
                 continue
+            spent = cpu_seconds(int(entry.name), children=comm == "git-daemon")
         except OSError:  # gone meanwhile
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        counted = fields[11:15] if comm == "git-daemon" else fields[11:13]
-        found[SERVERS[comm]] += sum(int(f) for f in counted) / CLOCK_TICKS
+        found[SERVERS[comm]] += spent
     times = os.times()
     found["simulators"] = times.user + times.system
     return found
