@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +12,7 @@ from reconciler.cluster.handoff import ArgoCDApp, FluxSync
 from reconciler.cluster.resources import ObjectRef
 from reconciler.cluster.scope import DestinationPolicy, weight_policy
 from reconciler.spec.weightpolicy import NAMESPACES_SETTING, WeightPolicy
-from tests.fixtures.kube import KubeServer, apply, delete, ensure_namespace
+from tests.fixtures.kube import KubeServer, apply, delete, ensure_namespace, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -132,15 +130,6 @@ def _can_read(kube: Kube, sync: FluxSync) -> bool:
     except ForbiddenError:
         return False
     return True
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll ``condition`` (RBAC reaches the authorizer through an informer: milliseconds)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_the_setting_wins_and_nothing_configured_means_the_reconcilers_own_namespace(
